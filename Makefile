@@ -1,0 +1,42 @@
+# Two commands matter: `make demo` and `make test`. Both set everything up first
+# and skip installs that are already up to date.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+CHP := $(CURDIR)/node_modules/.bin/configurable-http-proxy
+export PATH := $(BIN):$(CURDIR)/node_modules/.bin:$(PATH)
+export CNBI_PROXY_COMMAND := $(CHP)
+
+.PHONY: demo test lint docs bench deps clean
+
+deps: $(VENV)/.installed $(CHP)
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[test,docs]"
+	touch $@
+
+$(CHP): package.json
+	npm install --no-package-lock --no-audit --no-fund --loglevel=error
+	touch $@
+
+demo: deps
+	$(BIN)/cnbi-hub demo --port 8000 --state-dir .demo
+
+test: deps
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: deps
+	$(BIN)/ruff check cnbi_spawner tests benchmarks
+	$(BIN)/ruff format --check cnbi_spawner tests benchmarks
+
+docs: deps
+	$(BIN)/sphinx-build -W --keep-going -b html docs docs/_build/html
+
+bench: deps
+	$(BIN)/python benchmarks/run_all.py --quick
+
+clean:
+	rm -rf $(VENV) node_modules docs/_build .demo
