@@ -46,6 +46,8 @@ class KnownImage:
     phase: str = ""  # opendatahub.io/notebook-image-phase, "" when not set
     source: str = "static"  # "imagestream:<namespace>/<name>" or "static"
     url: str = ""
+    namespace: str = ""  # the ImageStream's namespace, "" for static images
+    created: str = ""  # RFC 3339 time of the newest status item (used to find the newest tag)
 
     @property
     def launchable(self) -> bool:

@@ -1,0 +1,188 @@
+"""Validators for the values an image source hands us (annotations, static config).
+
+Every value read from an ImageStream annotation or an operator's config file
+passes through one of these pure functions before it reaches a ``KnownImage``.
+They never raise on bad input: they return ``None`` / an empty result plus a
+human-readable problem string, so a parser can log it and keep the image.
+Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+from .model import Package
+
+#: Caps that keep a hostile annotation from costing memory or CPU.
+MAX_JSON_CHARS = 64 * 1024
+MAX_TEXT_CHARS = 2048
+MAX_NAME_CHARS = 256
+MAX_LIST_ITEMS = 256
+MAX_IMAGE_REF_CHARS = 512
+MAX_NOTEBOOK_PATH_BYTES = 1024
+
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_LABEL = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?"
+_DOMAIN = rf"{_LABEL}(?:\.{_LABEL})*(?::[0-9]{{1,5}})?"
+_TAG = r"\w[\w.-]{0,127}"
+_DIGEST = r"sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128}"
+IMAGE_REF_RE = re.compile(
+    rf"(?P<repo>(?:{_DOMAIN}/)?{_COMPONENT}(?:/{_COMPONENT})*)"
+    rf"(?::(?P<tag>{_TAG}))?(?:@(?P<digest>{_DIGEST}))?",
+    re.ASCII,
+)
+_ALIAS_RE = re.compile(r"[a-z0-9][a-z0-9._:/@+-]{0,127}", re.ASCII)
+_SIZE_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}", re.ASCII)
+_DIGEST_RE = re.compile(_DIGEST, re.ASCII)
+_TRAILING_COMMA_RE = re.compile(r",\s*([\]}])")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def split_image_ref(ref: object) -> tuple[str, str, str] | None:
+    """``repo[:tag][@digest]`` -> ``(repo, tag, digest)``; ``None`` if not a valid reference."""
+    if not isinstance(ref, str) or not ref or len(ref) > MAX_IMAGE_REF_CHARS:
+        return None
+    m = IMAGE_REF_RE.fullmatch(ref)
+    if not m:
+        return None
+    return m["repo"], m["tag"] or "", m["digest"] or ""
+
+
+def is_digest(value: object) -> bool:
+    return isinstance(value, str) and _DIGEST_RE.fullmatch(value) is not None
+
+
+def text(value: object, limit: int = MAX_TEXT_CHARS) -> str:
+    """An annotation as display text: a string, control characters replaced, capped."""
+    if not isinstance(value, str):
+        return ""
+    value = _CONTROL_RE.sub(" ", value).strip()
+    return value[:limit]
+
+
+def flag(value: object) -> bool:
+    """ODH boolean annotations are the strings "true"/"false"."""
+    return isinstance(value, str) and value.strip().lower() == "true"
+
+
+def parse_order(value: object, default: int = 100) -> tuple[int, str | None]:
+    if value is None or value == "":
+        return default, None
+    try:
+        if not isinstance(value, (str, int)) or isinstance(value, bool) or len(str(value)) > 12:
+            raise ValueError
+        return int(str(value).strip()), None
+    except ValueError:
+        return default, f"order {str(value)[:40]!r} is not an integer; using {default}"
+
+
+def load_json(value: object, what: str) -> tuple[object, str | None]:
+    """Lenient JSON: tolerates trailing commas (the usual hand-edit mistake)."""
+    if not isinstance(value, str) or not value.strip():
+        return None, None
+    if len(value) > MAX_JSON_CHARS:
+        return None, f"{what}: value of {len(value)} characters is too long; ignored"
+    try:
+        return json.loads(value), None
+    except ValueError as e:
+        first = f"{what}: invalid JSON ({e.msg} at line {e.lineno})"
+    try:
+        return json.loads(
+            _TRAILING_COMMA_RE.sub(r"\1", value)
+        ), first + "; read after dropping trailing commas"
+    except ValueError:
+        return None, first + "; ignored"
+
+
+def parse_packages(value: object, what: str) -> tuple[tuple[Package, ...], list[str]]:
+    """A JSON list of ``{name, version}`` objects -> Packages; bad entries are skipped."""
+    data, problem = load_json(value, what)
+    problems = [problem] if problem else []
+    if data is None:
+        return (), problems
+    if not isinstance(data, list):
+        return (), problems + [f"{what}: expected a JSON list; ignored"]
+    out: list[Package] = []
+    for entry in data[:MAX_LIST_ITEMS]:
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+            problems.append(f"{what}: skipped an entry without a name")
+            continue
+        version = entry.get("version", "")
+        if isinstance(version, bool) or not isinstance(version, (str, int, float)):
+            version = ""
+        name = text(entry["name"], 128)
+        if name:
+            out.append(Package(name, text(str(version), 64)))
+    if len(data) > MAX_LIST_ITEMS:
+        problems.append(f"{what}: only the first {MAX_LIST_ITEMS} entries kept")
+    return tuple(out), problems
+
+
+def _string_list(value: object, what: str) -> tuple[list[str], list[str]]:
+    """JSON list of strings, or a comma-separated string."""
+    if not isinstance(value, str) or not value.strip():
+        return [], []
+    if len(value) > MAX_JSON_CHARS:
+        return [], [f"{what}: value of {len(value)} characters is too long; ignored"]
+    if value.lstrip().startswith("["):
+        data, problem = load_json(value, what)
+        problems = [problem] if problem else []
+        if not isinstance(data, list):
+            return [], problems + ([] if problem else [f"{what}: expected a JSON list"])
+        items = [x for x in data if isinstance(x, str)]
+        if len(items) != len(data):
+            problems.append(f"{what}: skipped entries that are not strings")
+        return items, problems
+    return [x for x in value.split(",")], []
+
+
+def parse_aliases(value: object, what: str = "course-aliases") -> tuple[tuple[str, ...], list[str]]:
+    """Course aliases, lower-cased; invalid names dropped with a problem string."""
+    raw, problems = _string_list(value, what)
+    out: list[str] = []
+    for item in raw[:MAX_LIST_ITEMS]:
+        alias = item.strip().lower()
+        if not alias:
+            continue
+        if _ALIAS_RE.fullmatch(alias):
+            if alias not in out:
+                out.append(alias)
+        else:
+            problems.append(f"{what}: {alias[:40]!r} is not a valid name; skipped")
+    return tuple(out), problems
+
+
+def normalize_notebook_path(path: object) -> str | None:
+    """A safe relative notebook path, normalised; ``None`` when it is not acceptable."""
+    if not isinstance(path, str) or not path or "\\" in path or _CONTROL_RE.search(path):
+        return None
+    if len(path.encode("utf-8", "surrogatepass")) > MAX_NOTEBOOK_PATH_BYTES:
+        return None
+    if path.startswith("/") or path.startswith("~"):
+        return None
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    if not parts or any(p == ".." for p in parts):
+        return None
+    return "/".join(parts)
+
+
+def parse_notebooks(value: object, what: str = "notebooks") -> tuple[tuple[str, ...], list[str]]:
+    raw, problems = _string_list(value, what)
+    out: list[str] = []
+    for item in raw[: MAX_LIST_ITEMS * 4]:
+        path = normalize_notebook_path(item.strip())
+        if path is None:
+            problems.append(f"{what}: {item[:60]!r} is not a safe relative path; skipped")
+        elif path not in out:
+            out.append(path)
+    return tuple(out), problems
+
+
+def parse_size(value: object, what: str = "default-size") -> tuple[str | None, str | None]:
+    if not isinstance(value, str) or not value.strip():
+        return None, None
+    size = value.strip().lower()
+    if _SIZE_RE.fullmatch(size):
+        return size, None
+    return None, f"{what}: {value[:40]!r} is not a valid size name; ignored"

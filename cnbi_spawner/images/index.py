@@ -1,0 +1,204 @@
+"""Which image answers to a name: the index and the one ``resolve`` rule.
+
+Resolution for a NEW launch (all matching case-insensitive, launchable images only):
+
+1. exact key (``<stream>:<tag>`` or a static course name);
+2. a tag name that exactly one launchable image carries;
+3. a stream name -> that stream's default tag: recommended, else ``default-image``,
+   else the newest (``items[0].created``), ties broken by tag name;
+4. an alias (``cnbi.meteor.zone/course-aliases`` or static ``aliases``).
+
+The first level with exactly one candidate wins. When no level is unique but some
+level had several candidates, the name is ambiguous (``UnknownImage(ambiguous=True)``
+listing the candidates); otherwise ``UnknownImage`` with close matches (difflib).
+An outdated or failed image is never returned by ``resolve``; ``get`` still finds it
+by exact key so running servers can restart.
+
+The index is grouped by *source* (one ImageStream, or "static"): replacing one source
+touches only that source's names, so a watch event costs O(tags in the stream), not
+O(all images), and ``resolve`` is a handful of dict lookups. The index is mutated only
+through ``set_source``/``remove_source`` and never across an ``await``; readers see
+either the old or the new state.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+from ..errors import UnknownImage
+from .model import KnownImage
+
+MAX_NAME_CHARS = 256
+Ref = tuple[str, str]  # (source, key)
+
+
+def _norm(name: object) -> str | None:
+    if not isinstance(name, str):
+        return None
+    name = name.strip().lower()
+    if not name or len(name) > MAX_NAME_CHARS or not name.isprintable():
+        return None
+    return name
+
+
+def default_tag(images: Iterable[KnownImage]) -> KnownImage | None:
+    """A stream's default launchable tag: recommended -> default-image -> newest."""
+    candidates = [i for i in images if i.launchable]
+    if not candidates:
+        return None
+    return max(candidates, key=lambda i: (i.recommended, i.default, i.created, i.tag))
+
+
+class ImageIndex:
+    """All known images, indexed for ``resolve``/``get``; see the module docstring."""
+
+    def __init__(self, images: Iterable[KnownImage] = ()) -> None:
+        self._sources: dict[str, dict[str, KnownImage]] = {}
+        self._by_key: dict[str, dict[Ref, None]] = {}  # lower key -> all images (any state)
+        self._levels: tuple[dict[str, dict[Ref, None]], ...] = ({}, {}, {}, {})
+        self._stream_default: dict[str, Ref] = {}  # source -> ref of its default tag
+        self._sorted: list[KnownImage] | None = None
+        self._names: list[str] | None = None
+        grouped: dict[str, list[KnownImage]] = {}
+        for image in images:
+            grouped.setdefault(image.source, []).append(image)
+        for source, group in grouped.items():
+            self.set_source(source, group)
+
+    # -- reading -------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return sum(len(s) for s in self._sources.values())
+
+    def image(self, ref: Ref) -> KnownImage:
+        return self._sources[ref[0]][ref[1]]
+
+    def get(self, key: str) -> KnownImage | None:
+        """Exact key (outdated/failed included); case-insensitive fallback."""
+        n = _norm(key)
+        refs = self._by_key.get(n) if n else None
+        if not refs:
+            return None
+        for ref in refs:
+            if ref[1] == key:
+                return self.image(ref)
+        return self.image(next(iter(refs)))
+
+    def images(self) -> list[KnownImage]:
+        """Every image, sorted by order, then display name, then key."""
+        if self._sorted is None:
+            every = [i for s in self._sources.values() for i in s.values()]
+            every.sort(key=lambda i: (i.order, i.display_name.lower(), i.key))
+            self._sorted = every
+        return list(self._sorted)
+
+    def source(self, source: str) -> list[KnownImage]:
+        return list(self._sources.get(source, {}).values())
+
+    def sources(self) -> list[str]:
+        return list(self._sources)
+
+    def names(self) -> list[str]:
+        """Every name ``resolve`` answers to (for suggestions)."""
+        if self._names is None:
+            seen: dict[str, None] = {}
+            for level in self._levels:
+                seen.update(dict.fromkeys(level))
+            self._names = list(seen)
+        return self._names
+
+    # -- writing -------------------------------------------------------------------------
+    def set_source(
+        self, source: str, images: Iterable[KnownImage]
+    ) -> tuple[list[str], list[str], list[str]]:
+        """Replace everything ``source`` contributed; returns (added, removed, changed) keys."""
+        new: dict[str, KnownImage] = {}
+        for image in images:
+            new.setdefault(image.key, image)
+        old = self._sources.get(source, {})
+        added = [k for k in new if k not in old]
+        removed = [k for k in old if k not in new]
+        changed = [k for k in new if k in old and old[k] != new[k]]
+        if not (added or removed or changed):
+            return [], [], []
+        self._unindex(source, old)
+        if new:
+            self._sources[source] = new
+            self._index(source, new)
+        else:
+            self._sources.pop(source, None)
+        self._sorted = self._names = None
+        return added, removed, changed
+
+    def remove_source(self, source: str) -> list[str]:
+        return self.set_source(source, ())[1]
+
+    def _index(self, source: str, images: dict[str, KnownImage]) -> None:
+        exact, tags, streams, aliases = self._levels
+        for key, image in images.items():
+            ref = (source, key)
+            self._by_key.setdefault(key.lower(), {})[ref] = None
+            if not image.launchable:
+                continue
+            exact.setdefault(key.lower(), {})[ref] = None
+            if image.tag:
+                tags.setdefault(image.tag.lower(), {})[ref] = None
+            for alias in image.aliases:
+                aliases.setdefault(alias.lower(), {})[ref] = None
+        best = default_tag(images.values())
+        if best is not None and best.stream:
+            self._stream_default[source] = (source, best.key)
+            streams.setdefault(best.stream.lower(), {})[(source, "")] = None
+
+    def _unindex(self, source: str, images: dict[str, KnownImage]) -> None:
+        exact, tags, streams, aliases = self._levels
+
+        def drop(level: dict[str, dict[Ref, None]], name: str, ref: Ref) -> None:
+            refs = level.get(name)
+            if refs is not None:
+                refs.pop(ref, None)
+                if not refs:
+                    del level[name]
+
+        for key, image in images.items():
+            ref = (source, key)
+            drop(self._by_key, key.lower(), ref)
+            drop(exact, key.lower(), ref)
+            if image.tag:
+                drop(tags, image.tag.lower(), ref)
+            for alias in image.aliases:
+                drop(aliases, alias.lower(), ref)
+        if self._stream_default.pop(source, None) is not None:
+            stream = next(iter(images.values())).stream
+            drop(streams, stream.lower(), (source, ""))
+
+
+def _ref_image(index: ImageIndex, ref: Ref) -> KnownImage:
+    return index.image(index._stream_default[ref[0]] if ref[1] == "" else ref)
+
+
+def resolve(index: ImageIndex, name: object) -> KnownImage:
+    """The launchable image ``name`` means (rules in the module docstring)."""
+    n = _norm(name)
+    if n is None:
+        raise UnknownImage(str(name)[:64] if isinstance(name, str) else "")
+    ambiguous: dict[Ref, None] | None = None
+    for level in index._levels:
+        refs = level.get(n)
+        if refs:
+            if len(refs) == 1:
+                return _ref_image(index, next(iter(refs)))
+            ambiguous = ambiguous or refs
+    if ambiguous:
+        keys = sorted({_ref_image(index, r).key for r in ambiguous})
+        raise UnknownImage(n, tuple(keys[:8]), ambiguous=True)
+    raise UnknownImage(n, suggest(index, n))
+
+
+def suggest(index: ImageIndex, name: str, n: int = 3) -> tuple[str, ...]:
+    """Close launchable names for an error page (bounded work for hostile input)."""
+    if name in index._by_key:  # exists, but not launchable: offer its stream's default
+        image = index.get(name)
+        ref = index._stream_default.get(image.source) if image else None
+        return (index.image(ref).key,) if ref else ()
+    return tuple(difflib.get_close_matches(name[:64], index.names(), n=n, cutoff=0.6))
