@@ -1,0 +1,183 @@
+"""Signed launch links: an LMS (or a course author) mints them, ``/tmplogin`` checks them.
+
+A signed link carries two extra parameters:
+
+- ``exp``: expiry, whole seconds since the Unix epoch;
+- ``sig``: ``base64url(HMAC-SHA256(key, canonical))`` without padding.
+
+``canonical`` is ``cnbi-tmplogin-v1\\n`` followed by every parameter except ``sig``
+(``exp`` included), sorted by name then value, each name and value UTF-8 and
+percent-encoded with nothing left unescaped, joined as ``name=value`` with ``&``.
+Encoding both parts makes the string unambiguous (no ``a=b&c`` vs ``a=b%26c`` confusion),
+and sorting makes it independent of parameter order, so any language can mint links:
+
+    canonical = "cnbi-tmplogin-v1\\n" + "&".join(
+        quote(k, safe="") + "=" + quote(v, safe="") for k, v in sorted(params.items()))
+
+Checks (all failures raise :class:`cnbi_spawner.errors.BadSignature`, 403): ``sig`` present
+and well-formed, ``exp`` present and an integer, the signature matches (compared with
+:func:`hmac.compare_digest`), the link has not expired, and its expiry is not further
+away than ``max_ttl`` (so a leaked key cannot mint links that live for ever). Every
+parameter is covered, so changing, adding or removing one invalidates the link.
+
+The key is never logged or echoed. ``cnbi-hub sign-link`` (:func:`main`) prints a link.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import hashlib
+import hmac
+import os
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from urllib.parse import quote, urlencode
+
+from .errors import BadSignature
+
+SIG_PARAM = "sig"
+EXP_PARAM = "exp"
+_DOMAIN = b"cnbi-tmplogin-v1\n"
+_SIG_LEN = 43  # base64url of 32 bytes, unpadded
+
+
+def as_key(key: bytes | str) -> bytes:
+    """The HMAC key as bytes (``str`` keys are UTF-8 encoded)."""
+    return key.encode("utf-8") if isinstance(key, str) else bytes(key)
+
+
+def _single(params: Mapping[str, object]) -> dict[str, str]:
+    """Flatten a query mapping (values may be lists of str/bytes); repeats are refused."""
+    flat: dict[str, str] = {}
+    for name, value in params.items():
+        if isinstance(value, list | tuple):
+            if len(value) != 1:
+                raise BadSignature("This launch link repeats a parameter, so it cannot be checked.")
+            value = value[0]
+        if isinstance(value, bytes):
+            try:
+                value = value.decode("utf-8")
+            except UnicodeDecodeError:
+                raise BadSignature("This launch link is not valid UTF-8.") from None
+        flat[str(name)] = str(value)
+    return flat
+
+
+def canonical(params: Mapping[str, str]) -> bytes:
+    """The exact bytes that are signed: every parameter but ``sig``, sorted and encoded."""
+    pairs = sorted((k, v) for k, v in params.items() if k != SIG_PARAM)
+    body = "&".join(quote(k, safe="") + "=" + quote(v, safe="") for k, v in pairs)
+    return _DOMAIN + body.encode("utf-8")
+
+
+def signature(params: Mapping[str, str], key: bytes | str) -> str:
+    """``base64url(HMAC-SHA256(key, canonical(params)))`` without padding."""
+    digest = hmac.new(as_key(key), canonical(params), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+def sign_params(params: Mapping[str, str], key: bytes | str, expires: int) -> dict[str, str]:
+    """A copy of ``params`` with ``exp`` (the given epoch second) and ``sig`` added."""
+    if not as_key(key):
+        raise ValueError("the signing key is empty")
+    signed = {k: str(v) for k, v in params.items() if k not in (SIG_PARAM, EXP_PARAM)}
+    signed[EXP_PARAM] = str(int(expires))
+    signed[SIG_PARAM] = signature(signed, key)
+    return signed
+
+
+def verify_params(
+    params: Mapping[str, object],
+    key: bytes | str,
+    now: float,
+    *,
+    max_ttl: int | None = None,
+) -> None:
+    """Raise :class:`BadSignature` unless ``params`` carry a valid, unexpired signature.
+
+    ``params`` is the request's query (values may be lists, as tornado gives them).
+    ``max_ttl`` (seconds) bounds how far in the future ``exp`` may lie; ``None`` or 0: no bound.
+    """
+    flat = _single(params)
+    sig = flat.get(SIG_PARAM)
+    if not sig:
+        raise BadSignature("This hub only accepts signed launch links, and this one is not signed.")
+    exp_text = flat.get(EXP_PARAM, "")
+    if not exp_text:
+        raise BadSignature("This launch link has no expiry time, so it cannot be accepted.")
+    if len(sig) != _SIG_LEN or not exp_text.isascii() or not exp_text.isdigit():
+        raise BadSignature("This launch link's signature is not valid.")
+    try:
+        given = base64.urlsafe_b64decode(sig + "=")
+    except (binascii.Error, ValueError):
+        raise BadSignature("This launch link's signature is not valid.") from None
+    expected = hmac.new(as_key(key), canonical(flat), hashlib.sha256).digest()
+    if not hmac.compare_digest(given, expected):
+        raise BadSignature("This launch link's signature is not valid.")
+    exp = int(exp_text)
+    if exp < now:
+        raise BadSignature("This launch link has expired. Please ask for a new one.")
+    if max_ttl and exp - now > max_ttl:
+        raise BadSignature("This launch link is valid for longer than this hub allows.")
+
+
+def launch_link(base_url: str, params: Mapping[str, str]) -> str:
+    """``<base_url>/tmplogin?<params>`` with ``course`` first and ``sig`` last (readability)."""
+    order = {"course": 0, "notebook": 1, "size": 2, EXP_PARAM: 8, SIG_PARAM: 9}
+    pairs = sorted(params.items(), key=lambda kv: (order.get(kv[0], 5), kv[0]))
+    return base_url.rstrip("/") + "/tmplogin?" + urlencode(pairs, quote_via=quote)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cnbi-hub sign-link",
+        description="Print a signed /tmplogin launch link (for hubs with a link signing key).",
+    )
+    key = parser.add_mutually_exclusive_group(required=True)
+    key.add_argument(
+        "--key-env", metavar="VAR", help="read the signing key from this environment variable"
+    )
+    key.add_argument("--key", metavar="KEY", help="the signing key (prefer --key-env)")
+    parser.add_argument("--course", required=True, help="course image name, alias or tag")
+    parser.add_argument("--notebook", help="notebook path inside the home directory")
+    parser.add_argument("--size", help="resource package name")
+    parser.add_argument(
+        "--ttl", type=int, required=True, metavar="SECONDS", help="how long the link stays valid"
+    )
+    parser.add_argument(
+        "--base-url",
+        default="",
+        metavar="URL",
+        help="public hub URL, e.g. https://hub.example.edu (default: print a relative link)",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    if args.key_env:
+        key = os.environ.get(args.key_env, "")
+        if not key:
+            parser.error(f"environment variable {args.key_env} is empty or not set")
+    else:
+        key = args.key or ""
+        if not key:
+            parser.error("--key is empty")
+    if args.ttl <= 0:
+        parser.error("--ttl must be a positive number of seconds")
+    params = {"course": args.course}
+    if args.notebook:
+        params["notebook"] = args.notebook
+    if args.size:
+        params["size"] = args.size
+    signed = sign_params(params, key, int(time.time()) + args.ttl)
+    print(launch_link(args.base_url, signed))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
