@@ -167,7 +167,7 @@ def parse_imagestream_report(
         if problem:
             problems.append(f"{key}: {problem}")
 
-        def ours(suffix: str) -> object:
+        def ours(suffix: str, tag_ann: dict = tag_ann) -> object:
             return tag_ann.get(CNBI + suffix, ann.get(CNBI + suffix))
 
         software, p1 = fields.parse_packages(

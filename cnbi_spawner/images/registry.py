@@ -1,0 +1,413 @@
+"""``ImageRegistry``: the live set of known images, one per hub process.
+
+Sources: the operator's static list (``static_images``) and, unless
+``watch_imagestreams`` is off, the ImageStreams in ``namespaces`` matching
+``label_selector``. Each namespace runs one reflector-style loop:
+
+    LIST (paged, limit/continue) -> WATCH from the list's resourceVersion
+    (timeoutSeconds = resync_period) -> clean end: WATCH again from the last rv
+    410 Gone -> LIST again;  any other error -> stale, jittered exponential
+    back-off, then LIST again (the relist is the resync after an outage).
+
+Each event replaces only that stream's images in the index (O(tags)), so a change
+is visible to ``resolve`` as soon as the event is read. While the API is down the
+last-known-good set keeps serving; ``stale_since`` says since when. ``resolve``
+raises ``RegistryNotReady`` only if the registry never completed a first sync.
+
+The decisions (parsing, resolution order) are the pure functions in
+``imagestreams.py``, ``static.py`` and ``index.py``; this module is the I/O edge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+from collections.abc import Callable
+from typing import ClassVar
+
+from kubernetes_asyncio import client, watch
+from kubernetes_asyncio.client.exceptions import ApiException
+from traitlets import Bool, Dict, Float, Int, List, Unicode, Union, default, observe
+from traitlets.config import LoggingConfigurable
+
+from ..errors import RegistryNotReady
+from . import index as _index
+from .imagestreams import parse_imagestream_report, stream_source
+from .model import KnownImage
+from .static import parse_static_report
+
+GROUP, VERSION, PLURAL = "image.openshift.io", "v1", "imagestreams"
+SA_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+Listener = Callable[[dict[str, KnownImage], dict[str, KnownImage]], object]
+
+
+def _simple_label(selector: str) -> tuple[str, str] | None:
+    """``k=v`` -> (k, v), so the parser re-checks what the server filtered; else None."""
+    if "," in selector or "!" in selector or " in " in selector or selector.count("=") != 1:
+        return None
+    k, v = selector.split("=")
+    return (k.strip(), v.strip()) if k.strip() else None
+
+
+class ImageRegistry(LoggingConfigurable):
+    """Known course images from static config and live ImageStreams."""
+
+    namespaces = List(
+        Unicode(),
+        help="Namespaces whose ImageStreams are watched. Default: the namespace the hub "
+        "runs in (service-account file or $POD_NAMESPACE), else 'default'.",
+    ).tag(config=True)
+
+    @default("namespaces")
+    def _default_namespaces(self) -> list[str]:
+        try:
+            with open(SA_NAMESPACE_FILE) as f:
+                ns = f.read().strip()
+        except OSError:
+            ns = ""
+        return [ns or os.environ.get("POD_NAMESPACE") or "default"]
+
+    label_selector = Unicode(
+        "opendatahub.io/notebook-image=true",
+        help="Label selector for the ImageStreams that hold notebook images.",
+    ).tag(config=True)
+    watch_imagestreams = Bool(
+        True, help="Watch ImageStreams. Turn off on hubs without the ImageStream API."
+    ).tag(config=True)
+    static_images = Union(
+        [Dict(), List()],
+        default_value=None,
+        allow_none=True,
+        help="Static images: a KNOWN_IMAGES-style dict {course: image_ref} or a list of "
+        "dicts (see cnbi_spawner.images.static). Merged with the ImageStream images.",
+    ).tag(config=True)
+    resync_period = Float(
+        30.0,
+        help="Seconds one watch request stays open (timeoutSeconds) before it is renewed "
+        "from the last resourceVersion; also bounds how long a silently dead connection "
+        "goes unnoticed.",
+    ).tag(config=True)
+    kubeconfig = Unicode(
+        None, allow_none=True, help="kubeconfig path; default $KUBECONFIG or in-cluster."
+    ).tag(config=True)
+    list_page_size = Int(500, help="Items per LIST page (limit/continue).").tag(config=True)
+    backoff_max = Float(30.0, help="Longest wait between reconnect attempts, seconds.").tag(
+        config=True
+    )
+    request_timeout = Float(30.0, help="Client-side timeout for one LIST page, seconds.").tag(
+        config=True
+    )
+
+    _shared_instance: ClassVar[ImageRegistry | None] = None
+
+    @classmethod
+    def shared(cls, parent=None, config=None) -> ImageRegistry:
+        """The registry of this process (created on first call; later arguments ignored)."""
+        if cls._shared_instance is None:
+            kwargs: dict = {
+                "config": config if config is not None else getattr(parent, "config", None)
+            }
+            if kwargs["config"] is None:
+                del kwargs["config"]
+            if parent is not None and getattr(parent, "log", None) is not None:
+                kwargs["log"] = parent.log
+            cls._shared_instance = cls(**kwargs)
+        return cls._shared_instance
+
+    @classmethod
+    def clear_shared(cls) -> None:
+        """Forget the process-wide instance (tests only; stop it first)."""
+        cls._shared_instance = None
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.index = _index.ImageIndex()
+        self.problems: dict[str, list[str]] = {}  # source -> problems of its last parse
+        self.skipped: dict[str, list[tuple[str, str]]] = {}  # source -> (key, why)
+        self._listeners: list[Listener] = []
+        self._snapshot: dict[str, KnownImage] | None = None
+        self._listed: set[str] = set()  # namespaces listed at least once
+        self._failing: dict[str, float] = {}  # namespace -> since when its loop fails
+        self._stream_rv: dict[str, str] = {}  # source -> resourceVersion parsed
+        self._tasks: list[asyncio.Task] = []
+        self._api: client.ApiClient | None = None
+        self._synced_event = asyncio.Event()
+        self.last_sync: float | None = None
+        self._load_static()
+
+    # -- status --------------------------------------------------------------------------
+    @property
+    def synced(self) -> bool:
+        """True once every source was loaded at least once (stays true during outages)."""
+        return not self.watch_imagestreams or self._listed.issuperset(self.namespaces)
+
+    @property
+    def stale_since(self) -> float | None:
+        """``time.time()`` since which the API could not be reached, or None when healthy."""
+        return min(self._failing.values()) if self._failing else None
+
+    def status(self) -> dict:
+        return {
+            "synced": self.synced,
+            "stale_since": self.stale_since,
+            "last_sync": self.last_sync,
+            "images": len(self.index),
+            "launchable": len(self.launchable()),
+            "namespaces": list(self.namespaces) if self.watch_imagestreams else [],
+        }
+
+    # -- reading -------------------------------------------------------------------------
+    def resolve(self, name: str) -> KnownImage:
+        """The launchable image for a NEW launch (rules: ``index`` module docstring)."""
+        if not self.synced:
+            raise RegistryNotReady()
+        return _index.resolve(self.index, name)
+
+    def get(self, key: str) -> KnownImage | None:
+        """Exact key, outdated included (restarts of running servers)."""
+        return self.index.get(key)
+
+    def images(self) -> list[KnownImage]:
+        return self.index.images()
+
+    def launchable(self) -> list[KnownImage]:
+        return [i for i in self.index.images() if i.launchable]
+
+    def add_listener(self, callback: Listener) -> None:
+        """``callback(old, new)`` (key -> image) after each change; may be a coroutine fn."""
+        self._listeners.append(callback)
+
+    def remove_listener(self, callback: Listener) -> None:
+        if callback in self._listeners:
+            self._listeners.remove(callback)
+
+    # -- applying changes ------------------------------------------------------------------
+    def _mapping(self) -> dict[str, KnownImage]:
+        out: dict[str, KnownImage] = {}
+        for source in self.index.sources():
+            for image in self.index.source(source):
+                out.setdefault(image.key, image)
+        return out
+
+    def _apply(self, changes: dict[str, list[KnownImage]], *, quiet: bool = False) -> int:
+        """Replace the images of each source in ``changes``; log and notify. Returns #changes."""
+        old = self._snapshot if self._listeners and self._snapshot is not None else None
+        if self._listeners and old is None:
+            old = self._mapping()
+        n = 0
+        for source, images in changes.items():
+            added, removed, changed = self.index.set_source(source, images)
+            n += len(added) + len(removed) + len(changed)
+            if quiet:
+                continue
+            for key in added:
+                img = next(i for i in images if i.key == key)
+                self.log.info("Image added: %s -> %s (%s)", key, img.image, source)
+            for key in removed:
+                self.log.info("Image removed: %s (%s)", key, source)
+            for key in changed:
+                img = next(i for i in images if i.key == key)
+                self.log.info("Image changed: %s -> %s (%s)", key, img.image, source)
+        if n and self._listeners:
+            new = self._mapping()
+            self._snapshot = new
+            for callback in list(self._listeners):
+                try:
+                    result = callback(old, new)
+                    if asyncio.iscoroutine(result):
+                        asyncio.ensure_future(result)
+                except Exception:
+                    self.log.exception("Image registry listener %r failed", callback)
+        return n
+
+    def _load_static(self) -> None:
+        images, problems = parse_static_report(self.static_images)
+        for problem in problems:
+            self.log.warning("%s", problem)
+        self.problems["static"] = problems
+        self._apply({"static": images}, quiet=True)
+
+    @observe("static_images")
+    def _static_changed(self, change) -> None:
+        if hasattr(self, "index"):
+            self._load_static()
+
+    def _parse(self, obj: dict) -> tuple[str, list[KnownImage]]:
+        result = parse_imagestream_report(obj, require_label=_simple_label(self.label_selector))
+        for problem in result.problems:
+            self.log.warning("%s: %s", result.source, problem)
+        self.problems[result.source] = result.problems
+        self.skipped[result.source] = result.skipped
+        return result.source, result.images
+
+    def _forget(self, source: str) -> None:
+        self.problems.pop(source, None)
+        self.skipped.pop(source, None)
+        self._stream_rv.pop(source, None)
+
+    # -- lifecycle -----------------------------------------------------------------------
+    async def start(self) -> None:
+        """Start watching (idempotent). Returns at once; see ``wait_synced``."""
+        if self._tasks or not self.watch_imagestreams:
+            if not self.watch_imagestreams:
+                self._synced_event.set()
+            return
+        from ..kube import make_api_client
+
+        self._api = await make_api_client(self.kubeconfig)
+        for ns in dict.fromkeys(self.namespaces):
+            self._tasks.append(asyncio.create_task(self._run(ns), name=f"imagestreams:{ns}"))
+
+    async def wait_synced(self, timeout: float | None = None) -> bool:
+        """Wait for the first complete sync; False on timeout."""
+        if self.synced:
+            return True
+        try:
+            await asyncio.wait_for(self._synced_event.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    async def stop(self) -> None:
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._api is not None:
+            await self._api.close()
+            self._api = None
+
+    # -- the watch loop ------------------------------------------------------------------
+    def _mark_ok(self, ns: str) -> None:
+        if self._failing.pop(ns, None) is not None:
+            self.log.info("ImageStream API reachable again in %s", ns)
+
+    def _mark_failing(self, ns: str, error: BaseException) -> None:
+        if ns not in self._failing:
+            self._failing[ns] = time.time()
+            self.log.warning(
+                "ImageStream API unreachable in %s (%s); serving the last-known images",
+                ns,
+                str(error).splitlines()[0][:200] if str(error) else type(error).__name__,
+            )
+
+    def _backoff(self, failures: int) -> float:
+        delay = min(self.backoff_max, 0.2 * 2 ** min(failures - 1, 16))
+        return random.uniform(delay / 2, delay)
+
+    async def _list(self, api: client.CustomObjectsApi, ns: str) -> str:
+        """LIST all pages; replace this namespace's streams; returns the list rv."""
+        seen: dict[str, dict] = {}
+        cont: str | None = None
+        while True:
+            kwargs = {"label_selector": self.label_selector, "limit": self.list_page_size}
+            if cont:
+                kwargs["_continue"] = cont
+            page = await api.list_namespaced_custom_object(
+                GROUP, VERSION, ns, PLURAL, _request_timeout=self.request_timeout, **kwargs
+            )
+            for obj in page.get("items") or []:
+                meta = obj.get("metadata") or {}
+                meta.setdefault("namespace", ns)
+                seen[stream_source(ns, meta.get("name", ""))] = obj
+            metadata = page.get("metadata") or {}
+            cont = metadata.get("continue")
+            rv = metadata.get("resourceVersion") or ""
+            if not cont:
+                break
+        prefix = stream_source(ns, "")
+        first = ns not in self._listed
+        changes: dict[str, list[KnownImage]] = {}
+        for source in self.index.sources():
+            if source.startswith(prefix) and source not in seen:
+                changes[source] = []
+                self._forget(source)
+        for source, obj in seen.items():
+            obj_rv = obj["metadata"].get("resourceVersion")
+            if obj_rv and self._stream_rv.get(source) == obj_rv:
+                continue
+            src, images = self._parse(obj)
+            changes[src] = images
+            self._stream_rv[src] = obj_rv
+        n = self._apply(changes, quiet=first)
+        self._listed.add(ns)
+        self.last_sync = time.time()
+        self.log.info(
+            "ImageStreams listed in %s: %d streams, %d changes, %d images known",
+            ns,
+            len(seen),
+            n,
+            len(self.index),
+        )
+        if self.synced:
+            self._synced_event.set()
+        return rv
+
+    def _on_event(self, ns: str, kind: str, obj: dict) -> None:
+        meta = obj.get("metadata") or {}
+        meta.setdefault("namespace", ns)
+        source = stream_source(ns, meta.get("name", ""))
+        if kind == "DELETED":
+            self._forget(source)
+            self._apply({source: []})
+            return
+        rv = meta.get("resourceVersion")
+        if rv and self._stream_rv.get(source) == rv:
+            return
+        src, images = self._parse(obj)
+        self._stream_rv[src] = rv
+        self._apply({src: images})
+
+    async def _run(self, ns: str) -> None:
+        assert self._api is not None
+        api = client.CustomObjectsApi(self._api)
+        rv: str | None = None
+        failures = 0
+        while True:
+            try:
+                if rv is None:
+                    rv = await self._list(api, ns)
+                    self._mark_ok(ns)
+                    failures = 0
+                w = watch.Watch()
+                async with w:
+                    async for event in w.stream(
+                        api.list_namespaced_custom_object,
+                        GROUP,
+                        VERSION,
+                        ns,
+                        PLURAL,
+                        label_selector=self.label_selector,
+                        resource_version=rv,
+                        timeout_seconds=max(1, int(self.resync_period)),
+                        _request_timeout=self.resync_period + 10,
+                    ):
+                        kind = event.get("type")
+                        obj = event.get("raw_object")
+                        if not isinstance(obj, dict):
+                            raise ValueError(f"malformed watch event: {str(obj)[:100]}")
+                        rv = (obj.get("metadata") or {}).get("resourceVersion") or rv
+                        self._mark_ok(ns)
+                        if kind in ("ADDED", "MODIFIED", "DELETED"):
+                            self._on_event(ns, kind, obj)
+                self._mark_ok(ns)  # a clean end of the watch proves the API is up
+            except asyncio.CancelledError:
+                raise
+            except ApiException as e:
+                if e.status == 410:
+                    self.log.info("ImageStream watch in %s expired (410); listing again", ns)
+                    rv = None
+                    await asyncio.sleep(random.uniform(0, 0.2))
+                    continue
+                failures += 1
+                self._mark_failing(ns, e)
+                rv = None
+                await asyncio.sleep(self._backoff(failures))
+            except Exception as e:
+                failures += 1
+                self._mark_failing(ns, e)
+                rv = None
+                await asyncio.sleep(self._backoff(failures))
