@@ -1,0 +1,321 @@
+"""``CNBiSpawner``: KubeSpawner whose image, landing notebook and size come from the launch.
+
+A thin wiring of ``selection.plan_launch`` into KubeSpawner's hooks; the decisions live in
+``selection.py`` and ``images/``. What happens, in JupyterHub 6 terms:
+
+- ``GET /hub/spawn?course=…&notebook=…&size=…``: the hub passes the query (minus ``next``
+  and ``display_name``; ``opt-`` prefixes stripped) to ``options_from_query``, which plans
+  the launch and returns the canonical ``plan.user_options()`` (``course`` = the image's
+  exact registry key). A refusal is a ``tornado.web.HTTPError`` whose ``jupyterhub_message``
+  the hub shows on the spawn page with our status code (4xx/503); nothing is started.
+- ``POST /hub/spawn`` (the form below) goes through ``options_from_form`` the same way.
+- ``POST /hub/api/users/{name}/server[/{server}]`` stores the JSON body as ``user_options``
+  unchecked; every start therefore re-plans in ``load_user_options`` (KubeSpawner calls it
+  first thing in ``start()``, before any Kubernetes object exists). A body with unknown keys,
+  or an ``image`` that is not a registry name, fails the spawn with our status and message.
+- Restarts reuse the stored canonical options; re-planning looks the exact key up with
+  ``reg.get`` first, so a server keeps an image that has since been marked outdated, and an
+  image removed from the registry fails cleanly (404, "no course image with that name").
+- The plan is applied by setting KubeSpawner traits (``image``, ``default_url``, cpu/mem,
+  ``extra_resource_*``, ``node_selector``, ``tolerations``, ``node_affinity_required``,
+  ``extra_labels``/``extra_annotations``) on top of the configured values; KubeSpawner
+  builds the pod. ``profile_list`` is not used by this spawner.
+
+Migrating an MIT-style hub: ``c.CNBiSpawner.known_images = KNOWN_IMAGES`` (a dict
+``{course: image_ref}``) is the one-line equivalent of ``c.ImageRegistry.static_images =
+KNOWN_IMAGES`` plus ``c.ImageRegistry.watch_imagestreams = False`` (unless that is set
+explicitly): courses resolve case-insensitively from the dict, nothing else can launch.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from kubespawner import KubeSpawner
+from tornado import web
+from traitlets import Any as AnyTrait
+from traitlets import Dict, Float, List, Union, default
+
+from .anonymous import is_anonymous
+from .errors import LaunchError, RegistryNotReady
+from .images.model import KnownImage
+from .images.registry import ImageRegistry
+from .selection import LaunchPlan, ResourcePackage, plan_launch
+from .sizes import ResourcePolicy
+
+# KubeSpawner traits a plan sets; their configured values are the base each plan adds to.
+_PLAN_TRAITS = (
+    "cpu_guarantee",
+    "cpu_limit",
+    "mem_guarantee",
+    "mem_limit",
+    "extra_resource_guarantees",
+    "extra_resource_limits",
+    "node_selector",
+    "tolerations",
+    "node_affinity_required",
+    "extra_labels",
+    "extra_annotations",
+)
+
+
+def http_error(error: LaunchError) -> web.HTTPError:
+    """A tornado error the hub renders with ``error.message`` (HTML page or JSON)."""
+    http = web.HTTPError(error.status, "%s: %s", type(error).__name__, error.message)
+    http.jupyterhub_message = error.message  # shown by the spawn page, error page and API
+    retry_after = getattr(error, "retry_after", None)
+    if retry_after:
+        http.headers = {"Retry-After": str(retry_after)}
+    return http
+
+
+def _format_escape(value: str) -> str:
+    """KubeSpawner runs extra_labels/annotations through ``str.format``: keep braces literal."""
+    return value.replace("{", "{{").replace("}", "}}")
+
+
+def options_form_html(
+    images: Sequence[KnownImage],
+    sizes: Sequence[ResourcePackage],
+    *,
+    selected_course: str | None = None,
+    selected_size: str | None = None,
+    ready: bool = True,
+) -> str:
+    """The spawn form's inner HTML (the hub adds ``<form>`` and the Start button).
+
+    Every value is HTML-escaped: display names and descriptions come from ImageStream
+    annotations that course authors control. Never empty (an empty form makes the hub
+    fall back to spawning with default options after a bad query).
+    """
+    e = html.escape
+    if not ready:
+        return (
+            '<p class="cnbi-form-wait">The hub is still loading its course images. '
+            "Please reload this page in a few seconds.</p>"
+        )
+    if not images:
+        return '<p class="cnbi-form-empty">No course images are available right now.</p>'
+    keys = [image.key for image in images]
+    chosen = selected_course if selected_course in keys else keys[0]
+    parts = ['<fieldset class="cnbi-courses"><legend>Course</legend>']
+    for n, image in enumerate(images):
+        checked = " checked" if image.key == chosen else ""
+        parts.append(
+            '<div class="radio"><label>'
+            f'<input type="radio" name="course" id="cnbi-course-{n}" value="{e(image.key)}"'
+            f"{checked} required> <strong>{e(image.display_name or image.key)}</strong>"
+            + (f' <span class="text-muted">({e(image.key)})</span>' if image.display_name else "")
+            + (f"<br><small>{e(image.description)}</small>" if image.description else "")
+            + "</label></div>"
+        )
+    parts.append("</fieldset>")
+    if sizes:
+        names = [s.name for s in sizes]
+        size_chosen = selected_size if selected_size in names else None
+        parts.append(
+            '<label for="cnbi-size">Size</label>'
+            '<select class="form-control" name="size" id="cnbi-size">'
+            + ('<option value="">Course default</option>' if size_chosen is None else "")
+        )
+        for size in sizes:
+            selected = " selected" if size.name == size_chosen else ""
+            text = size.label + (f" ({size.description})" if size.description else "")
+            parts.append(f'<option value="{e(size.name)}"{selected}>{e(text)}</option>')
+        parts.append("</select>")
+    parts.append(
+        '<label for="cnbi-notebook">Notebook to open (optional)</label>'
+        '<input class="form-control" type="text" name="notebook" id="cnbi-notebook"'
+        ' maxlength="1024" placeholder="e.g. lectures/lecture1.ipynb">'
+    )
+    return "\n".join(parts)
+
+
+class CNBiSpawner(KubeSpawner):
+    """KubeSpawner launching only registry images, chosen by ``course``/``notebook``/``size``."""
+
+    known_images = Union(
+        [Dict(), List()],
+        default_value=None,
+        allow_none=True,
+        help="""
+        MIT-style fallback: a static KNOWN_IMAGES dict {course: image_ref} (or a list of
+        image dicts, see cnbi_spawner.images.static). Setting it is the same as
+        `c.ImageRegistry.static_images = KNOWN_IMAGES` plus
+        `c.ImageRegistry.watch_imagestreams = False` (unless watch_imagestreams is set
+        explicitly), so an MIT OL QueryStringKubeSpawner config migrates in one line.
+        """,
+    ).tag(config=True)
+
+    registry_wait_timeout = Float(
+        5.0,
+        help="""
+        Seconds a launch waits for the image registry's first sync before it is refused
+        with 503 and Retry-After.
+        """,
+    ).tag(config=True)
+
+    image_registry = AnyTrait(
+        None,
+        allow_none=True,
+        help="The ImageRegistry to use (default: ImageRegistry.shared(parent=spawner)).",
+    )
+
+    resource_policy = AnyTrait(
+        None,
+        allow_none=True,
+        help="The ResourcePolicy to use (default: ResourcePolicy(parent=spawner)).",
+    )
+
+    _cnbi_base: dict[str, Any] | None = None
+    _cnbi_plan: LaunchPlan | None = None
+
+    @default("options_form")
+    def _cnbi_options_form_default(self):
+        return type(self)._cnbi_render_form
+
+    @default("options_from_form")
+    def _cnbi_options_from_form_default(self):
+        return self._cnbi_options_from_form
+
+    # -- collaborators -------------------------------------------------------------------
+    def _registry(self) -> ImageRegistry:
+        if self.image_registry is None:
+            self.image_registry = ImageRegistry.shared(parent=self)
+        return self.image_registry
+
+    async def _ready_registry(self, timeout: float) -> ImageRegistry:
+        reg = self._registry()
+        if self.known_images:
+            await self._apply_known_images(reg)
+        try:
+            await reg.start()
+            if not reg.synced:
+                await reg.wait_synced(timeout)
+        except Exception:
+            self.log.exception("Image registry could not start")
+            raise http_error(RegistryNotReady()) from None
+        return reg
+
+    async def _apply_known_images(self, reg: ImageRegistry) -> None:
+        if reg.static_images != self.known_images:
+            reg.static_images = self.known_images
+        explicit = "watch_imagestreams" in self.config.get("ImageRegistry", {})
+        if reg.watch_imagestreams and not explicit:
+            self.log.info("known_images is set: image registry serves the static list only")
+            reg.watch_imagestreams = False
+            await reg.stop()
+
+    def _policy(self):
+        if self.resource_policy is None:
+            self.resource_policy = ResourcePolicy(parent=self)
+        return self.resource_policy.launch_policy()
+
+    def _anonymous(self) -> bool:
+        return is_anonymous(self.user.name, [g.name for g in self.user.groups])
+
+    async def _plan(self, options: Mapping[str, Any], *, restart: bool) -> LaunchPlan:
+        """``plan_launch`` with this user's registry and policy; refusals as HTTPError."""
+        try:
+            reg = await self._ready_registry(self.registry_wait_timeout)
+            return plan_launch(
+                options,
+                reg,
+                self._policy(),
+                anonymous=self._anonymous(),
+                allow_outdated=restart,
+            )
+        except LaunchError as e:
+            self.log.warning(
+                "Launch refused for %s: %s %s: %s",
+                self._log_name,
+                e.status,
+                type(e).__name__,
+                e.message,
+            )
+            raise http_error(e) from None
+
+    # -- hub hooks -----------------------------------------------------------------------
+    async def options_from_query(self, query_data: Mapping[str, Any]) -> dict[str, str]:
+        """``/hub/spawn?course=…``: validate and return the canonical options."""
+        return (await self._plan(query_data, restart=False)).user_options()
+
+    async def _cnbi_options_from_form(self, form_data: Mapping[str, Any]) -> dict[str, str]:
+        """The spawn form: same rules as the query."""
+        return (await self._plan(form_data, restart=False)).user_options()
+
+    async def _cnbi_render_form(self) -> str:
+        try:
+            reg = await self._ready_registry(min(self.registry_wait_timeout, 2.0))
+        except web.HTTPError:
+            return options_form_html([], [], ready=False)
+        if not reg.synced:
+            return options_form_html([], [], ready=False)
+        policy = self._policy()
+        anonymous = self._anonymous()
+        sizes = [p for p in policy.packages.values() if policy.allowed_for(p, anonymous=anonymous)]
+        previous = self.user_options or {}
+        return options_form_html(
+            reg.launchable(),
+            sizes,
+            selected_course=previous.get("course") if isinstance(previous, dict) else None,
+            selected_size=previous.get("size") if isinstance(previous, dict) else None,
+        )
+
+    async def load_user_options(self) -> None:
+        """Re-plan from ``user_options`` at every start and apply the plan (see module doc)."""
+        plan = await self._plan(self.user_options or {}, restart=True)
+        self._apply_plan(plan)
+        self.log.info(
+            "Launch plan for %s: course=%s image=%s size=%s url=%s anonymous=%s",
+            self._log_name,
+            plan.image.key,
+            plan.image.image,
+            plan.size.name,
+            plan.default_url,
+            plan.anonymous,
+        )
+
+    def _apply_plan(self, plan: LaunchPlan) -> None:
+        if self._cnbi_base is None:  # configured values, before any plan touched them
+            self._cnbi_base = {name: getattr(self, name) for name in _PLAN_TRAITS}
+        base = self._cnbi_base
+        size = plan.size
+        self.image = plan.image.image
+        self.default_url = plan.default_url
+        for name in ("cpu_guarantee", "cpu_limit", "mem_guarantee", "mem_limit"):
+            value = getattr(size, name)
+            setattr(self, name, base[name] if value is None else value)
+        for name in ("extra_resource_guarantees", "extra_resource_limits", "node_selector"):
+            setattr(self, name, {**base[name], **getattr(size, name)})
+        for name in ("tolerations", "node_affinity_required"):
+            configured = self._sorted_dict_values(base[name]) or []
+            setattr(self, name, [*configured, *(dict(t) for t in getattr(size, name))])
+        self.extra_labels = {**base["extra_labels"], **plan.labels}
+        self.extra_annotations = {
+            **base["extra_annotations"],
+            **{k: _format_escape(v) for k, v in plan.annotations.items()},
+        }
+        self._cnbi_plan = plan
+
+    def _starting_message(self) -> str | None:
+        plan = self._cnbi_plan
+        image = plan.image if plan is not None else None
+        if image is None:
+            course = (self.user_options or {}).get("course")
+            if isinstance(course, str) and self.image_registry is not None:
+                image = self.image_registry.get(course)
+        if image is None:
+            return None
+        name = image.display_name or image.key
+        return f"Starting course image {name} ({image.key})"
+
+    async def progress(self):
+        """A first message naming the course image, then KubeSpawner's pod events."""
+        message = self._starting_message()
+        if message:
+            yield {"progress": 5, "message": message}
+        async for event in super().progress():
+            yield event
