@@ -24,7 +24,9 @@ MAX_NOTEBOOK_PATH_BYTES = 1024
 
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _LABEL = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?"
-_DOMAIN = rf"{_LABEL}(?:\.{_LABEL})*(?::[0-9]{{1,5}})?"
+# like docker: the first component is a host only with a dot, a port, or "localhost"
+_PORT = r"(?::[0-9]{1,5})"
+_DOMAIN = rf"(?:localhost{_PORT}?|{_LABEL}(?:\.{_LABEL})+{_PORT}?|{_LABEL}{_PORT})"
 _TAG = r"\w[\w.-]{0,127}"
 _DIGEST = r"sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128}"
 IMAGE_REF_RE = re.compile(

@@ -73,8 +73,13 @@ def _pick_ref(
         return ref, True, None
     digest = item.get("image")
     repo_parts = fields.split_image_ref(status_repo)
+    bad = "dockerImageReference is not a valid image reference; " if ref and not parts else ""
     if fields.is_digest(digest) and repo_parts and not repo_parts[1] and not repo_parts[2]:
-        return f"{status_repo}@{digest}", True, None
+        return (
+            f"{status_repo}@{digest}",
+            True,
+            (bad + "using status.dockerImageRepository@image") if bad else None,
+        )
     if parts:
         return ref, False, "dockerImageReference has no digest; launches are not pinned"
     if repo_parts and not repo_parts[1] and not repo_parts[2]:
