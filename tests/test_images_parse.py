@@ -333,7 +333,7 @@ def test_garbage_objects(obj):
 # --- field validators -----------------------------------------------------------------------
 
 REFS = [
-    ("registry.example/courses/uai-intro@sha256:" + "a" * 64, ("registry.example/courses/uai-intro", "", "sha256:" + "a" * 64)),
+    ("registry.example/c/u@sha256:" + "a" * 64, ("registry.example/c/u", "", "sha256:" + "a" * 64)),
     ("registry.example:5000/a/b:v1", ("registry.example:5000/a/b", "v1", "")),
     ("ubuntu", ("ubuntu", "", "")),
     ("a/b:t@sha256:" + "0" * 64, ("a/b", "t", "sha256:" + "0" * 64)),
