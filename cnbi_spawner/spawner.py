@@ -104,9 +104,11 @@ def options_form_html(
     for n, image in enumerate(images):
         checked = " checked" if image.key == chosen else ""
         parts.append(
-            '<div class="radio"><label>'
-            f'<input type="radio" name="course" id="cnbi-course-{n}" value="{e(image.key)}"'
-            f"{checked} required> <strong>{e(image.display_name or image.key)}</strong>"
+            '<div class="form-check">'
+            f'<input class="form-check-input" type="radio" name="course" id="cnbi-course-{n}"'
+            f' value="{e(image.key)}"{checked} required>'
+            f'<label class="form-check-label" for="cnbi-course-{n}">'
+            f"<strong>{e(image.display_name or image.key)}</strong>"
             + (f' <span class="text-muted">({e(image.key)})</span>' if image.display_name else "")
             + (f"<br><small>{e(image.description)}</small>" if image.description else "")
             + "</label></div>"
@@ -116,8 +118,8 @@ def options_form_html(
         names = [s.name for s in sizes]
         size_chosen = selected_size if selected_size in names else None
         parts.append(
-            '<label for="cnbi-size">Size</label>'
-            '<select class="form-control" name="size" id="cnbi-size">'
+            '<label class="form-label" for="cnbi-size">Size</label>'
+            '<select class="form-select" name="size" id="cnbi-size">'
             + ('<option value="">Course default</option>' if size_chosen is None else "")
         )
         for size in sizes:
@@ -126,7 +128,7 @@ def options_form_html(
             parts.append(f'<option value="{e(size.name)}"{selected}>{e(text)}</option>')
         parts.append("</select>")
     parts.append(
-        '<label for="cnbi-notebook">Notebook to open (optional)</label>'
+        '<label class="form-label" for="cnbi-notebook">Notebook to open (optional)</label>'
         '<input class="form-control" type="text" name="notebook" id="cnbi-notebook"'
         ' maxlength="1024" placeholder="e.g. lectures/lecture1.ipynb">'
     )
