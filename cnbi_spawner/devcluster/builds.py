@@ -1,0 +1,467 @@
+"""The dev cluster's CustomNBImage build controller (an operator-style program).
+
+It talks to the cluster API only through the real ``kubernetes_asyncio`` client, like a
+real operator: list + watch ``customnbimages``, and for each unfinished object walk the
+draft-era (seed) phases, writing ``status`` with a PUT on ``.../status`` (the operator's
+``Status().Update``), one step every ``step_delay`` seconds:
+
+  build (package-list, gitrepo): Pending -> Preparing -> Resolving -> Building -> Ready
+      conditions PipelineRunPrepare / PipelineRunBuild (Unknown/Running -> True/Succeeded)
+  import: Importing (PipelineRunImport Unknown/Running) -> Importing with reason
+      Validating -> Ready (PipelineRunImport True/Succeeded)
+
+Failures (phase Failed, the pipeline's condition False/Failed with the message):
+- annotation ``cnbi.meteor.zone/inject-failure: "<message>"`` fails the object at its
+  Building (build) or Validating (import) step with that message;
+- a package that cannot be resolved fails it at Resolving: by rule, any requirement whose
+  normalised name starts with ``nonexistent-`` (e.g. ``nonexistent-pkg==1.0``).
+
+On success it creates or updates the ImageStream ``cnbi-<name>-<import|package-list|gitrepo>``
+with the ODH label and annotations (name, desc, creator, url, phase, messages; tag
+software + python dependencies), and a ``status.tags`` item whose ``dockerImageReference`` is
+a fake ``registry.example/cnbi/<stream>@sha256:<digest>``; then calls ``on_image(repo, ...)``
+(the dev cluster's ``add_image``) so that image is launchable by the process runtime.
+Deleting a CustomNBImage stops its walk; its ImageStream carries an ownerReference to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from kubernetes_asyncio import client, watch
+from kubernetes_asyncio.client.exceptions import ApiException
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+
+from cnbi_spawner.builds import GROUP, KIND, PLURAL, VERSION
+from cnbi_spawner.builds.phases import SOURCE_ANNOTATION, build_kind, imagestream_name, normalise
+from cnbi_spawner.builds.resource import creator_of, display_name_of
+
+log = logging.getLogger("cnbi.devcluster.builds")
+
+INJECT_FAILURE = "cnbi.meteor.zone/inject-failure"
+UNRESOLVABLE_PREFIX = "nonexistent-"
+IMAGE_HOST = "registry.example/cnbi"
+DELAY_ENV = "CNBI_DEVCLUSTER_BUILD_DELAY"
+IS_GROUP, IS_VERSION, IS_PLURAL = "image.openshift.io", "v1", "imagestreams"
+
+OnImage = Callable[[str, dict], Awaitable[None] | None]
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _cond(type_: str, status: str, reason: str, message: str) -> dict:
+    return {
+        "type": type_,
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": _now(),
+    }
+
+
+def unresolvable(packages: list) -> str | None:
+    """The first requirement the fake resolver cannot resolve (rule: ``nonexistent-*``)."""
+    for item in packages or ():
+        try:
+            name = canonicalize_name(Requirement(str(item)).name)
+        except InvalidRequirement:
+            return str(item)
+        if name.startswith(UNRESOLVABLE_PREFIX):
+            return str(item)
+    return None
+
+
+def plan_steps(cr: dict) -> list[dict]:
+    """The statuses to write, in order, for ``cr`` (pure). The last one is final."""
+    name = cr["metadata"]["name"]
+    spec = cr.get("spec") or {}
+    annotations = cr["metadata"].get("annotations") or {}
+    injected = annotations.get(INJECT_FAILURE)
+    run = f"cnbi-{name}"
+
+    def status(phase: str, conditions: list[dict], pipelines: list[str]) -> dict:
+        return {
+            "phase": phase,
+            "conditions": conditions,
+            "pipelines": [
+                {
+                    "name": p,
+                    "pipelineRunName": f"{run}-{p}",
+                    "ready": "True" if phase == "Ready" else "False",
+                }
+                for p in pipelines
+            ],
+        }
+
+    if build_kind(cr) == "import":
+        steps = [
+            status(
+                "Importing",
+                [_cond("PipelineRunImport", "Unknown", "Running", "Importing")],
+                ["import"],
+            ),
+            status(
+                "Importing",
+                [_cond("PipelineRunImport", "Unknown", "Validating", "Validating the image")],
+                ["import"],
+            ),
+        ]
+        if injected:
+            fail = _cond("PipelineRunImport", "False", "Failed", str(injected))
+            return steps + [status("Failed", [fail], ["import"])]
+        done = _cond("PipelineRunImport", "True", "Succeeded", "Tasks Completed: 4 (Failed: 0)")
+        return steps + [status("Ready", [done], ["import"])]
+
+    prep_running = _cond("PipelineRunPrepare", "Unknown", "Running", "Preparing the build")
+    prep_done = _cond("PipelineRunPrepare", "True", "Succeeded", "Prepared")
+    steps = [
+        status("Pending", [], []),
+        status("Preparing", [prep_running], ["prepare"]),
+        status(
+            "Resolving",
+            [_cond("PipelineRunPrepare", "Unknown", "Running", "Resolving packages")],
+            ["prepare"],
+        ),
+    ]
+    bad = unresolvable(spec.get("packageVersions") or [])
+    if bad:
+        message = f"Could not find a version that satisfies the requirement {bad}"
+        fail = _cond("PipelineRunPrepare", "False", "Failed", message)
+        return steps + [status("Failed", [fail], ["prepare"])]
+    build_running = _cond("PipelineRunBuild", "Unknown", "Running", "Building the image")
+    steps.append(status("Building", [prep_done, build_running], ["prepare", "build"]))
+    if injected:
+        fail = _cond("PipelineRunBuild", "False", "Failed", str(injected))
+        return steps + [status("Failed", [prep_done, fail], ["prepare", "build"])]
+    build_done = _cond("PipelineRunBuild", "True", "Succeeded", "Tasks Completed: 3 (Failed: 0)")
+    return steps + [status("Ready", [prep_done, build_done], ["prepare", "build"])]
+
+
+def _tag_of(cr: dict) -> str:
+    if build_kind(cr) != "import":
+        return "latest"
+    image = str((cr.get("spec") or {}).get("baseImage") or (cr.get("spec") or {}).get("fromImage"))
+    image = image.split("@", 1)[0]
+    last = image.rsplit("/", 1)[-1]
+    return last.split(":", 1)[1] if ":" in last else "latest"
+
+
+def imagestream_for(cr: dict) -> tuple[dict, dict, str]:
+    """(ImageStream object, its status, image repository) for a succeeded ``cr`` (pure)."""
+    meta = cr["metadata"]
+    spec = cr.get("spec") or {}
+    stream = imagestream_name(cr)
+    tag = _tag_of(cr)
+    digest = hashlib.sha256(
+        json.dumps([meta.get("uid"), meta.get("generation"), spec], sort_keys=True).encode()
+    ).hexdigest()
+    repo = f"{IMAGE_HOST}/{stream}"
+    python = ((spec.get("runtimeEnvironment") or {}).get("pythonVersion")) or "3.11"
+    deps = []
+    for item in spec.get("packageVersions") or ():
+        with contextlib.suppress(InvalidRequirement):
+            req = Requirement(str(item))
+            deps.append({"name": req.name, "version": str(req.specifier).lstrip("=") or "latest"})
+    source = spec.get("baseImage") or spec.get("fromImage") or spec.get("repoURL") or ""
+    tag_annotations = {
+        "opendatahub.io/notebook-software": json.dumps([{"name": "Python", "version": python}]),
+        "opendatahub.io/notebook-python-dependencies": json.dumps(deps),
+    }
+    if build_kind(cr) == "import" and source:
+        tag_annotations["openshift.io/imported-from"] = source
+    body = {
+        "apiVersion": f"{IS_GROUP}/{IS_VERSION}",
+        "kind": "ImageStream",
+        "metadata": {
+            "name": stream,
+            "namespace": meta["namespace"],
+            "labels": {
+                "opendatahub.io/notebook-image": "true",
+                "app.kubernetes.io/created-by": "cnbi-devcluster-build-controller",
+            },
+            "annotations": {
+                "opendatahub.io/notebook-image-name": display_name_of(cr),
+                "opendatahub.io/notebook-image-desc": str(spec.get("description") or ""),
+                "opendatahub.io/notebook-image-url": str(source),
+                "opendatahub.io/notebook-image-creator": creator_of(cr),
+                "opendatahub.io/notebook-image-phase": "Succeeded",
+                "opendatahub.io/notebook-image-messages": "",
+                SOURCE_ANNOTATION: f"customnbimage/{meta['name']}",
+            },
+            "ownerReferences": [
+                {
+                    "apiVersion": f"{GROUP}/{VERSION}",
+                    "kind": KIND,
+                    "name": meta["name"],
+                    "uid": meta.get("uid", ""),
+                    "controller": True,
+                    "blockOwnerDeletion": False,
+                }
+            ],
+        },
+        "spec": {
+            "lookupPolicy": {"local": True},
+            "tags": [
+                {
+                    "name": tag,
+                    "annotations": tag_annotations,
+                    "from": {"kind": "DockerImage", "name": f"{repo}:{tag}"},
+                    "importPolicy": {},
+                    "referencePolicy": {"type": "Source"},
+                }
+            ],
+        },
+    }
+    status = {
+        "dockerImageRepository": "",
+        "tags": [
+            {
+                "tag": tag,
+                "items": [
+                    {
+                        "created": _now(),
+                        "dockerImageReference": f"{repo}@sha256:{digest}",
+                        "image": f"sha256:{digest}",
+                        "generation": 1,
+                    }
+                ],
+            }
+        ],
+    }
+    return body, status, repo
+
+
+class BuildController:
+    """List + watch CustomNBImages and walk each unfinished one through its phases."""
+
+    def __init__(
+        self,
+        api_client: client.ApiClient,
+        *,
+        namespace: str | None = None,
+        step_delay: float | None = None,
+        on_image: OnImage | None = None,
+    ) -> None:
+        self.api = client.CustomObjectsApi(api_client)
+        self.namespace = namespace  # None: every namespace
+        if step_delay is None:
+            step_delay = float(os.environ.get(DELAY_ENV, "1.0"))
+        self.step_delay = step_delay
+        self.on_image = on_image
+        self._walks: dict[str, asyncio.Task] = {}
+
+    async def _list(self, **kw) -> dict:
+        if self.namespace:
+            return await self.api.list_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, PLURAL, **kw
+            )
+        return await self.api.list_cluster_custom_object(GROUP, VERSION, PLURAL, **kw)
+
+    async def run(self) -> None:
+        """Run until cancelled: list, reconcile, watch; relist after any error."""
+        log.info(
+            "build controller started (namespace=%s, step %.2fs)", self.namespace, self.step_delay
+        )
+        try:
+            while True:
+                try:
+                    listing = await self._list()
+                    for obj in listing.get("items") or ():
+                        self._reconcile(obj)
+                    rv = listing["metadata"]["resourceVersion"]
+                    w = watch.Watch()
+                    list_fn = (
+                        self.api.list_namespaced_custom_object
+                        if self.namespace
+                        else self.api.list_cluster_custom_object
+                    )
+                    args = (
+                        (GROUP, VERSION, self.namespace, PLURAL)
+                        if self.namespace
+                        else (
+                            GROUP,
+                            VERSION,
+                            PLURAL,
+                        )
+                    )
+                    async with w.stream(
+                        list_fn, *args, resource_version=rv, timeout_seconds=30
+                    ) as s:
+                        async for event in s:
+                            obj = event.get("object") if isinstance(event, dict) else None
+                            if event.get("type") == "DELETED" and isinstance(obj, dict):
+                                self._forget(obj)
+                            elif isinstance(obj, dict):
+                                self._reconcile(obj)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - an operator keeps going
+                    log.warning("build controller: list/watch failed (%s); relisting", exc)
+                    await asyncio.sleep(0.5)
+        finally:
+            for task in self._walks.values():
+                task.cancel()
+            await asyncio.gather(*self._walks.values(), return_exceptions=True)
+            self._walks.clear()
+
+    def _key(self, obj: dict) -> str:
+        meta = obj.get("metadata") or {}
+        return f"{meta.get('namespace')}/{meta.get('name')}/{meta.get('uid')}"
+
+    def _forget(self, obj: dict) -> None:
+        task = self._walks.pop(self._key(obj), None)
+        if task:
+            task.cancel()
+
+    def _reconcile(self, obj: dict) -> None:
+        if (obj.get("metadata") or {}).get("deletionTimestamp"):
+            self._forget(obj)
+            return
+        key = self._key(obj)
+        if key in self._walks or normalise(obj).finished:
+            return
+        self._walks[key] = asyncio.create_task(self._walk(obj), name=f"cnbi-build:{key}")
+
+    async def _walk(self, cr: dict) -> None:
+        meta = cr["metadata"]
+        ns, name = meta["namespace"], meta["name"]
+        steps = plan_steps(cr)
+        current = (cr.get("status") or {}).get("phase")
+        # resume after a restart: skip the steps already written
+        done = [i for i, s in enumerate(steps) if s["phase"] == current]
+        start = done[0] + 1 if done else 0
+        try:
+            for step in steps[start:]:
+                await asyncio.sleep(self.step_delay)
+                if step["phase"] == "Ready":
+                    latest = await self._get(ns, name)
+                    if latest is None:
+                        return
+                    await self._publish(latest)
+                if not await self._write_status(ns, name, step):
+                    return
+                log.info("build %s/%s: phase %s", ns, name, step["phase"])
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("build %s/%s: walk failed", ns, name)
+        finally:
+            task = self._walks.get(self._key(cr))
+            if task is asyncio.current_task():
+                self._walks.pop(self._key(cr), None)
+
+    async def _get(self, ns: str, name: str) -> dict | None:
+        try:
+            return await self.api.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def _write_status(self, ns: str, name: str, status: dict) -> bool:
+        """GET + PUT .../status, retrying on 409; False when the object is gone."""
+        for _ in range(5):
+            obj = await self._get(ns, name)
+            if obj is None or (obj.get("metadata") or {}).get("deletionTimestamp"):
+                return False
+            obj["status"] = {"observedGeneration": obj["metadata"].get("generation", 1), **status}
+            try:
+                await self.api.replace_namespaced_custom_object_status(
+                    GROUP, VERSION, ns, PLURAL, name, obj
+                )
+                return True
+            except ApiException as exc:
+                if exc.status == 404:
+                    return False
+                if exc.status != 409:
+                    raise
+        raise RuntimeError(f"status of {ns}/{name}: too many conflicts")
+
+    async def _publish(self, cr: dict) -> None:
+        """Create/update the ImageStream for a succeeded ``cr`` and register its image."""
+        body, status, repo = imagestream_for(cr)
+        ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        try:
+            current = await self.api.get_namespaced_custom_object(
+                IS_GROUP, IS_VERSION, ns, IS_PLURAL, name
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            current = None
+        if self.on_image is not None:  # before the stream appears, so it is launchable at once
+            result = self.on_image(repo, cr)
+            if asyncio.iscoroutine(result):
+                await result
+        if current is None:
+            current = await self.api.create_namespaced_custom_object(
+                IS_GROUP, IS_VERSION, ns, IS_PLURAL, body
+            )
+        else:
+            body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+            current = await self.api.replace_namespaced_custom_object(
+                IS_GROUP, IS_VERSION, ns, IS_PLURAL, name, body
+            )
+        current["status"] = status
+        await self.api.replace_namespaced_custom_object_status(
+            IS_GROUP, IS_VERSION, ns, IS_PLURAL, name, current
+        )
+        log.info(
+            "build %s: published ImageStream %s/%s (%s)", cr["metadata"]["name"], ns, name, repo
+        )
+
+
+def content_for(cluster, cr: dict) -> Path:
+    """The home-directory content for a built image: the base image's, else a small README."""
+    images = getattr(cluster, "images", None) or {}
+    spec = cr.get("spec") or {}
+    base = str(spec.get("baseImage") or spec.get("fromImage") or "")
+    repo = base.split("@", 1)[0]
+    last = repo.rsplit("/", 1)
+    if ":" in last[-1]:
+        repo = repo.rsplit(":", 1)[0]
+    if repo in images:
+        return Path(images[repo])
+    root = Path(getattr(cluster, "state_dir", None) or Path.cwd()) / "built-images"
+    folder = root / cr["metadata"]["name"]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "README.md").write_text(
+        f"# {display_name_of(cr)}\n\nBuilt by the dev cluster build controller for "
+        f"{creator_of(cr)}.\n"
+    )
+    return folder
+
+
+def controller_for(cluster, *, step_delay: float | None = None, namespace: str | None = None):
+    """A coroutine factory for ``cluster.add_controller``: runs a ``BuildController``."""
+
+    async def run() -> None:
+        from kubernetes_asyncio import config
+
+        api_client = client.ApiClient(configuration=client.Configuration())
+        await config.load_kube_config(
+            config_file=str(cluster.kubeconfig), client_configuration=api_client.configuration
+        )
+
+        def on_image(repo: str, cr: dict) -> None:
+            cluster.add_image(repo, content_for(cluster, cr))
+
+        try:
+            await BuildController(
+                api_client, namespace=namespace, step_delay=step_delay, on_image=on_image
+            ).run()
+        finally:
+            await api_client.close()
+
+    return run
