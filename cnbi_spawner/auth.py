@@ -410,7 +410,8 @@ class TmpLoginMixin(LoggingConfigurable):
         registry = ImageRegistry.shared(parent=self)
         task = self._registry_task
         if task is None or (task.done() and (task.cancelled() or task.exception())):
-            self._registry_task = asyncio.ensure_future(registry.start())
+            loop = asyncio.get_running_loop()  # RuntimeError outside the hub's event loop
+            self._registry_task = loop.create_task(registry.start())
             self._registry_task.add_done_callback(self._registry_started)
         return registry
 

@@ -1,0 +1,229 @@
+"""The authenticator's pure parts and hooks, without a hub process.
+
+The whole flow through a real hub, proxy and dev cluster is in ``test_auth_hub.py``.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from jupyterhub.auth import DummyAuthenticator
+from traitlets.config import Config
+
+from cnbi_spawner import auth as auth_mod
+from cnbi_spawner.auth import (
+    LaunchRefused,
+    TmpLoginAuthenticator,
+    TmpLoginMixin,
+    result_for,
+    spawn_url,
+    wants_json,
+)
+from cnbi_spawner.errors import (
+    BadSignature,
+    LaunchError,
+    RegistryNotReady,
+    SelectionError,
+    Throttled,
+    UnknownImage,
+)
+
+
+@pytest.mark.parametrize(
+    "error, result",
+    [
+        (SelectionError("bad"), "bad_request"),
+        (SelectionError("guest cap", status=403), "bad_request"),
+        (UnknownImage("x", ("y",)), "unknown_course"),
+        (BadSignature("no"), "bad_signature"),
+        (Throttled("slow down", retry_after=3), "rate_limited"),
+        (Throttled("full", retry_after=60, status=503), "at_capacity"),
+        (RegistryNotReady(), "not_ready"),
+        (LaunchError("other"), "bad_request"),
+    ],
+)
+def test_result_labels(error, result):
+    assert result_for(error) == result
+    assert result in auth_mod.RESULTS
+
+
+@pytest.mark.parametrize(
+    "accept, expected",
+    [
+        ("application/json", True),
+        ("application/json, */*;q=0.1", True),
+        ("text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8", False),
+        ("text/html, application/json", False),
+        ("*/*", False),
+        ("", False),
+    ],
+)
+def test_wants_json(accept, expected):
+    assert wants_json(accept) is expected
+
+
+@pytest.mark.parametrize(
+    "base, options, expected",
+    [
+        ("/hub/", None, "/hub/spawn"),
+        ("/hub/", {}, "/hub/spawn"),
+        ("/hub/", {"course": "c1", "size": "small"}, "/hub/spawn?course=c1&size=small"),
+        (
+            "/prefix/hub/",
+            {"course": "a:b", "notebook": "dir/a b?c#d&e=f.ipynb"},
+            "/prefix/hub/spawn?course=a%3Ab&notebook=dir%2Fa%20b%3Fc%23d%26e%3Df.ipynb",
+        ),
+    ],
+)
+def test_spawn_url_encodes_every_value(base, options, expected):
+    assert spawn_url(base, options) == expected
+
+
+def test_refusal_carries_status_message_and_retry_after():
+    refused = LaunchRefused(Throttled("Too many.", retry_after=7))
+    assert refused.status_code == 429
+    assert refused.headers == {"Retry-After": "7"}
+    assert refused.reason == "Too Many Requests"
+    assert "7 seconds" in refused.jupyterhub_message
+    assert LaunchRefused(UnknownImage("x")).headers == {}
+
+
+async def test_authenticate_never_invents_a_user_from_form_data():
+    a = TmpLoginAuthenticator()
+    assert await a.authenticate(None, {"username": "x", "password": "y"}) is None
+    assert await a.authenticate(None, None) is None
+    # the handler's own marker with a name it did not reserve is refused too
+    assert await a.authenticate(None, {auth_mod._ANONYMOUS_LOGIN: "not-reserved"}) is None
+    a.reserve("0b7f0a8e-3d1c-4c58-9b9e-111111111111")
+    model = await a.authenticate(
+        None, {auth_mod._ANONYMOUS_LOGIN: "0b7f0a8e-3d1c-4c58-9b9e-111111111111"}
+    )
+    assert model == {"name": "0b7f0a8e-3d1c-4c58-9b9e-111111111111", "groups": ["anonymous"]}
+
+
+async def test_only_minted_names_pass_check_allowed_when_allow_all_is_off():
+    a = TmpLoginAuthenticator()
+    assert a.allow_all is False and a.any_allow_config is True
+    a.reserve("minted")
+    assert await a.check_allowed("minted") is True
+    assert await a.check_allowed("someone-else") is False
+    a.release("minted")
+    assert await a.check_allowed("minted") is False
+
+
+def test_defaults_and_drop_in_login_url(monkeypatch):
+    monkeypatch.delenv(auth_mod.SIGNING_KEY_ENV, raising=False)
+    a = TmpLoginAuthenticator()
+    assert a.auto_login is True
+    assert a.login_url("/hub/") == "/hub/tmplogin"
+    assert a.signing_key == b""
+    assert (a.per_client_rate, a.per_client_burst, a.trusted_proxy_count) == (300.0, 300, 1)
+    assert a.reuse_sessions and a.anonymous_group == "anonymous"
+    assert a.max_anonymous_users == 0
+
+
+def test_signing_key_from_env_or_config(monkeypatch):
+    monkeypatch.setenv(auth_mod.SIGNING_KEY_ENV, "from-env")
+    assert TmpLoginAuthenticator().signing_key == b"from-env"
+    c = Config()
+    c.TmpLoginAuthenticator.link_signing_key = b"\x00\x01raw"
+    assert TmpLoginAuthenticator(config=c).signing_key == b"\x00\x01raw"
+    assert "from-env" not in repr(TmpLoginAuthenticator())
+
+
+def test_rate_limiter_is_built_from_traits():
+    c = Config()
+    c.TmpLoginAuthenticator.per_client_rate = 60
+    c.TmpLoginAuthenticator.per_client_burst = 2
+    c.TmpLoginAuthenticator.global_rate = 0
+    limiter = TmpLoginAuthenticator(config=c).rate_limiter
+    assert [limiter.check("a").allowed for _ in range(3)] == [True, True, False]
+    assert limiter.check("b").allowed
+
+
+class _Group:
+    def __init__(self, name):
+        self.name = name
+
+
+class _User:
+    """The two attributes of a hub ``User`` that capacity counting reads."""
+
+    def __init__(self, name, active, groups=()):
+        self.name, self.active, self.groups = name, active, [_Group(g) for g in groups]
+
+
+def test_capacity_counts_active_anonymous_users_and_fresh_logins():
+    c = Config()
+    c.TmpLoginAuthenticator.max_anonymous_users = 3
+    c.TmpLoginAuthenticator.capacity_retry_after = 42
+    a = TmpLoginAuthenticator(config=c)
+    users = {
+        1: _User("3f1f6f43-58a4-4e5b-9a0e-2d9d8f1c0a11", active=True),  # uuid name
+        2: _User("alice", active=True),  # named: not counted
+        3: _User("guest-7", active=True, groups=["anonymous"]),  # group member
+        4: _User("8b0a1c2d-1111-4e5b-9a0e-2d9d8f1c0a11", active=False),  # no server
+    }
+    assert a.live_anonymous(users) == 2
+    a.check_capacity(users)
+    a.reserve("9c0a1c2d-2222-4e5b-9a0e-2d9d8f1c0a11")  # logged in, spawn not started yet
+    a.reserve("3f1f6f43-58a4-4e5b-9a0e-2d9d8f1c0a11")  # already counted: not twice
+    assert a.live_anonymous(users) == 3
+    with pytest.raises(Throttled) as info:
+        a.check_capacity(users)
+    assert (info.value.status, info.value.retry_after) == (503, 42)
+    # reservations expire: a login that never reached its spawn frees the slot
+    for name in a._reservations:
+        a._reservations[name] = time.monotonic() - auth_mod.RESERVATION_SECONDS - 1
+    assert a.live_anonymous(users) == 2
+    a.max_anonymous_users = 0  # no limit
+    a.check_capacity({i: _User(f"{i:08x}-0000-4000-8000-000000000000", True) for i in range(50)})
+
+
+class CourseAuthenticator(TmpLoginMixin, DummyAuthenticator):
+    """What an operator writes to have named users and anonymous learners side by side."""
+
+
+async def test_mixin_keeps_the_other_authenticator_for_named_users():
+    c = Config()
+    c.CourseAuthenticator.per_client_rate = 5
+    c.TmpLoginMixin.max_anonymous_users = 9
+    a = CourseAuthenticator(config=c)
+    assert (a.per_client_rate, a.max_anonymous_users) == (5.0, 9)
+    # named users: the other authenticator decides (DummyAuthenticator accepts anyone)
+    assert await a.authenticate(None, {"username": "alice", "password": "pw"}) == "alice"
+    assert a.login_url("/hub/") == "/hub/login"
+    a.reserve("n1")
+    assert await a.authenticate(None, {auth_mod._ANONYMOUS_LOGIN: "n1"}) == {
+        "name": "n1",
+        "groups": ["anonymous"],
+    }
+
+
+async def test_get_handlers_adds_tmplogin_and_starts_the_registry():
+    from cnbi_spawner.images.registry import ImageRegistry
+
+    ImageRegistry.clear_shared()
+    c = Config()
+    c.ImageRegistry.watch_imagestreams = False
+    c.ImageRegistry.static_images = {"Intro": "registry.example/courses/intro:1"}
+    a = CourseAuthenticator(config=c)
+    try:
+        paths = [h[0] for h in a.get_handlers(None)]
+        assert paths == ["/login", "/tmplogin"]
+        registry = await a.ready_registry()
+        assert registry.synced and registry.resolve("intro").key == "intro"
+    finally:
+        await ImageRegistry.shared().stop()
+        ImageRegistry.clear_shared()
+
+
+def test_get_handlers_outside_an_event_loop_still_registers():
+    from cnbi_spawner.images.registry import ImageRegistry
+
+    ImageRegistry.clear_shared()
+    try:
+        assert [h[0] for h in TmpLoginAuthenticator().get_handlers(None)][-1] == "/tmplogin"
+    finally:
+        ImageRegistry.clear_shared()
