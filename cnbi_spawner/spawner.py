@@ -13,6 +13,7 @@ A thin wiring of ``selection.plan_launch`` into KubeSpawner's hooks; the decisio
   unchecked; every start therefore re-plans in ``load_user_options`` (KubeSpawner calls it
   first thing in ``start()``, before any Kubernetes object exists). A body with unknown keys,
   or an ``image`` that is not a registry name, fails the spawn with our status and message.
+  Once planned, the stored options are replaced by the canonical ones (exact image key).
 - Restarts reuse the stored canonical options; re-planning looks the exact key up with
   ``reg.get`` first, so a server keeps an image that has since been marked outdated, and an
   image removed from the registry fails cleanly (404, "no course image with that name").
@@ -270,6 +271,13 @@ class CNBiSpawner(KubeSpawner):
         """Re-plan from ``user_options`` at every start and apply the plan (see module doc)."""
         plan = await self._plan(self.user_options or {}, restart=True)
         self._apply_plan(plan)
+        canonical = plan.user_options()
+        if self.user_options != canonical:
+            # e.g. {"course": "uai-intro"} from the REST API: store the exact key, so the
+            # next restart of this server gets this image, not whatever the name means then
+            self.user_options = canonical
+            if self.orm_spawner is not None:
+                self.orm_spawner.user_options = canonical  # the hub commits after start()
         self.log.info(
             "Launch plan for %s: course=%s image=%s size=%s url=%s anonymous=%s",
             self._log_name,
