@@ -256,6 +256,14 @@ def make_jinja() -> Environment:
     )
 
 
+class OAuthCallbackHandler(HubOAuthCallbackHandler):
+    """The hub's OAuth callback, bound to this app's HubOAuth (not the singleton)."""
+
+    @property
+    def hub_auth(self):
+        return self.settings["hub_auth"]
+
+
 def make_app(ctx: ServiceContext, hub_auth: HubOAuth) -> web.Application:
     from .catalog import CatalogHandler, ImagesAPIHandler
     from .health import HealthHandler
@@ -264,7 +272,7 @@ def make_app(ctx: ServiceContext, hub_auth: HubOAuth) -> web.Application:
     handlers: list = [
         (p.rstrip("/"), web.RedirectHandler, {"url": p}),
         (p, CatalogHandler),
-        (p + "oauth_callback", HubOAuthCallbackHandler),
+        (p + "oauth_callback", OAuthCallbackHandler),
         (p + "api/images", ImagesAPIHandler),
         (p + r"api/images/(.+)", ImagesAPIHandler),
         (p + "health", HealthHandler),
