@@ -1,0 +1,475 @@
+"""Builds API and pages of the ``cnbi`` service: CustomNBImage requests by course authors.
+
+Routes (under the service prefix, e.g. ``/services/cnbi/``):
+
+- ``POST api/builds`` (JSON body, see :mod:`cnbi_spawner.builds.validate`) -> 201 + build
+- ``GET api/builds`` -> own builds (admins: all; ``?mine=1`` only their own)
+- ``GET api/builds/{name}`` -> phase, conditions, message, image key, launch URL
+- ``DELETE api/builds/{name}`` -> 204 (own builds only)
+- ``GET api/builds/{name}/events`` -> Server-Sent Events: one ``build`` event per change,
+  ending after a final phase (and, on success, once the image is in the registry)
+- pages: ``builds`` (list), ``builds/new`` (form, POST with server-side validation),
+  ``builds/{name}`` (status, live through the events stream, "Launch" at the end)
+
+Access: the hub scope ``custom:cnbi:builds`` (``hub_scopes``), on the OAuth cookie
+(the service needs ``oauth_client_allowed_scopes: ["custom:cnbi:builds"]``) or on an API
+token; anonymous learners are refused even if a role gave them the scope. XSRF: cookie
+requests that change state need the hub's XSRF token (form field ``_xsrf`` or header
+``X-XSRFToken``); token-authenticated API calls do not. The creator of a build is
+always the authenticated user (a ``creator`` in the body is ignored, with a warning).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+from jupyterhub.services.auth import HubOAuthenticated
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
+from tornado import iostream, web
+from traitlets import Float, Int
+from traitlets.config import Configurable
+
+from .. import signing
+from ..anonymous import is_anonymous
+from ..builds import GROUP, PLURAL, VERSION
+from ..builds.phases import BuildStatus, count_in_progress, normalise
+from ..builds.resource import creator_of, customnbimage, display_name_of
+from ..builds.validate import (
+    BuildRequestError,
+    check_quota,
+    parse_body,
+    validate_request,
+)
+from ..errors import LaunchError
+
+SCOPE = "custom:cnbi:builds"
+NAME_RE = r"([a-z0-9][a-z0-9-]{0,62})"
+
+
+class BuildSettings(Configurable):
+    """Knobs of the builds API (``c.BuildSettings.*`` in the service config)."""
+
+    max_in_progress = Int(
+        3, help="Unfinished builds one user may have at once (-1: no limit)."
+    ).tag(config=True)
+    events_poll_interval = Float(
+        0.5, help="Seconds between status checks behind the live events stream."
+    ).tag(config=True)
+    events_max_duration = Float(
+        900, help="Close a live events stream after this many seconds (clients reconnect)."
+    ).tag(config=True)
+    launch_wait = Float(
+        60,
+        help="After Success, keep the events stream open this long for the image to "
+        "reach the registry.",
+    ).tag(config=True)
+
+
+def build_json(cr: dict, status: BuildStatus, image=None, launch_url: str = "") -> dict:
+    """Public view of one build."""
+    spec = cr.get("spec") if isinstance(cr.get("spec"), dict) else {}
+    meta = cr.get("metadata") or {}
+    return {
+        "name": status.name,
+        "display_name": display_name_of(cr),
+        "description": spec.get("description", ""),
+        "creator": creator_of(cr),
+        "created": meta.get("creationTimestamp", ""),
+        "kind": status.kind,
+        "flow": status.flow,
+        "phase": status.phase,
+        "phases": list(status.phases),
+        "finished": status.finished,
+        "message": status.message,
+        "raw_phase": status.raw_phase,
+        "conditions": [c.to_json() for c in status.conditions],
+        "imagestream": status.imagestream,
+        "image": image.key if image is not None else None,
+        "launchable": bool(image is not None and image.launchable),
+        "launch_url": launch_url or None,
+        "spec": {
+            k: spec[k]
+            for k in (
+                "pipelines",
+                "baseImage",
+                "packageVersions",
+                "repoURL",
+                "ref",
+                "runtimeEnvironment",
+            )
+            if k in spec
+        },
+    }
+
+
+class _BuildsBase(HubOAuthenticated, web.RequestHandler):
+    hub_scopes = {SCOPE}
+
+    @property
+    def ctx(self):
+        return self.settings["cnbi"]
+
+    @property
+    def hub_auth(self):
+        return self.settings["hub_auth"]
+
+    @property
+    def build_settings(self) -> BuildSettings:
+        found = self.settings.get("cnbi_build_settings")
+        if found is None:
+            parent = getattr(self.ctx.settings, "parent", None)
+            found = self.settings["cnbi_build_settings"] = BuildSettings(parent=parent)
+        return found
+
+    def prepare(self):
+        user = self.current_user
+        if user and is_anonymous(user.get("name", ""), user.get("groups") or ()):
+            raise web.HTTPError(403, "anonymous users cannot request image builds")
+
+    @property
+    def user_name(self) -> str:
+        return self.current_user["name"]
+
+    @property
+    def is_admin(self) -> bool:
+        return bool(self.current_user.get("admin"))
+
+    @property
+    def api(self) -> client.CustomObjectsApi:
+        if self.ctx.kube is None:
+            raise web.HTTPError(503, "the Kubernetes API is not configured")
+        return client.CustomObjectsApi(self.ctx.kube)
+
+    async def list_crs(self) -> list[dict]:
+        try:
+            listing = await self.api.list_namespaced_custom_object(
+                GROUP, VERSION, self.ctx.namespace, PLURAL
+            )
+        except ApiException as exc:
+            raise web.HTTPError(503, f"cannot list builds ({exc.status})") from None
+        return [i for i in listing.get("items") or () if isinstance(i, dict)]
+
+    async def get_cr(self, name: str) -> dict:
+        """The CustomNBImage if the user may see it, else 404."""
+        try:
+            cr = await self.api.get_namespaced_custom_object(
+                GROUP, VERSION, self.ctx.namespace, PLURAL, name
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                raise web.HTTPError(404, "no such build") from None
+            raise web.HTTPError(503, f"cannot read the build ({exc.status})") from None
+        if creator_of(cr) != self.user_name and not self.is_admin:
+            raise web.HTTPError(404, "no such build")
+        return cr
+
+    def image_for(self, status: BuildStatus):
+        """The registry image this build produced, if it is there yet."""
+        reg = self.ctx.registry
+        if reg is None or not status.succeeded or not status.imagestream:
+            return None
+        found = [i for i in reg.images() if i.stream == status.imagestream]
+        found.sort(key=lambda i: (not i.launchable, not i.recommended, not i.default))
+        return found[0] if found else None
+
+    def hub_public_url(self) -> str:
+        configured = getattr(self.ctx.settings, "public_hub_url", "")
+        if configured:
+            return configured.rstrip("/") + "/"
+        return f"{self.request.protocol}://{self.request.host}{self.ctx.hub_base_url}"
+
+    def launch_url(self, image) -> str:
+        if image is None or not image.launchable:
+            return ""
+        params = {"course": image.key}
+        key = getattr(self.ctx.settings, "link_signing_key", "")
+        if key:
+            ttl = getattr(self.ctx.settings, "link_ttl", 14 * 24 * 3600)
+            params = signing.sign_params(params, key, int(time.time() + ttl))
+        return signing.launch_link(self.hub_public_url(), params)
+
+    def view(self, cr: dict) -> dict:
+        status = normalise(cr)
+        image = self.image_for(status)
+        return build_json(cr, status, image, self.launch_url(image))
+
+    async def create(self, body: object) -> tuple[dict, tuple[str, ...]]:
+        """Validate ``body`` for the current user and create the CustomNBImage."""
+        crs = await self.list_crs()
+        req = validate_request(
+            body, creator=self.user_name, existing_names={c["metadata"]["name"] for c in crs}
+        )
+        check_quota(count_in_progress(crs, self.user_name), self.build_settings.max_in_progress)
+        obj = customnbimage(req, self.ctx.namespace)
+        try:
+            created = await self.api.create_namespaced_custom_object(
+                GROUP, VERSION, self.ctx.namespace, PLURAL, obj
+            )
+        except ApiException as exc:
+            if exc.status == 409:
+                raise LaunchError(
+                    "A build with that name appeared meanwhile; try again.", status=409
+                ) from None
+            raise web.HTTPError(503, f"cannot create the build ({exc.status})") from None
+        self._count("Pending" if req.kind != "import" else "Importing")
+        self.log_event("created", req.name, f"kind={req.kind}")
+        return created, req.warnings
+
+    def _count(self, phase: str) -> None:
+        metrics = getattr(self.ctx, "metrics", None)
+        counter = getattr(metrics, "build_requests", None)
+        if counter is not None:
+            counter.labels(phase=phase).inc()
+
+    def log_event(self, what: str, name: str, extra: str = "") -> None:
+        self.log.info("build %s: %s by %s %s", name, what, self.user_name, extra)
+
+    @property
+    def log(self):
+        import logging
+
+        return logging.getLogger("cnbi.builds")
+
+
+class _APIBase(_BuildsBase):
+    def get_login_url(self):
+        raise web.HTTPError(403, "a hub token or login with the builds scope is required")
+
+    def write_json(self, data, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.set_header("Cache-Control", "no-store")
+        self.finish(json.dumps(data))
+
+    def write_error(self, status_code: int, **kwargs) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, LaunchError):
+            self.set_status(exc.status)
+            body = exc.to_json()
+        else:
+            message = getattr(exc, "log_message", None) or self._reason
+            body = {"status": status_code, "message": message}
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(body))
+
+    def _handle_request_exception(self, e: BaseException) -> None:
+        if isinstance(e, LaunchError):
+            self.send_error(e.status, exc_info=(type(e), e, e.__traceback__))
+            return
+        super()._handle_request_exception(e)
+
+
+class BuildsAPIHandler(_APIBase):
+    @web.authenticated
+    async def get(self) -> None:
+        crs = await self.list_crs()
+        mine_only = not self.is_admin or self.get_argument("mine", "") in ("1", "true")
+        if mine_only:
+            crs = [c for c in crs if creator_of(c) == self.user_name]
+        crs.sort(key=lambda c: (c.get("metadata") or {}).get("creationTimestamp", ""), reverse=True)
+        self.write_json({"builds": [self.view(c) for c in crs]})
+
+    @web.authenticated
+    async def post(self) -> None:
+        ctype = self.request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if ctype != "application/json":
+            raise BuildRequestError({"body": "send Content-Type: application/json"}, status=415)
+        created, warnings = await self.create(parse_body(self.request.body))
+        data = self.view(created)
+        data["warnings"] = list(warnings)
+        self.set_header("Location", f"{self.ctx.prefix}api/builds/{created['metadata']['name']}")
+        self.write_json(data, 201)
+
+
+class BuildAPIHandler(_APIBase):
+    @web.authenticated
+    async def get(self, name: str) -> None:
+        self.write_json(self.view(await self.get_cr(name)))
+
+    @web.authenticated
+    async def delete(self, name: str) -> None:
+        cr = await self.get_cr(name)
+        if creator_of(cr) != self.user_name:
+            raise web.HTTPError(403, "only the creator may delete a build")
+        try:
+            await self.api.delete_namespaced_custom_object(
+                GROUP, VERSION, self.ctx.namespace, PLURAL, name
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise web.HTTPError(503, f"cannot delete the build ({exc.status})") from None
+        self.log_event("deleted", name)
+        self.set_status(204)
+        self.finish()
+
+
+class BuildEventsHandler(_APIBase):
+    """Server-Sent Events: ``event: build`` with the build JSON whenever it changes."""
+
+    @web.authenticated
+    async def get(self, name: str) -> None:
+        cr = await self.get_cr(name)
+        settings = self.build_settings
+        self.set_header("Content-Type", "text/event-stream")
+        self.set_header("Cache-Control", "no-store")
+        self.set_header("X-Accel-Buffering", "no")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + settings.events_max_duration
+        launch_deadline = None
+        last = None
+        try:
+            while True:
+                data = self.view(cr)
+                text = json.dumps(data)
+                if text != last:
+                    self.write(f"event: build\ndata: {text}\n\n")
+                    await self.flush()
+                    last = text
+                if data["finished"]:
+                    if data["phase"] == "Failure" or data["launchable"]:
+                        break
+                    launch_deadline = launch_deadline or loop.time() + settings.launch_wait
+                    if loop.time() > launch_deadline:
+                        break
+                if loop.time() > deadline:
+                    break
+                await asyncio.sleep(settings.events_poll_interval)
+                try:
+                    cr = await self.get_cr(name)
+                except web.HTTPError as exc:
+                    gone = {"name": name, "deleted": exc.status_code == 404}
+                    self.write(f"event: gone\ndata: {json.dumps(gone)}\n\n")
+                    break
+            self.write("event: end\ndata: {}\n\n")
+            await self.flush()
+        except iostream.StreamClosedError:
+            return
+        self.finish()
+
+
+class _PageBase(_BuildsBase):
+    def render_page(self, template: str, status: int = 200, **ns) -> None:
+        self.set_status(status)
+        self.set_header("Cache-Control", "no-store")
+        self.finish(self.ctx.render(template, handler=self, **ns))
+
+    def write_error(self, status_code: int, **kwargs) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        message = getattr(exc, "message", None) or getattr(exc, "log_message", None) or ""
+        try:
+            self.finish(
+                self.ctx.render(
+                    "builds_error.html", handler=None, status_code=status_code, message=message
+                )
+            )
+        except Exception:
+            super().write_error(status_code, **kwargs)
+
+
+class BuildsPageHandler(_PageBase):
+    @web.authenticated
+    async def get(self) -> None:
+        crs = [c for c in await self.list_crs() if creator_of(c) == self.user_name]
+        crs.sort(key=lambda c: (c.get("metadata") or {}).get("creationTimestamp", ""), reverse=True)
+        self.render_page("builds.html", builds=[self.view(c) for c in crs])
+
+
+FORM_FIELDS = (
+    "kind",
+    "displayName",
+    "description",
+    "baseImage",
+    "packageVersions",
+    "repoURL",
+    "ref",
+    "pythonVersion",
+)
+
+
+def form_to_body(form: dict[str, str]) -> dict:
+    """The HTML form's flat fields -> an API body (pure; validation happens after)."""
+    kind = form.get("kind", "")
+    body: dict = {"displayName": form.get("displayName", "")}
+    if form.get("description", "").strip():
+        body["description"] = form["description"]
+    if form.get("baseImage", "").strip():
+        body["baseImage"] = form["baseImage"].strip()
+    if kind == "import":
+        body["pipelines"] = ["import"]
+    elif kind in ("package-list", "gitrepo"):
+        body["pipelines"] = ["prepare", "build"]
+        if form.get("pythonVersion", "").strip() and not body.get("baseImage"):
+            body["runtimeEnvironment"] = {"pythonVersion": form["pythonVersion"].strip()}
+        if kind == "package-list":
+            lines = [ln.strip() for ln in form.get("packageVersions", "").splitlines()]
+            body["packageVersions"] = [ln for ln in lines if ln and not ln.startswith("#")]
+        else:
+            body["repoURL"] = form.get("repoURL", "").strip()
+            if form.get("ref", "").strip():
+                body["ref"] = form["ref"].strip()
+    return body
+
+
+class BuildFormHandler(_PageBase):
+    @web.authenticated
+    def get(self) -> None:
+        self.render_page("build_new.html", form={"kind": "package-list"}, errors={}, message="")
+
+    @web.authenticated
+    async def post(self) -> None:
+        form = {k: self.get_body_argument(k, "")[:70000] for k in FORM_FIELDS}
+        try:
+            created, _ = await self.create(form_to_body(form))
+        except BuildRequestError as exc:
+            errors = dict(exc.fields)
+            self.render_page(
+                "build_new.html", exc.status, form=form, errors=errors, message=exc.message
+            )
+            return
+        except LaunchError as exc:
+            self.render_page(
+                "build_new.html", exc.status, form=form, errors={}, message=exc.message
+            )
+            return
+        self.redirect(f"{self.ctx.prefix}builds/{created['metadata']['name']}")
+
+
+class BuildPageHandler(_PageBase):
+    @web.authenticated
+    async def get(self, name: str) -> None:
+        build = self.view(await self.get_cr(name))
+        self.render_page("build_status.html", build=build)
+
+    @web.authenticated
+    async def post(self, name: str) -> None:
+        """The status page's "Delete" button (form POST, XSRF-checked)."""
+        cr = await self.get_cr(name)
+        if creator_of(cr) != self.user_name:
+            raise web.HTTPError(403, "only the creator may delete a build")
+        if self.get_body_argument("action", "") != "delete":
+            raise web.HTTPError(400, "unknown action")
+        try:
+            await self.api.delete_namespaced_custom_object(
+                GROUP, VERSION, self.ctx.namespace, PLURAL, name
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise web.HTTPError(503, f"cannot delete the build ({exc.status})") from None
+        self.log_event("deleted", name)
+        self.redirect(f"{self.ctx.prefix}builds")
+
+
+def handlers(prefix: str) -> list:
+    """Tornado URL specs for the builds API and pages under ``prefix`` (ends with /)."""
+    p = prefix
+    return [
+        (p + "api/builds", BuildsAPIHandler),
+        (p + f"api/builds/{NAME_RE}/events", BuildEventsHandler),
+        (p + f"api/builds/{NAME_RE}", BuildAPIHandler),
+        (p + "builds", BuildsPageHandler),
+        (p + "builds/new", BuildFormHandler),
+        (p + f"builds/{NAME_RE}", BuildPageHandler),
+    ]
