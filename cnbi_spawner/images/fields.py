@@ -97,8 +97,40 @@ def load_json(value: object, what: str) -> tuple[object, str | None]:
         return None, first + "; ignored"
 
 
+_PACKAGES: dict[tuple[str, str], Package] = {}
+_PACKAGE_LISTS: dict[str, tuple[Package, ...]] = {}
+_INTERN_LIMIT = 100_000
+
+
+def _package(name: str, version: str) -> Package:
+    """One shared Package per (name, version): 30k images list the same few hundred."""
+    key = (name, version)
+    found = _PACKAGES.get(key)
+    if found is None:
+        if len(_PACKAGES) >= _INTERN_LIMIT:
+            _PACKAGES.clear()
+        found = _PACKAGES[key] = Package(name, version)
+    return found
+
+
 def parse_packages(value: object, what: str) -> tuple[tuple[Package, ...], list[str]]:
-    """A JSON list of ``{name, version}`` objects -> Packages; bad entries are skipped."""
+    """A JSON list of ``{name, version}`` objects -> Packages; bad entries are skipped.
+
+    Results of clean values are cached by their text (tags of one stream, and streams
+    built from one manifest, repeat the same annotation), which saves time and memory.
+    """
+    cached = _PACKAGE_LISTS.get(value) if isinstance(value, str) else None
+    if cached is not None:
+        return cached, []
+    packages, problems = _parse_packages(value, what)
+    if isinstance(value, str) and not problems and len(value) <= 8192:
+        if len(_PACKAGE_LISTS) >= _INTERN_LIMIT // 10:
+            _PACKAGE_LISTS.clear()
+        _PACKAGE_LISTS[value] = packages
+    return packages, problems
+
+
+def _parse_packages(value: object, what: str) -> tuple[tuple[Package, ...], list[str]]:
     data, problem = load_json(value, what)
     problems = [problem] if problem else []
     if data is None:
@@ -115,7 +147,7 @@ def parse_packages(value: object, what: str) -> tuple[tuple[Package, ...], list[
             version = ""
         name = text(entry["name"], 128)
         if name:
-            out.append(Package(name, text(str(version), 64)))
+            out.append(_package(name, text(str(version), 64)))
     if len(data) > MAX_LIST_ITEMS:
         problems.append(f"{what}: only the first {MAX_LIST_ITEMS} entries kept")
     return tuple(out), problems

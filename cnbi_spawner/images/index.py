@@ -24,6 +24,8 @@ either the old or the new state.
 from __future__ import annotations
 
 import difflib
+import heapq
+import time
 from collections.abc import Iterable
 
 from ..errors import UnknownImage
@@ -60,6 +62,7 @@ class ImageIndex:
         self._stream_default: dict[str, Ref] = {}  # source -> ref of its default tag
         self._sorted: list[KnownImage] | None = None
         self._names: list[str] | None = None
+        self._suggest_cache: dict[str, tuple[str, ...]] = {}
         grouped: dict[str, list[KnownImage]] = {}
         for image in images:
             grouped.setdefault(image.source, []).append(image)
@@ -128,6 +131,7 @@ class ImageIndex:
         else:
             self._sources.pop(source, None)
         self._sorted = self._names = None
+        self._suggest_cache = {}
         return added, removed, changed
 
     def remove_source(self, source: str) -> list[str]:
@@ -177,6 +181,15 @@ def _ref_image(index: ImageIndex, ref: Ref) -> KnownImage:
     return index.image(index._stream_default[ref[0]] if ref[1] == "" else ref)
 
 
+def _within_one_source(index: ImageIndex, refs: dict[Ref, None]) -> KnownImage | None:
+    """Several tags of ONE stream share the name (e.g. a stream-level alias): not
+    ambiguous, it means that stream; pick among them by the default-tag rule."""
+    sources = {ref[0] for ref in refs}
+    if len(sources) != 1 or len(refs) > 64:
+        return None
+    return default_tag(_ref_image(index, ref) for ref in refs)
+
+
 def resolve(index: ImageIndex, name: object) -> KnownImage:
     """The launchable image ``name`` means (rules in the module docstring)."""
     n = _norm(name)
@@ -188,6 +201,9 @@ def resolve(index: ImageIndex, name: object) -> KnownImage:
         if refs:
             if len(refs) == 1:
                 return _ref_image(index, next(iter(refs)))
+            one_stream = _within_one_source(index, refs)
+            if one_stream is not None:
+                return one_stream
             ambiguous = ambiguous or refs
     if ambiguous:
         keys = sorted({_ref_image(index, r).key for r in ambiguous})
@@ -195,10 +211,40 @@ def resolve(index: ImageIndex, name: object) -> KnownImage:
     raise UnknownImage(n, suggest(index, n))
 
 
-def suggest(index: ImageIndex, name: str, n: int = 3) -> tuple[str, ...]:
-    """Close launchable names for an error page (bounded work for hostile input)."""
+def suggest(
+    index: ImageIndex, name: str, n: int = 3, *, cutoff: float = 0.6, budget: float = 0.01
+) -> tuple[str, ...]:
+    """Close launchable names for an error page.
+
+    Like ``difflib.get_close_matches`` but with a CPU budget (``budget`` seconds) and a
+    small cache, because unknown names come from anonymous requests: with 30,000 images
+    a full scan costs ~0.3 s, which must not be a lever for load. Small registries are
+    always scanned completely.
+    """
     if name in index._by_key:  # exists, but not launchable: offer its stream's default
         image = index.get(name)
         ref = index._stream_default.get(image.source) if image else None
         return (index.image(ref).key,) if ref else ()
-    return tuple(difflib.get_close_matches(name[:64], index.names(), n=n, cutoff=0.6))
+    name = name[:64]
+    cache = index._suggest_cache
+    if name in cache:
+        return cache[name]
+    matcher = difflib.SequenceMatcher()
+    matcher.set_seq2(name)
+    scored: list[tuple[float, str]] = []
+    deadline = time.perf_counter() + budget
+    for i, candidate in enumerate(index.names()):
+        if i % 512 == 511 and time.perf_counter() > deadline:
+            break
+        matcher.set_seq1(candidate)
+        if (
+            matcher.real_quick_ratio() >= cutoff
+            and matcher.quick_ratio() >= cutoff
+            and (ratio := matcher.ratio()) >= cutoff
+        ):
+            scored.append((ratio, candidate))
+    result = tuple(x for _, x in heapq.nlargest(n, scored))
+    if len(cache) >= 1024:
+        cache.clear()
+    cache[name] = result
+    return result
