@@ -54,8 +54,10 @@ GIT = {"displayName": "Git", "baseImage": BASE, "repoURL": "https://git.example/
             ["Pending", "Preparing", "Resolving", "Failure"],
             "Could not find a version that satisfies the requirement nonexistent-thing>=1",
         ),
-        (PKG, {INJECT_FAILURE: "disk full"}, ["Pending", "Preparing", "Resolving", "Building", "Failure"], "disk full"),
-        (IMPORT, {INJECT_FAILURE: "not a notebook image"}, ["Importing", "Validating", "Failure"], "not a notebook image"),
+        (PKG, {INJECT_FAILURE: "disk full"},
+         ["Pending", "Preparing", "Resolving", "Building", "Failure"], "disk full"),
+        (IMPORT, {INJECT_FAILURE: "not a notebook"},
+         ["Importing", "Validating", "Failure"], "not a notebook"),
     ],
 )  # fmt: skip
 def test_walks(body, annotations, phases, message):
