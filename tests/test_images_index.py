@@ -36,6 +36,8 @@ IMAGES = [
     img("newest", "a", created="2025-01-01T00:00:00Z"),
     img("newest", "b", created="2025-03-01T00:00:00Z", aliases=("shared-alias",)),
     img("solo", "only-here", aliases=("intro", "uai")),
+    img("multi", "m1", aliases=("stream-alias",), created="2025-01-01"),
+    img("multi", "m2", aliases=("stream-alias",), created="2025-02-01"),
     img("failed", "x", phase="Failed", aliases=("failing",)),
     img("twice", "t1", ns="a"),
     img("twice", "t1", ns="b"),
@@ -62,6 +64,7 @@ CASES = [
     ("intro", "solo:only-here"),  # 4. alias
     ("uai.intro", "uai_source-uai.intro"),
     ("shared-alias", ("ambiguous", {"newest:b", "other:t9"})),
+    ("stream-alias", "multi:m2"),  # a stream-level alias on every tag means the stream
     ("twice", ("ambiguous", {"twice:t1"})),  # same stream name in two namespaces
     ("t1", ("ambiguous", {"twice:t1"})),
     ("datascience:2024.2", ("unknown", "datascience:2025.1")),  # outdated -> stream default
