@@ -104,9 +104,11 @@ class ImageRegistry(LoggingConfigurable):
     backoff_max = Float(30.0, help="Longest wait between reconnect attempts, seconds.").tag(
         config=True
     )
-    request_timeout = Float(30.0, help="Client-side timeout for one LIST page, seconds.").tag(
-        config=True
-    )
+    request_timeout = Float(
+        30.0,
+        help="Client-side timeout, seconds, for one LIST page; a WATCH request gets "
+        "resync_period + request_timeout (an API that hangs is noticed by then).",
+    ).tag(config=True)
 
     _shared_instance: ClassVar[ImageRegistry | None] = None
 
@@ -405,7 +407,7 @@ class ImageRegistry(LoggingConfigurable):
                         label_selector=self.label_selector,
                         resource_version=rv,
                         timeout_seconds=max(1, int(self.resync_period)),
-                        _request_timeout=self.resync_period + 10,
+                        _request_timeout=self.resync_period + self.request_timeout,
                     ):
                         kind = event.get("type")
                         obj = event.get("raw_object")
