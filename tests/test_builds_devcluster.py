@@ -1,0 +1,120 @@
+"""The build controller against the real dev cluster, over the real kubernetes_asyncio client."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from kubernetes_asyncio import client
+
+from cnbi_spawner.builds import GROUP, PLURAL, VERSION
+from cnbi_spawner.builds.phases import normalise
+from cnbi_spawner.builds.resource import customnbimage
+from cnbi_spawner.builds.validate import validate_request
+from cnbi_spawner.devcluster.builds import DELAY_ENV, INJECT_FAILURE
+from cnbi_spawner.kube import make_api_client
+
+NS = "default"
+BASE = "registry.example/courses/minimal:v1"
+
+
+@pytest.fixture
+async def cluster(request, monkeypatch):
+    """The shared ``devcluster`` fixture, started with fast build steps."""
+    monkeypatch.setenv(DELAY_ENV, "0.1")
+    return request.getfixturevalue("devcluster")
+
+
+@pytest.fixture
+async def api(cluster):
+    api_client = await make_api_client(str(cluster.kubeconfig))
+    yield client.CustomObjectsApi(api_client)
+    await api_client.close()
+
+
+async def create(api, body: dict, annotations: dict | None = None) -> str:
+    req = validate_request(body, creator="author")
+    obj = customnbimage(req, NS)
+    obj["metadata"]["annotations"].update(annotations or {})
+    await api.create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, obj)
+    return req.name
+
+
+async def phases_until_final(api, name: str, timeout: float = 15) -> tuple[list[str], dict]:
+    """Poll the object; return the distinct design phases seen and the final object."""
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        obj = await api.get_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, name)
+        status = normalise(obj)
+        if not seen or seen[-1] != status.phase:
+            seen.append(status.phase)
+        if status.finished:
+            return seen, obj
+        await asyncio.sleep(0.03)
+    raise AssertionError(f"{name} did not finish in {timeout}s; phases {seen}")
+
+
+async def test_package_list_build_publishes_launchable_stream(cluster, api):
+    name = await create(
+        api, {"displayName": "Pandas course", "baseImage": BASE, "packageVersions": ["pandas"]}
+    )
+    seen, obj = await phases_until_final(api, name)
+    assert seen[-1] == "Success"
+    # every phase is walked in order (polling may miss none at 0.1 s per step)
+    assert seen == ["Pending", "Preparing", "Resolving", "Building", "Success"]
+    assert obj["status"]["phase"] == "Ready"  # seed dialect, written through /status
+    stream_name = normalise(obj).imagestream
+    stream = await api.get_namespaced_custom_object(
+        "image.openshift.io", "v1", NS, "imagestreams", stream_name
+    )
+    assert stream["metadata"]["labels"]["opendatahub.io/notebook-image"] == "true"
+    assert stream["metadata"]["annotations"]["opendatahub.io/notebook-image-creator"] == "author"
+    ref = stream["status"]["tags"][0]["items"][0]["dockerImageReference"]
+    repo = ref.split("@", 1)[0]
+    assert repo == f"registry.example/cnbi/{stream_name}"
+    assert repo in cluster.images  # registered in the image map: launchable by the runtime
+
+
+async def test_import_walks_import_phases(cluster, api):
+    name = await create(api, {"displayName": "Imported", "baseImage": BASE})
+    seen, _ = await phases_until_final(api, name)
+    assert seen == ["Importing", "Validating", "Success"]
+
+
+@pytest.mark.parametrize(
+    "body,annotations,message",
+    [
+        (
+            {"displayName": "Bad pkg", "baseImage": BASE, "packageVersions": ["nonexistent-x"]},
+            {},
+            "Could not find a version that satisfies the requirement nonexistent-x",
+        ),
+        ({"displayName": "Injected", "baseImage": BASE}, {INJECT_FAILURE: "validation broke"},
+         "validation broke"),
+    ],
+)  # fmt: skip
+async def test_failures_carry_the_message(cluster, api, body, annotations, message):
+    name = await create(api, body, annotations)
+    seen, obj = await phases_until_final(api, name)
+    status = normalise(obj)
+    assert seen[-1] == "Failure" and status.message == message
+    with pytest.raises(client.exceptions.ApiException) as info:
+        await api.get_namespaced_custom_object(
+            "image.openshift.io", "v1", NS, "imagestreams", status.imagestream
+        )
+    assert info.value.status == 404
+
+
+async def test_deleted_build_stops(cluster, api):
+    name = await create(
+        api, {"displayName": "Gone", "baseImage": BASE, "packageVersions": ["pandas"]}
+    )
+    await asyncio.sleep(0.15)
+    await api.delete_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, name)
+    await asyncio.sleep(0.8)  # longer than the remaining steps
+    items = (
+        await api.list_namespaced_custom_object("image.openshift.io", "v1", NS, "imagestreams")
+    )["items"]
+    assert not [i for i in items if name in i["metadata"]["name"]]
