@@ -34,7 +34,7 @@ from traitlets.config import LoggingConfigurable
 
 from ..errors import RegistryNotReady
 from . import index as _index
-from .imagestreams import parse_imagestream_report, stream_source
+from .imagestreams import ParseResult, parse_imagestream_report, stream_source
 from .model import KnownImage
 from .static import parse_static_report
 
@@ -259,13 +259,16 @@ class ImageRegistry(LoggingConfigurable):
         if hasattr(self, "index"):
             self._load_static()
 
-    def _parse(self, obj: dict) -> tuple[str, list[KnownImage]]:
-        result = parse_imagestream_report(obj, require_label=_simple_label(self.label_selector))
+    def _parse(self, obj: dict) -> ParseResult:
+        return parse_imagestream_report(obj, require_label=_simple_label(self.label_selector))
+
+    def _commit(self, result: ParseResult, rv: str | None) -> None:
+        """Record what a parse found (after its images were applied)."""
         for problem in result.problems:
             self.log.warning("%s: %s", result.source, problem)
         self.problems[result.source] = result.problems
         self.skipped[result.source] = result.skipped
-        return result.source, result.images
+        self._stream_rv[result.source] = rv
 
     def _forget(self, source: str) -> None:
         self.problems.pop(source, None)
@@ -323,8 +326,14 @@ class ImageRegistry(LoggingConfigurable):
         return random.uniform(delay / 2, delay)
 
     async def _list(self, api: client.CustomObjectsApi, ns: str) -> str:
-        """LIST all pages; replace this namespace's streams; returns the list rv."""
-        seen: dict[str, dict] = {}
+        """LIST all pages; replace this namespace's streams; returns the list rv.
+
+        Pages are parsed as they arrive (only parsed images are kept, not the raw
+        objects), and nothing is applied until the last page is in: a LIST that fails
+        half-way changes nothing.
+        """
+        listed: set[str] = set()
+        parsed: list[tuple[ParseResult, str | None]] = []
         cont: str | None = None
         while True:
             kwargs = {"label_selector": self.label_selector, "limit": self.list_page_size}
@@ -335,34 +344,36 @@ class ImageRegistry(LoggingConfigurable):
             )
             for obj in page.get("items") or []:
                 meta = obj.get("metadata") or {}
+                source = stream_source(ns, meta.get("name", ""))
+                listed.add(source)
+                obj_rv = meta.get("resourceVersion")
+                if obj_rv and self._stream_rv.get(source) == obj_rv:
+                    continue
                 meta.setdefault("namespace", ns)
-                seen[stream_source(ns, meta.get("name", ""))] = obj
+                parsed.append((self._parse(obj), obj_rv))
             metadata = page.get("metadata") or {}
             cont = metadata.get("continue")
             rv = metadata.get("resourceVersion") or ""
+            del page
             if not cont:
                 break
         prefix = stream_source(ns, "")
         first = ns not in self._listed
         changes: dict[str, list[KnownImage]] = {}
         for source in self.index.sources():
-            if source.startswith(prefix) and source not in seen:
+            if source.startswith(prefix) and source not in listed:
                 changes[source] = []
                 self._forget(source)
-        for source, obj in seen.items():
-            obj_rv = obj["metadata"].get("resourceVersion")
-            if obj_rv and self._stream_rv.get(source) == obj_rv:
-                continue
-            src, images = self._parse(obj)
-            changes[src] = images
-            self._stream_rv[src] = obj_rv
+        for result, obj_rv in parsed:
+            changes[result.source] = result.images
+            self._commit(result, obj_rv)
         n = self._apply(changes, quiet=first)
         self._listed.add(ns)
         self.last_sync = time.time()
         self.log.info(
             "ImageStreams listed in %s: %d streams, %d changes, %d images known",
             ns,
-            len(seen),
+            len(listed),
             n,
             len(self.index),
         )
@@ -381,9 +392,9 @@ class ImageRegistry(LoggingConfigurable):
         rv = meta.get("resourceVersion")
         if rv and self._stream_rv.get(source) == rv:
             return
-        src, images = self._parse(obj)
-        self._stream_rv[src] = rv
-        self._apply({src: images})
+        result = self._parse(obj)
+        self._apply({result.source: result.images})
+        self._commit(result, rv)
 
     async def _run(self, ns: str) -> None:
         assert self._api is not None
