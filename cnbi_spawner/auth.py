@@ -204,10 +204,10 @@ class TmpLoginHandler(BaseHandler):
         new_user = await self._login_anonymous(auth)
         if plan is not None:
             url = spawn_url(self.hub.base_url, plan.user_options())
-        elif self.get_argument("next", ""):
-            url = self.get_next_url(new_user)  # the hub validates ?next= (same host, path only)
-        else:
-            url = spawn_url(self.hub.base_url, None)
+        else:  # the hub's own check of ?next= (same host, path only; "" when refused)
+            url = self._validate_next_url(self.get_argument("next", "")) or spawn_url(
+                self.hub.base_url, None
+            )
         return "ok", url, f"user={new_user.name} course={course}"
 
     def _reuse_url(self, user: Any, plan: Any) -> str | None:
@@ -265,6 +265,7 @@ class TmpLoginHandler(BaseHandler):
             message_html="",
             extra_error_html="",
             exception=exception,
+            no_spawner_check=True,  # the page must not create a spawner as a side effect
         )
         self.finish(html)
 
@@ -443,6 +444,8 @@ class TmpLoginMixin(LoggingConfigurable):
         for name in [n for n, t in self._reservations.items() if t < cutoff]:
             del self._reservations[name]
         live = {u.name for u in list(users.values()) if u.active and self.user_is_anonymous(u)}
+        for name in live.intersection(self._reservations):
+            del self._reservations[name]  # its spawn has begun: counted as active from now on
         return len(live | set(self._reservations))
 
     def check_capacity(self, users: Any) -> None:

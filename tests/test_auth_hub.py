@@ -1,0 +1,239 @@
+"""/tmplogin against a real JupyterHub + configurable-http-proxy (and the dev cluster).
+
+Every refusal is checked the way an operator would: status code, the hub's error page or
+JSON, ``Retry-After``, and through the hub's REST API that no user was created.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from urllib.parse import parse_qs, quote, urlencode, urlsplit
+
+import aiohttp
+
+from cnbi_spawner.signing import sign_params
+
+COURSE = "uai_source-uai.intro"
+NOTEBOOK = "lectures/lecture1/mod5_lec1.ipynb"
+IMAGE_REPO = "registry.example/courses/uai-intro"
+KEY = "test-signing-key-0123456789abcdef"
+
+STATIC_IMAGES = [
+    {"name": COURSE, "image": IMAGE_REPO + ":1", "notebooks": [NOTEBOOK, "README.md"]},
+    {"name": "datascience", "image": "registry.example/courses/ds:1", "aliases": ["ds"]},
+]
+
+
+def hub_config(**auth: object) -> str:
+    lines = [
+        'c.JupyterHub.authenticator_class = "tmplogin"',
+        'c.JupyterHub.spawner_class = "cnbi"',
+        "c.ImageRegistry.watch_imagestreams = False",
+        f"c.ImageRegistry.static_images = {STATIC_IMAGES!r}",
+    ]
+    lines += [f"c.TmpLoginAuthenticator.{k} = {v!r}" for k, v in auth.items()]
+    return "\n".join(lines) + "\n"
+
+
+def browser() -> aiohttp.ClientSession:
+    """A client with its own cookie jar (unsafe=True: the hub is on an IP address)."""
+    return aiohttp.ClientSession(
+        cookie_jar=aiohttp.CookieJar(unsafe=True), timeout=aiohttp.ClientTimeout(total=30)
+    )
+
+
+async def api(hub, path: str) -> object:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as s:
+        headers = {"Authorization": f"token {hub.api_token}"}
+        async with s.get(hub.api_url + path, headers=headers) as r:
+            assert r.status == 200, await r.text()
+            return await r.json()
+
+
+async def user_names(hub) -> set[str]:
+    return {u["name"] for u in await api(hub, "/users")}
+
+
+async def metrics(hub) -> dict[str, float]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as s:
+        headers = {"Authorization": f"token {hub.api_token}"}
+        async with s.get(hub.url + "/hub/metrics", headers=headers) as r:
+            text = await r.text()
+    return {
+        m.group(1): float(m.group(2))
+        for m in re.finditer(r'^cnbi_tmplogin_total\{result="(\w+)"\} (\S+)$', text, re.M)
+    }
+
+
+async def tmplogin(session, hub, query: str | dict, *, json_: bool = False, xff: str = ""):
+    """One GET of /hub/tmplogin, not following redirects: (status, headers, body)."""
+    if isinstance(query, dict):
+        query = urlencode(query, quote_via=quote)
+    headers = {"Accept": "application/json"} if json_ else {"Accept": "text/html"}
+    if xff:
+        headers["X-Forwarded-For"] = xff
+    url = f"{hub.url}/hub/tmplogin" + (f"?{query}" if query else "")
+    async with session.get(url, headers=headers, allow_redirects=False) as r:
+        return r.status, r.headers, await r.text()
+
+
+REFUSALS = [
+    # (query, status, result, text the learner must see)
+    ({"course": "no-such-course"}, 404, "unknown_course", "There is no course image"),
+    ({"course": "uai_source-uai.intr"}, 404, "unknown_course", "Did you mean"),
+    ({"course": COURSE, "notebook": "../../etc/passwd"}, 400, "bad_request", "may not contain"),
+    ({"course": COURSE, "notebook": "/etc/passwd"}, 400, "bad_request", "relative"),
+    ({"course": COURSE, "notebook": "other.ipynb"}, 400, "bad_request", "does not offer"),
+    ({"course": COURSE, "tag": "latest"}, 400, "bad_request", "Unknown launch parameter"),
+    ({"course": COURSE, "size": "enormous"}, 400, "bad_request", "no size with that name"),
+    ({"image": IMAGE_REPO + ":evil"}, 404, "unknown_course", "There is no course image"),
+    ({"course": "<script>alert(1)</script>"}, 400, "bad_request", "not a valid course name"),
+    (f"course={COURSE}&course=datascience", 400, "bad_request", "more than once"),
+    ({"notebook": NOTEBOOK}, 400, "bad_request", "which course"),
+]
+
+
+async def test_refusals_render_error_pages_and_create_nothing(start_hub):
+    hub = await start_hub(hub_config())
+    async with browser() as b:
+        for query, status, _result, text in REFUSALS:
+            code, headers, body = await tmplogin(b, hub, query)
+            assert code == status, (query, body[:300])
+            assert headers["Content-Type"].startswith("text/html")
+            assert text in body, (query, body[:2000])
+            assert "<script>alert(1)" not in body  # nothing reflected unescaped
+            assert 'id="jupyterhub-logo"' in body or "jupyterhub" in body.lower()  # hub page
+
+            code, headers, body = await tmplogin(b, hub, query, json_=True)
+            assert code == status
+            assert headers["Content-Type"].startswith("application/json")
+            data = json.loads(body)
+            assert data["status"] == status and text in data["message"]
+            assert data["error"] in ("SelectionError", "UnknownImage")
+
+        assert await user_names(hub) == set()
+        counts = await metrics(hub)
+        assert counts["unknown_course"] == 2 * sum(1 for r in REFUSALS if r[2] == "unknown_course")
+        assert counts["bad_request"] == 2 * sum(1 for r in REFUSALS if r[2] == "bad_request")
+        assert counts["ok"] == 0
+
+        # /tmplogin outside /hub/ is redirected by the hub with the query kept
+        query = urlencode({"course": COURSE, "notebook": NOTEBOOK}, quote_via=quote)
+        async with b.get(f"{hub.url}/tmplogin?{query}", allow_redirects=False) as r:
+            assert r.status == 302
+            location = urlsplit(r.headers["Location"])
+            assert location.path == "/hub/tmplogin"
+            assert parse_qs(location.query) == {"course": [COURSE], "notebook": [NOTEBOOK]}
+
+        # a good link: one UUID user in group "anonymous", redirected with validated options
+        code, headers, _ = await tmplogin(
+            b, hub, {"course": "UAI_Source-UAI.Intro", "notebook": "./" + NOTEBOOK}
+        )
+        assert code == 302
+        assert headers["Location"] == (
+            f"/hub/spawn?course={COURSE}&notebook={quote(NOTEBOOK, safe='')}&size=small"
+        )
+        (name,) = await user_names(hub)
+        assert re.fullmatch(
+            r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}", name
+        )
+        group = await api(hub, "/groups/anonymous")
+        assert group["users"] == [name]
+        assert (await metrics(hub))["ok"] == 1
+
+    # plain /hub/tmplogin (the hub's auto_login target) still works: fresh user, spawn page
+    async with browser() as b:
+        code, headers, _ = await tmplogin(b, hub, "")
+        assert (code, headers["Location"]) == (302, "/hub/spawn")
+    # auto_login: /hub/login sends a stranger to /hub/tmplogin, whose ?next= the hub validates
+    async with browser() as b:
+        async with b.get(f"{hub.url}/hub/login?next=%2Fhub%2Ftoken", allow_redirects=False) as r:
+            assert r.status == 302
+            location = urlsplit(r.headers["Location"])
+        assert location.path == "/hub/tmplogin"
+        code, headers, _ = await tmplogin(b, hub, location.query)
+        assert (code, headers["Location"]) == (302, "/hub/token")
+        code, headers, _ = await tmplogin(b, hub, {"next": "https://evil.example/"})
+        assert code == 302 and not headers["Location"].startswith("https://evil")
+    assert len(await user_names(hub)) == 4
+
+
+async def test_signed_links_required_when_a_key_is_set(start_hub):
+    hub = await start_hub(hub_config(link_max_ttl=3600), env={"CNBI_LINK_SIGNING_KEY": KEY})
+    now = int(time.time())
+    good = sign_params({"course": COURSE, "notebook": NOTEBOOK}, KEY, now + 600)
+    cases = [
+        ({"course": COURSE, "notebook": NOTEBOOK}, "not signed"),
+        ({**good, "course": "datascience"}, "not valid"),
+        ({**good, "size": "small"}, "not valid"),
+        (sign_params({"course": COURSE}, "another key", now + 600), "not valid"),
+        (sign_params({"course": COURSE}, KEY, now - 5), "expired"),
+        (sign_params({"course": COURSE}, KEY, now + 7200), "longer than"),
+        ({"course": COURSE, "exp": str(now + 60), "sig": "x" * 43}, "not valid"),
+        ({}, "not signed"),  # even the plain login needs a signature on such a hub
+    ]
+    async with browser() as b:
+        for query, text in cases:
+            code, _, body = await tmplogin(b, hub, query)
+            assert code == 403 and text in body, (query, body[:500])
+            code, _, body = await tmplogin(b, hub, query, json_=True)
+            assert code == 403 and json.loads(body)["error"] == "BadSignature"
+        assert await user_names(hub) == set()
+        assert KEY not in hub.log_text()
+
+        code, headers, _ = await tmplogin(b, hub, good)
+        assert code == 302 and headers["Location"].startswith(f"/hub/spawn?course={COURSE}&")
+        assert "sig=" not in headers["Location"]
+    assert len(await user_names(hub)) == 1
+    counts = await metrics(hub)
+    assert (counts["bad_signature"], counts["ok"]) == (2 * len(cases), 1)
+
+
+async def test_rate_limit_per_client_while_others_get_in(start_hub):
+    # the test client plays an ingress in front of configurable-http-proxy: 2 trusted hops
+    hub = await start_hub(
+        hub_config(per_client_rate=6.0, per_client_burst=2, trusted_proxy_count=2)
+    )
+    query = {"course": "ds"}
+    async with browser() as b:
+        for _ in range(2):
+            code, _, _ = await tmplogin(b, hub, query, xff="203.0.113.7")
+            assert code == 302
+        code, headers, body = await tmplogin(b, hub, query, xff="203.0.113.7")
+        assert code == 429
+        assert 1 <= int(headers["Retry-After"]) <= 10
+        assert "Too many launches" in body
+        # entries left of the trusted hops are the client's own words: still charged to it
+        code, headers, body = await tmplogin(b, hub, query, json_=True, xff="6.6.6.6, 203.0.113.7")
+        assert code == 429
+        assert json.loads(body)["retry_after"] == int(headers["Retry-After"])
+        # another client behind the same ingress is not affected
+        code, _, _ = await tmplogin(b, hub, query, xff="198.51.100.23")
+        assert code == 302
+    assert len(await user_names(hub)) == 3
+    counts = await metrics(hub)
+    assert (counts["rate_limited"], counts["ok"]) == (2, 3)
+
+
+async def test_capacity_then_global_rate_refuse_with_retry_after(start_hub):
+    hub = await start_hub(
+        hub_config(global_rate=6.0, global_burst=3, max_anonymous_users=2, capacity_retry_after=17)
+    )
+    async with browser() as b:
+        for _ in range(2):
+            assert (await tmplogin(b, hub, {"course": "ds"}))[0] == 302
+        # two learners are on their way to a server: the hub is full
+        code, headers, body = await tmplogin(b, hub, {"course": "ds"})
+        assert (code, headers["Retry-After"]) == (503, "17")
+        assert "at capacity" in body
+        # the hub-wide budget (3 at once, then one per 10 s) is spent: 429 for everyone
+        code, headers, body = await tmplogin(b, hub, {"course": "ds"}, json_=True)
+        assert code == 429 and 1 <= int(headers["Retry-After"]) <= 10
+        assert json.loads(body)["message"].startswith("The hub is handling too many launches")
+    async with browser() as other:
+        assert (await tmplogin(other, hub, {"course": "ds"}))[0] == 429
+    assert len(await user_names(hub)) == 2
+    counts = await metrics(hub)
+    assert (counts["ok"], counts["at_capacity"], counts["rate_limited"]) == (2, 1, 2)
