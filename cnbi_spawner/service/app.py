@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import importlib
 import json
 import logging
 import os
@@ -305,6 +306,20 @@ def _sizes(config) -> list[str]:
     return [n for n, p in policy.packages.items() if policy.allowed_for(p, anonymous=True)]
 
 
+def _optional_classes() -> list:
+    """Configurables owned by other modules, listed in ``--help-all`` when present."""
+    out = []
+    for module, name in (
+        ("cnbi_spawner.images.registry", "ImageRegistry"),
+        ("cnbi_spawner.service.builds", "BuildSettings"),
+    ):
+        try:
+            out.append(getattr(importlib.import_module(module), name))
+        except (ImportError, AttributeError):
+            pass
+    return out
+
+
 class ServiceApp(Application):
     name = "cnbi-hub service"
     description = "The hub-managed cnbi service: culler, catalog, health, metrics, builds."
@@ -334,16 +349,9 @@ class ServiceApp(Application):
     def _log_format(self):
         return "%(color)s[%(levelname)1.1s %(asctime)s %(name)s]%(end_color)s %(message)s"
 
-    @property
-    def classes(self):
-        out = [CullerSettings]
-        try:
-            from ..images.registry import ImageRegistry
-
-            out.append(ImageRegistry)
-        except ImportError:
-            pass
-        return out
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.classes = [ServiceApp, CullerSettings, *_optional_classes()]
 
     def initialize(self, argv=None) -> None:
         self.parse_command_line(argv)
@@ -384,6 +392,11 @@ class ServiceApp(Application):
                 self.log.warning("Image registry not available (%s): catalog is empty", e)
             else:
                 ctx.registry = ImageRegistry.shared(parent=self, config=self.config)
+                configured = self.config.get("ImageRegistry", {})
+                if "kubeconfig" not in configured and settings.kubeconfig:
+                    ctx.registry.kubeconfig = settings.kubeconfig
+                if "namespaces" not in configured:
+                    ctx.registry.namespaces = [settings.namespace]
         ctx.culler = Culler(
             hub,
             settings.policy(),
