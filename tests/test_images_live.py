@@ -25,7 +25,13 @@ from cnbi_spawner.kube import make_api_client
 FIXTURES = Path(__file__).parent / "fixtures" / "imagestreams"
 NS = "opendatahub"
 DS = "jupyter-datascience-notebook"
-FOLLOW = 1.0  # the registry must follow a change within this many seconds
+FOLLOW = 1.0
+UNREACHABLE = (  # a kubeconfig whose API server refuses connections
+    "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+    "contexts: [{name: c, context: {cluster: c, user: u}}]\n"
+    "clusters: [{name: c, cluster: {server: 'http://127.0.0.1:9'}}]\n"
+    "users: [{name: u, user: {token: t}}]\n"
+)  # the registry must follow a change within this many seconds
 
 
 def fixture(name: str) -> dict:
@@ -204,12 +210,7 @@ async def test_never_synced_is_not_ready(tmp_path):
     from cnbi_spawner.errors import RegistryNotReady
 
     kubeconfig = tmp_path / "kc"
-    kubeconfig.write_text(
-        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
-        "contexts: [{name: c, context: {cluster: c, user: u}}]\n"
-        "clusters: [{name: c, cluster: {server: 'http://127.0.0.1:9'}}]\n"
-        "users: [{name: u, user: {token: t}}]\n"
-    )
+    kubeconfig.write_text(UNREACHABLE)
     reg = ImageRegistry(kubeconfig=str(kubeconfig), namespaces=[NS], backoff_max=0.2)
     await reg.start()
     try:
@@ -217,6 +218,17 @@ async def test_never_synced_is_not_ready(tmp_path):
         with pytest.raises(RegistryNotReady):
             reg.resolve(DS)
         assert reg.stale_since is not None
+    finally:
+        await reg.stop()
+
+
+async def test_concurrent_starts_make_one_watcher(tmp_path):
+    kubeconfig = tmp_path / "kc"
+    kubeconfig.write_text(UNREACHABLE)
+    reg = ImageRegistry(kubeconfig=str(kubeconfig), namespaces=["a", "b", "a"])
+    try:
+        await asyncio.gather(*(reg.start() for _ in range(5)))
+        assert sorted(t.get_name() for t in reg._tasks) == ["imagestreams:a", "imagestreams:b"]
     finally:
         await reg.stop()
 

@@ -144,6 +144,7 @@ class ImageRegistry(LoggingConfigurable):
         self._stream_rv: dict[str, str] = {}  # source -> resourceVersion parsed
         self._tasks: list[asyncio.Task] = []
         self._api: client.ApiClient | None = None
+        self._starting: asyncio.Future | None = None
         self._synced_event = asyncio.Event()
         self.last_sync: float | None = None
         self._load_static()
@@ -189,6 +190,7 @@ class ImageRegistry(LoggingConfigurable):
     def add_listener(self, callback: Listener) -> None:
         """``callback(old, new)`` (key -> image) after each change; may be a coroutine fn."""
         self._listeners.append(callback)
+        self._snapshot = None  # rebuilt at the next change
 
     def remove_listener(self, callback: Listener) -> None:
         if callback in self._listeners:
@@ -277,28 +279,56 @@ class ImageRegistry(LoggingConfigurable):
 
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
-        """Start watching (idempotent). Returns at once; see ``wait_synced``."""
-        if self._tasks or not self.watch_imagestreams:
-            if not self.watch_imagestreams:
-                self._synced_event.set()
+        """Start watching (idempotent, safe to call from many spawners at once).
+
+        Returns once the watch tasks exist, not when synced; see ``wait_synced``.
+        """
+        if not self.watch_imagestreams:
+            self._synced_event.set()
             return
+        if self._tasks:
+            return
+        if self._starting is None:
+            self._starting = asyncio.ensure_future(self._start())
+        starting = self._starting
+        try:
+            await asyncio.shield(starting)
+        finally:
+            if starting.done() and self._starting is starting:
+                self._starting = None
+
+    async def _start(self) -> None:
         from ..kube import make_api_client
 
-        self._api = await make_api_client(self.kubeconfig)
+        api = await make_api_client(self.kubeconfig)
+        if self._tasks:  # raced with another start; keep the first
+            await api.close()
+            return
+        self._api = api
         for ns in dict.fromkeys(self.namespaces):
             self._tasks.append(asyncio.create_task(self._run(ns), name=f"imagestreams:{ns}"))
+        self.log.info(
+            "Image registry watching ImageStreams (%s) in %s",
+            self.label_selector,
+            ", ".join(dict.fromkeys(self.namespaces)),
+        )
 
     async def wait_synced(self, timeout: float | None = None) -> bool:
         """Wait for the first complete sync; False on timeout."""
-        if self.synced:
-            return True
-        try:
-            await asyncio.wait_for(self._synced_event.wait(), timeout)
-        except TimeoutError:
-            return False
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while not self.synced:
+            left = 0.1 if deadline is None else min(0.1, deadline - loop.time())
+            if left <= 0:
+                return False
+            try:
+                await asyncio.wait_for(self._synced_event.wait(), left)
+            except TimeoutError:
+                pass
         return True
 
     async def stop(self) -> None:
+        """Stop watching; the images known so far stay (a later ``start`` resumes)."""
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()
