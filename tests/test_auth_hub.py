@@ -6,12 +6,15 @@ JSON, ``Retry-After``, and through the hub's REST API that no user was created.
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import json
 import re
 import time
 from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 import aiohttp
+import pytest
 
 from cnbi_spawner.signing import sign_params
 
@@ -79,6 +82,14 @@ async def tmplogin(session, hub, query: str | dict, *, json_: bool = False, xff:
         return r.status, r.headers, await r.text()
 
 
+async def whoami(session, hub) -> str:
+    """The user the browser's hub cookie names (cookie-authenticated API call + XSRF)."""
+    xsrf = next(c.value for c in session.cookie_jar if c.key == "_xsrf")
+    async with session.get(hub.api_url + "/user", headers={"X-XSRFToken": xsrf}) as r:
+        assert r.status == 200, await r.text()
+        return (await r.json())["name"]
+
+
 REFUSALS = [
     # (query, status, result, text the learner must see)
     ({"course": "no-such-course"}, 404, "unknown_course", "There is no course image"),
@@ -142,6 +153,14 @@ async def test_refusals_render_error_pages_and_create_nothing(start_hub):
         group = await api(hub, "/groups/anonymous")
         assert group["users"] == [name]
         assert (await metrics(hub))["ok"] == 1
+        assert await whoami(b, hub) == name
+
+        # again from the same browser (that user has no server: nothing to reuse):
+        # a second user, and the browser's cookie now names it
+        code, headers, _ = await tmplogin(b, hub, {"course": "ds"})
+        assert (code, headers["Location"]) == (302, "/hub/spawn?course=datascience&size=small")
+        (second,) = await user_names(hub) - {name}
+        assert await whoami(b, hub) == second
 
     # plain /hub/tmplogin (the hub's auto_login target) still works: fresh user, spawn page
     async with browser() as b:
@@ -157,7 +176,7 @@ async def test_refusals_render_error_pages_and_create_nothing(start_hub):
         assert (code, headers["Location"]) == (302, "/hub/token")
         code, headers, _ = await tmplogin(b, hub, {"next": "https://evil.example/"})
         assert code == 302 and not headers["Location"].startswith("https://evil")
-    assert len(await user_names(hub)) == 4
+    assert len(await user_names(hub)) == 5
 
 
 async def test_signed_links_required_when_a_key_is_set(start_hub):
@@ -237,3 +256,110 @@ async def test_capacity_then_global_rate_refuse_with_retry_after(start_hub):
     assert len(await user_names(hub)) == 2
     counts = await metrics(hub)
     assert (counts["ok"], counts["at_capacity"], counts["rate_limited"]) == (2, 1, 2)
+
+
+# --- the whole story with real servers: dev cluster (process runtime) ---------------------
+
+FLOW_NOTEBOOK = "lectures/lecture 1/mod5 & more.ipynb"  # spaces and '&' survive the trip
+WAIT = 90  # seconds for one spawn on a busy 2-core machine
+FLOW_IMAGES = [
+    {"name": COURSE, "image": IMAGE_REPO + ":1", "notebooks": [FLOW_NOTEBOOK]},
+    {"name": "datascience", "image": IMAGE_REPO + ":1"},
+]
+
+
+def flow_config(**auth: object) -> str:
+    lines = [
+        'c.JupyterHub.authenticator_class = "tmplogin"',
+        'c.JupyterHub.spawner_class = "cnbi"',
+        'c.KubeSpawner.namespace = "default"',
+        f"c.KubeSpawner.start_timeout = {WAIT}",
+        f"c.KubeSpawner.http_timeout = {WAIT}",
+        "c.ImageRegistry.watch_imagestreams = False",
+        f"c.ImageRegistry.static_images = {FLOW_IMAGES!r}",
+    ]
+    lines += [f"c.TmpLoginAuthenticator.{k} = {v!r}" for k, v in auth.items()]
+    return "\n".join(lines) + "\n"
+
+
+async def maybe_await(value):
+    return await value if inspect.isawaitable(value) else value
+
+
+async def wait_until_ready(hub, name: str) -> None:
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        server = (await api(hub, f"/users/{name}")).get("servers", {}).get("")
+        if server and server.get("ready"):
+            return
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"server of {name} not ready after {WAIT}s")
+
+
+async def follow(session, hub, url: str) -> tuple[int, str]:
+    """What a browser does: follow redirects; on the progress page, wait, then reload it."""
+    async with session.get(url, headers={"Accept": "text/html"}) as r:
+        status, final = r.status, r.url
+    if final.path.startswith("/hub/spawn-pending/"):
+        await wait_until_ready(hub, final.path.rstrip("/").rsplit("/", 1)[-1])
+        async with session.get(str(final), headers={"Accept": "text/html"}) as r:
+            status, final = r.status, r.url
+    return status, final.path
+
+
+@pytest.mark.slow
+async def test_full_flow_to_the_notebook_reuse_and_capacity(start_hub, devcluster, tmp_path):
+    content = tmp_path / "uai-intro-content"
+    (content / "lectures" / "lecture 1").mkdir(parents=True)
+    (content / FLOW_NOTEBOOK).write_text(
+        json.dumps({"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5})
+    )
+    await maybe_await(devcluster.add_image(IMAGE_REPO, content))
+    hub = await start_hub(
+        flow_config(max_anonymous_users=1, capacity_retry_after=9),
+        kubeconfig=devcluster.kubeconfig,
+    )
+    query = urlencode({"course": COURSE.upper(), "notebook": FLOW_NOTEBOOK}, quote_via=quote)
+    notebook_path = "/lab/tree/" + quote(FLOW_NOTEBOOK)
+
+    async with browser() as learner, browser() as other:
+        # 1. the link from the LMS, outside /hub/, all the way to the open notebook
+        status, path = await follow(learner, hub, f"{hub.url}/tmplogin?{query}")
+        (name,) = await user_names(hub)
+        assert (status, path) == (200, f"/user/{name}{notebook_path}")
+        model = await api(hub, f"/users/{name}")
+        assert model["groups"] == ["anonymous"]
+        # the validated, canonical options reached the spawner (and are stored for restarts)
+        assert model["servers"][""]["user_options"] == {
+            "course": COURSE,
+            "notebook": FLOW_NOTEBOOK,
+            "size": "small",
+        }
+
+        # 2. the same browser, same course: back to its server, no new user
+        code, headers, _ = await tmplogin(learner, hub, query)
+        assert (code, headers["Location"]) == (302, f"/user/{name}{notebook_path}")
+        assert await user_names(hub) == {name}
+        assert (await follow(learner, hub, hub.url + headers["Location"]))[0] == 200
+
+        # 3. the hub is at capacity (one live anonymous server): another learner waits
+        code, headers, body = await tmplogin(other, hub, query)
+        assert (code, headers["Retry-After"]) == (503, "9")
+        assert "at capacity" in body
+        assert await user_names(hub) == {name}
+
+        # 4. the first learner leaves: the slot is free again
+        async with aiohttp.ClientSession() as s:
+            url = f"{hub.api_url}/users/{name}/server"
+            headers = {"Authorization": f"token {hub.api_token}"}
+            async with s.delete(url, headers=headers) as r:
+                assert r.status in (202, 204)
+        deadline = time.monotonic() + WAIT
+        while (await api(hub, f"/users/{name}"))["servers"] and time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+        code, headers, _ = await tmplogin(other, hub, query)
+        assert code == 302 and headers["Location"].startswith(f"/hub/spawn?course={COURSE}&")
+        assert len(await user_names(hub)) == 2
+
+    counts = await metrics(hub)
+    assert (counts["ok"], counts["reused"], counts["at_capacity"]) == (2, 1, 1)
