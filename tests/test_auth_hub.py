@@ -213,7 +213,9 @@ async def test_signed_links_required_when_a_key_is_set(start_hub):
 async def test_rate_limit_per_client_while_others_get_in(start_hub):
     # the test client plays an ingress in front of configurable-http-proxy: 2 trusted hops
     hub = await start_hub(
-        hub_config(per_client_rate=6.0, per_client_burst=2, trusted_proxy_count=2)
+        hub_config(
+            per_client_rate=6.0, per_client_burst=2, trusted_proxy_count=2, manage_groups=True
+        )
     )
     query = {"course": "ds"}
     async with browser() as b:
@@ -231,9 +233,39 @@ async def test_rate_limit_per_client_while_others_get_in(start_hub):
         # another client behind the same ingress is not affected
         code, _, _ = await tmplogin(b, hub, query, xff="198.51.100.23")
         assert code == 302
-    assert len(await user_names(hub)) == 3
+    names = await user_names(hub)
+    assert len(names) == 3
+    # with manage_groups the hub itself applies the auth model's groups
+    assert set((await api(hub, "/groups/anonymous"))["users"]) == names
     counts = await metrics(hub)
     assert (counts["rate_limited"], counts["ok"]) == (2, 3)
+
+
+async def test_registry_not_synced_is_503_with_retry_after(start_hub, tmp_path):
+    # a Kubernetes API that never answers (closed port): the registry cannot sync
+    kubeconfig = tmp_path / "dead-kubeconfig"
+    kubeconfig.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "dead", "cluster": {"server": "http://127.0.0.1:9"}}],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": "dead", "context": {"cluster": "dead", "user": "u"}}],
+                "current-context": "dead",
+            }
+        )
+    )
+    config = hub_config(registry_wait_timeout=0.5).replace(
+        "c.ImageRegistry.watch_imagestreams = False", 'c.ImageRegistry.namespaces = ["default"]'
+    )
+    hub = await start_hub(config, env={"KUBECONFIG": str(kubeconfig)})
+    async with browser() as b:
+        code, headers, body = await tmplogin(b, hub, {"course": COURSE}, json_=True)
+        assert (code, headers["Retry-After"]) == (503, "5")
+        assert json.loads(body)["error"] == "RegistryNotReady"
+    assert await user_names(hub) == set()
+    assert (await metrics(hub))["not_ready"] == 1
 
 
 async def test_capacity_then_global_rate_refuse_with_retry_after(start_hub):
