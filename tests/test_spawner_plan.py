@@ -1,0 +1,179 @@
+"""CNBiSpawner's hooks on a real KubeSpawner and a real (static) ImageRegistry, in process.
+
+No hub and no cluster: the spawner is built the way KubeSpawner's own tests build it
+(``_mock=True`` supplies the hub object), the registry serves ``static_images`` with the
+ImageStream watch off, and the pod is what KubeSpawner's ``get_pod_manifest`` builds
+from the traits the plan set. The kubeconfig KubeSpawner insists on loading points at a
+port nothing listens on; no request is made.
+"""
+
+from __future__ import annotations
+
+import types
+import uuid
+
+import pytest
+from kubernetes_asyncio.client import Configuration
+from kubernetes_asyncio.config import kube_config
+from tornado import web
+from traitlets.config import Config
+
+from cnbi_spawner.images.registry import ImageRegistry
+from cnbi_spawner.spawner import CNBiSpawner
+
+DIGEST = "sha256:" + "c" * 64
+STATIC = [
+    {
+        "name": "intro",
+        "image": f"registry.example/courses/intro@{DIGEST}",
+        "display_name": "Intro {course}",
+        "aliases": ["uai_source-uai.intro"],
+    },
+    {"name": "cuda", "image": f"registry.example/courses/cuda@{DIGEST}", "requires_gpu": True},
+]
+PACKAGES = {
+    "small": {"cpu_limit": 1, "mem_limit": "1G"},
+    "big": {"cpu_limit": 4, "mem_limit": "4G"},
+    "gpu": {
+        "cpu_limit": 2,
+        "mem_limit": "8G",
+        "extra_resource_limits": {"nvidia.com/gpu": "1"},
+        "node_selector": {"gpu": "yes"},
+        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+    },
+}
+
+
+@pytest.fixture(autouse=True)
+def offline_kubeconfig(tmp_path, monkeypatch):
+    path = tmp_path / "kubeconfig"
+    path.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: x\n"
+        "contexts: [{name: x, context: {cluster: x, user: x}}]\n"
+        "clusters: [{name: x, cluster: {server: 'http://127.0.0.1:9'}}]\n"
+        "users: [{name: x, user: {token: t}}]\n"
+    )
+    monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(path))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    saved = Configuration.get_default_copy()
+    yield
+    Configuration.set_default(saved)
+
+
+def make_spawner(*, anonymous=True, known_images=None, **spawner_config) -> CNBiSpawner:
+    config = Config(
+        {
+            "ResourcePolicy": {
+                "resource_packages": PACKAGES,
+                "default_size": "small",
+                "anonymous_max_size": "small",
+            },
+            "KubeSpawner": {
+                "node_selector": {"pool": "users"},
+                "tolerations": [{"key": "users", "operator": "Exists"}],
+                "extra_labels": {"team": "courses"},
+                **spawner_config,
+            },
+        }
+    )
+    groups = [types.SimpleNamespace(name="anonymous")] if anonymous else []
+    user = types.SimpleNamespace(
+        name=str(uuid.uuid4()) if anonymous else "teacher", id=7, url="/user/x/", groups=groups
+    )
+    spawner = CNBiSpawner(_mock=True, user=user, config=config)
+    if known_images is not None:
+        spawner.known_images = known_images
+        spawner.image_registry = ImageRegistry(config=Config())  # watch on, like a fresh hub
+    else:
+        spawner.image_registry = ImageRegistry(
+            config=Config({"ImageRegistry": {"static_images": STATIC, "watch_imagestreams": False}})
+        )
+    return spawner
+
+
+async def test_plan_becomes_kubespawner_traits_and_pod():
+    spawner = make_spawner()
+    options = await spawner.options_from_query(
+        {"course": ["UAI_SOURCE-UAI.INTRO"], "notebook": ["week {1}/a b.ipynb"]}
+    )
+    assert options == {"course": "intro", "notebook": "week {1}/a b.ipynb", "size": "small"}
+    spawner.user_options = options
+    await spawner.load_user_options()
+    assert spawner.image == f"registry.example/courses/intro@{DIGEST}"
+    assert spawner.default_url == "/lab/tree/week%20%7B1%7D/a%20b.ipynb"
+    assert (spawner.cpu_limit, spawner.mem_limit) == (1.0, 2**30)
+
+    pod = await spawner.get_pod_manifest()
+    container = pod.spec.containers[0]
+    assert container.image == f"registry.example/courses/intro@{DIGEST}"
+    assert container.resources.limits == {"cpu": 1.0, "memory": 2**30}
+    assert pod.metadata.labels["team"] == "courses"
+    assert pod.metadata.labels["cnbi.meteor.zone/image"] == "intro"
+    assert pod.metadata.annotations["cnbi.meteor.zone/notebook"] == "week {1}/a b.ipynb"
+    assert pod.spec.node_selector == {"pool": "users"}
+    env = {e.name: e.value for e in container.env}
+    assert env["JUPYTERHUB_DEFAULT_URL"] == "/lab/tree/week%20%7B1%7D/a%20b.ipynb"
+    assert spawner._starting_message() == "Starting course image Intro {course} (intro)"
+
+
+async def test_sizes_replace_each_other_on_top_of_the_configured_values():
+    spawner = make_spawner(anonymous=False)
+    spawner.user_options = {"course": "cuda"}
+    await spawner.load_user_options()
+    assert spawner.extra_resource_limits == {"nvidia.com/gpu": "1"}
+    assert spawner.node_selector == {"pool": "users", "gpu": "yes"}
+    assert [t["key"] for t in spawner.tolerations] == ["users", "nvidia.com/gpu"]
+    assert spawner.user_options == {"course": "cuda", "size": "gpu"}  # canonical now
+    pod = await spawner.get_pod_manifest()
+    assert pod.spec.containers[0].resources.limits["nvidia.com/gpu"] == "1"
+
+    spawner.user_options = {"course": "intro", "size": "big"}  # a later start, another size
+    await spawner.load_user_options()
+    assert spawner.extra_resource_limits == {}
+    assert spawner.node_selector == {"pool": "users"}
+    assert [t["key"] for t in spawner.tolerations] == ["users"]
+    assert spawner.cpu_limit == 4.0
+
+
+@pytest.mark.parametrize(
+    "options,status,words",
+    [
+        ({"course": ["intro"], "size": ["big"]}, 403, "Guest users"),
+        ({"course": ["nope"]}, 404, "There is no course image"),
+        ({"course": [b"\xff"]}, 400, "UTF-8"),
+        ({"image": ["registry.example/evil:latest"]}, 404, "There is no course image"),
+        ({"course": ["intro"], "notebook": ["/etc/passwd"]}, 400, "relative"),
+    ],
+)
+async def test_refusals_are_http_errors_with_our_message(options, status, words):
+    spawner = make_spawner()
+    with pytest.raises(web.HTTPError) as info:
+        await spawner.options_from_query(options)
+    assert info.value.status_code == status
+    assert words in info.value.jupyterhub_message
+    spawner.user_options = {k: v[0] for k, v in options.items()}  # the same, via the REST API
+    with pytest.raises(web.HTTPError) as info:
+        await spawner.load_user_options()
+    assert info.value.status_code == status
+    assert spawner.image != f"registry.example/courses/intro@{DIGEST}"  # nothing applied
+
+
+async def test_form_lists_only_what_this_user_may_pick():
+    html = await make_spawner().get_options_form()
+    assert 'value="intro"' in html and 'value="cuda"' in html
+    assert 'value="small"' in html and 'value="big"' not in html  # guest cap
+    assert "Intro {course}" in html
+    html = await make_spawner(anonymous=False).get_options_form()
+    assert 'value="big"' in html and 'value="gpu"' in html
+
+
+async def test_known_images_is_a_one_line_migration():
+    spawner = make_spawner(
+        known_images={"Clustering_And_Descriptive_AI": f"registry.example/ol@{DIGEST}"}
+    )
+    options = await spawner.options_from_query({"course": ["clustering_and_descriptive_ai"]})
+    assert options["course"] == "clustering_and_descriptive_ai"
+    assert spawner.image_registry.watch_imagestreams is False
+    spawner.user_options = options
+    await spawner.load_user_options()
+    assert spawner.image == f"registry.example/ol@{DIGEST}"
