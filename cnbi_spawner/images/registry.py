@@ -2,12 +2,8 @@
 
 Sources: the operator's static list (``static_images``) and, unless
 ``watch_imagestreams`` is off, the ImageStreams in ``namespaces`` matching
-``label_selector``. Each namespace runs one reflector-style loop:
-
-    LIST (paged, limit/continue) -> WATCH from the list's resourceVersion
-    (timeoutSeconds = resync_period) -> clean end: WATCH again from the last rv
-    410 Gone -> LIST again;  any other error -> stale, jittered exponential
-    back-off, then LIST again (the relist is the resync after an outage).
+``label_selector``. Each namespace runs one list+watch loop (``reflector.py``:
+paged LIST, WATCH from its resourceVersion, 410 -> relist, jittered back-off).
 
 Each event replaces only that stream's images in the index (O(tags)), so a change
 is visible to ``resolve`` as soon as the event is read. While the API is down the
@@ -15,20 +11,19 @@ last-known-good set keeps serving; ``stale_since`` says since when. ``resolve``
 raises ``RegistryNotReady`` only if the registry never completed a first sync.
 
 The decisions (parsing, resolution order) are the pure functions in
-``imagestreams.py``, ``static.py`` and ``index.py``; this module is the I/O edge.
+``imagestreams.py``, ``static.py`` and ``index.py``; the protocol is ``reflector.py``;
+this module holds the state and applies changes (logging one line per image change).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import random
 import time
 from collections.abc import Callable
 from typing import ClassVar
 
-from kubernetes_asyncio import client, watch
-from kubernetes_asyncio.client.exceptions import ApiException
+from kubernetes_asyncio import client
 from traitlets import Bool, Dict, Float, Int, List, Unicode, Union, default, observe
 from traitlets.config import LoggingConfigurable
 
@@ -36,9 +31,11 @@ from ..errors import RegistryNotReady
 from . import index as _index
 from .imagestreams import ParseResult, parse_imagestream_report, stream_source
 from .model import KnownImage
+from .reflector import GROUP, PLURAL, VERSION, ReflectorSettings, describe, reflect
 from .static import parse_static_report
 
-GROUP, VERSION, PLURAL = "image.openshift.io", "v1", "imagestreams"
+__all__ = ["GROUP", "PLURAL", "VERSION", "ImageRegistry"]
+
 SA_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 Listener = Callable[[dict[str, KnownImage], dict[str, KnownImage]], object]
@@ -50,13 +47,6 @@ def _simple_label(selector: str) -> tuple[str, str] | None:
         return None
     k, v = selector.split("=")
     return (k.strip(), v.strip()) if k.strip() else None
-
-
-def _describe(error: BaseException) -> str:
-    if isinstance(error, ApiException):
-        return f"HTTP {error.status} {error.reason or ''}".strip()[:200]
-    text = str(error).splitlines()[0][:200] if str(error) else ""
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 class ImageRegistry(LoggingConfigurable):
@@ -337,7 +327,7 @@ class ImageRegistry(LoggingConfigurable):
             await self._api.close()
             self._api = None
 
-    # -- the watch loop ------------------------------------------------------------------
+    # -- the reflector's sink (see reflector.py) ---------------------------------------------
     def _mark_ok(self, ns: str) -> None:
         if self._failing.pop(ns, None) is not None:
             self.log.info("ImageStream API reachable again in %s", ns)
@@ -348,45 +338,16 @@ class ImageRegistry(LoggingConfigurable):
             self.log.warning(
                 "ImageStream API unreachable in %s (%s); serving the last-known images",
                 ns,
-                _describe(error),
+                describe(error),
             )
 
-    def _backoff(self, failures: int) -> float:
-        delay = min(self.backoff_max, 0.2 * 2 ** min(failures - 1, 16))
-        return random.uniform(delay / 2, delay)
+    def _stream_rv_of(self, source: str) -> str | None:
+        return self._stream_rv.get(source)
 
-    async def _list(self, api: client.CustomObjectsApi, ns: str) -> str:
-        """LIST all pages; replace this namespace's streams; returns the list rv.
-
-        Pages are parsed as they arrive (only parsed images are kept, not the raw
-        objects), and nothing is applied until the last page is in: a LIST that fails
-        half-way changes nothing.
-        """
-        listed: set[str] = set()
-        parsed: list[tuple[ParseResult, str | None]] = []
-        cont: str | None = None
-        while True:
-            kwargs = {"label_selector": self.label_selector, "limit": self.list_page_size}
-            if cont:
-                kwargs["_continue"] = cont
-            page = await api.list_namespaced_custom_object(
-                GROUP, VERSION, ns, PLURAL, _request_timeout=self.request_timeout, **kwargs
-            )
-            for obj in page.get("items") or []:
-                meta = obj.get("metadata") or {}
-                source = stream_source(ns, meta.get("name", ""))
-                listed.add(source)
-                obj_rv = meta.get("resourceVersion")
-                if obj_rv and self._stream_rv.get(source) == obj_rv:
-                    continue
-                meta.setdefault("namespace", ns)
-                parsed.append((self._parse(obj), obj_rv))
-            metadata = page.get("metadata") or {}
-            cont = metadata.get("continue")
-            rv = metadata.get("resourceVersion") or ""
-            del page
-            if not cont:
-                break
+    def _replace_namespace(
+        self, ns: str, listed: set[str], parsed: list[tuple[ParseResult, str | None]]
+    ) -> None:
+        """Apply one complete LIST of ``ns``: parsed streams in, unlisted streams out."""
         prefix = stream_source(ns, "")
         first = ns not in self._listed
         changes: dict[str, list[KnownImage]] = {}
@@ -394,10 +355,11 @@ class ImageRegistry(LoggingConfigurable):
             if source.startswith(prefix) and source not in listed:
                 changes[source] = []
                 self._forget(source)
-        for result, obj_rv in parsed:
+        for result, _rv in parsed:
             changes[result.source] = result.images
-            self._commit(result, obj_rv)
         n = self._apply(changes, quiet=first)
+        for result, obj_rv in parsed:
+            self._commit(result, obj_rv)
         self._listed.add(ns)
         self.last_sync = time.time()
         self.log.info(
@@ -409,9 +371,9 @@ class ImageRegistry(LoggingConfigurable):
         )
         if self.synced:
             self._synced_event.set()
-        return rv
 
-    def _on_event(self, ns: str, kind: str, obj: dict) -> None:
+    def _apply_event(self, ns: str, kind: str, obj: dict) -> None:
+        """One ADDED/MODIFIED/DELETED watch event: replace that stream's images."""
         meta = obj.get("metadata") or {}
         meta.setdefault("namespace", ns)
         source = stream_source(ns, meta.get("name", ""))
@@ -426,53 +388,15 @@ class ImageRegistry(LoggingConfigurable):
         self._apply({result.source: result.images})
         self._commit(result, rv)
 
+    def _reflector_settings(self) -> ReflectorSettings:
+        return ReflectorSettings(
+            label_selector=self.label_selector,
+            page_size=self.list_page_size,
+            resync_period=self.resync_period,
+            request_timeout=self.request_timeout,
+            backoff_max=self.backoff_max,
+        )
+
     async def _run(self, ns: str) -> None:
         assert self._api is not None
-        api = client.CustomObjectsApi(self._api)
-        rv: str | None = None
-        failures = 0
-        while True:
-            try:
-                if rv is None:
-                    rv = await self._list(api, ns)
-                    self._mark_ok(ns)
-                    failures = 0
-                w = watch.Watch()
-                async with w:
-                    async for event in w.stream(
-                        api.list_namespaced_custom_object,
-                        GROUP,
-                        VERSION,
-                        ns,
-                        PLURAL,
-                        label_selector=self.label_selector,
-                        resource_version=rv,
-                        timeout_seconds=max(1, int(self.resync_period)),
-                        _request_timeout=self.resync_period + self.request_timeout,
-                    ):
-                        kind = event.get("type")
-                        obj = event.get("raw_object")
-                        if not isinstance(obj, dict):
-                            raise ValueError(f"malformed watch event: {str(obj)[:100]}")
-                        rv = (obj.get("metadata") or {}).get("resourceVersion") or rv
-                        self._mark_ok(ns)
-                        if kind in ("ADDED", "MODIFIED", "DELETED"):
-                            self._on_event(ns, kind, obj)
-                self._mark_ok(ns)  # a clean end of the watch proves the API is up
-            except asyncio.CancelledError:
-                raise
-            except ApiException as e:
-                if e.status == 410:
-                    self.log.info("ImageStream watch in %s expired (410); listing again", ns)
-                    rv = None
-                    await asyncio.sleep(random.uniform(0, 0.2))
-                    continue
-                failures += 1
-                self._mark_failing(ns, e)
-                rv = None
-                await asyncio.sleep(self._backoff(failures))
-            except Exception as e:
-                failures += 1
-                self._mark_failing(ns, e)
-                rv = None
-                await asyncio.sleep(self._backoff(failures))
+        await reflect(self._api, ns, self._reflector_settings(), self, self.log)
