@@ -191,7 +191,7 @@ class Hub:
         self.log.close()
 
 
-async def run_cnbi(api_url: str, concurrency: int) -> None:
+async def run_cnbi(api_url: str, concurrency: int) -> str:
     hub = HubClient(api_url, TOKEN, concurrency=concurrency)
     policy = CullPolicy(
         anonymous=Thresholds(idle_timeout=IDLE_TIMEOUT, max_age=0, cull_users=True),
@@ -202,9 +202,10 @@ async def run_cnbi(api_url: str, concurrency: int) -> None:
     hub.close()
     if result.errors:
         raise RuntimeError(f"cnbi culler reported {result.errors} errors")
+    return f"listing {result.list_seconds:.1f}s, {result.users_deleted} users deleted"
 
 
-async def run_idle_culler(api_url: str, concurrency: int) -> None:
+async def run_idle_culler(api_url: str, concurrency: int) -> str:
     from jupyterhub_idle_culler import cull_idle
 
     await cull_idle(
@@ -215,6 +216,7 @@ async def run_idle_culler(api_url: str, concurrency: int) -> None:
         cull_users=True,
         concurrency=concurrency,
     )
+    return ""
 
 
 async def check(api_url: str, idle: set[str], active: set[str]) -> dict:
@@ -270,12 +272,12 @@ async def main(argv: list[str] | None = None) -> int:
             try:
                 startup = await hub.start(timeout=120 + n / 20)
                 t0 = time.monotonic()
-                await run(hub.api_url, args.concurrency)
+                note = await run(hub.api_url, args.concurrency)
                 elapsed = time.monotonic() - t0
                 result = await check(hub.api_url, idle, active)
             finally:
                 hub.stop()
-            rows.append((name, elapsed, startup, result))
+            rows.append((name, elapsed, startup, result, note))
     finally:
         stub.stop()
         if not args.keep:
@@ -286,12 +288,12 @@ async def main(argv: list[str] | None = None) -> int:
     header = f"{'culler':<12} {'pass (s)':>9} {'users/s':>8} {'idle left':>10} "
     header += f"{'active culled':>14} {'hub start (s)':>14}"
     print(header)
-    for name, elapsed, startup, r in rows:
+    for name, elapsed, startup, r, note in rows:
         print(
             f"{name:<12} {elapsed:>9.2f} {n / elapsed:>8.0f} {r['idle_left']:>10} "
-            f"{r['active_culled'] + r['active_server_stopped']:>14} {startup:>14.1f}"
+            f"{r['active_culled'] + r['active_server_stopped']:>14} {startup:>14.1f}  {note}"
         )
-    ok = all(r["idle_left"] == 0 and r["active_culled"] == 0 for *_, r in rows)
+    ok = all(r["idle_left"] == 0 and r["active_culled"] == 0 for _, _, _, r, _ in rows)
     if len(rows) == 2:
         ratio = rows[0][1] / rows[1][1]
         print(f"\nratio cnbi / idle-culler: {ratio:.2f}x (target <= 1.0x)")

@@ -254,8 +254,10 @@ class PassResult:
     errors: int = 0
     postponed: int = 0
     duration: float = 0.0
-    anonymous_live: int = 0
+    list_seconds: float = 0.0  # part of ``duration`` spent listing users and PVCs
+    anonymous_live: int = 0  # anonymous users left after the pass
     decisions: list[CullDecision] = field(default_factory=list)
+    deleted_users: set[str] = field(default_factory=set)
 
 
 class Culler:
@@ -294,7 +296,7 @@ class Culler:
                 self.metrics.observe_pass(result)
             self.log.info(
                 "Cull pass%s: %d users seen, %d servers stopped, %d users deleted, "
-                "%d PVCs deleted, %d postponed, %d errors in %.2fs",
+                "%d PVCs deleted, %d postponed, %d errors in %.2fs (listing %.2fs)",
                 " (dry run)" if self.dry_run else "",
                 result.users_seen,
                 result.servers_stopped,
@@ -303,18 +305,20 @@ class Culler:
                 result.postponed,
                 result.errors,
                 result.duration,
+                result.list_seconds,
             )
             return result
 
     async def _pass(self, now: datetime | None) -> PassResult:
         listed_at = datetime.now(UTC)
+        t0 = time.monotonic()
         users: dict[str, dict] = {}
         for state in ("active", "inactive"):
             async for user in self.hub.list_users(state=state):
                 users.setdefault(user["name"], user)
         pvcs = await self.kube.list_pvcs() if self.kube is not None else []
         now = now or datetime.now(UTC)
-        result = PassResult(users_seen=len(users))
+        result = PassResult(users_seen=len(users), list_seconds=time.monotonic() - t0)
         kinds = [user_kind(u, self.policy) for u in users.values()]
         result.anonymous_live = kinds.count("anonymous")
 
@@ -404,6 +408,8 @@ class Culler:
             return
         result.servers_stopped += len(stops)
         result.users_deleted += 1
+        result.deleted_users.add(name)
+        result.anonymous_live -= user_decision.kind == "anonymous"
         self._count(stops, user_decision)
         if user_decision.kind == "anonymous" and self.kube is not None:
             await self._delete_pvcs(by_owner.get(name, []), result, reason="user-deleted")
