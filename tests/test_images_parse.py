@@ -310,6 +310,23 @@ VARIANTS = [
         lambda imgs, r: [i.tag for i in imgs] == ["2024.2"],
     ),
     (
+        "hostile-tag-name-skipped",
+        lambda o: status_tag(o).__setitem__("tag", "2025.1 <script>"),
+        lambda imgs, r: (
+            [i.tag for i in imgs] == ["2024.2"] and r.skipped[-1][1] == "invalid tag name"
+        ),
+    ),
+    (
+        "javascript-url-dropped",
+        set_(["metadata", "annotations", "opendatahub.io/notebook-image-url"], "javascript:x()"),
+        lambda imgs, r: imgs[0].url == "",
+    ),
+    (
+        "bad-stream-name",
+        set_(["metadata", "name"], "Bad Name"),
+        lambda imgs, r: imgs == [] and "valid name" in r.problems[0],
+    ),
+    (
         "not-a-dict",
         lambda o: o.clear(),
         lambda imgs, r: imgs == [],

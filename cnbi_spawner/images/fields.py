@@ -41,6 +41,30 @@ _TRAILING_COMMA_RE = re.compile(r",\s*([\]}])")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 
 
+_K8S_NAME_RE = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?", re.ASCII)
+_TAG_RE = re.compile(_TAG, re.ASCII)
+_URL_RE = re.compile(r"https?://[^\s\x00-\x1f\x7f\"'<>\\]{1,1000}", re.ASCII | re.IGNORECASE)
+
+
+def is_k8s_name(value: object) -> bool:
+    return isinstance(value, str) and _K8S_NAME_RE.fullmatch(value) is not None
+
+
+def is_tag(value: object) -> bool:
+    """An image tag as docker and OpenShift allow it (ASCII word chars, '.', '-')."""
+    return isinstance(value, str) and _TAG_RE.fullmatch(value) is not None
+
+
+def safe_url(value: object) -> str:
+    """An http(s) URL, or an image reference (BYON streams put one there); else ""."""
+    if not isinstance(value, str):
+        return ""
+    value = value.strip()
+    if _URL_RE.fullmatch(value) or split_image_ref(value):
+        return value
+    return ""
+
+
 def split_image_ref(ref: object) -> tuple[str, str, str] | None:
     """``repo[:tag][@digest]`` -> ``(repo, tag, digest)``; ``None`` if not a valid reference."""
     if not isinstance(ref, str) or not ref or len(ref) > MAX_IMAGE_REF_CHARS:

@@ -58,9 +58,7 @@ def _list(value: object) -> list:
 
 
 def _tag_name(value: object) -> str | None:
-    if isinstance(value, str) and 0 < len(value) <= 128 and fields.text(value) == value:
-        return value
-    return None
+    return value if fields.is_tag(value) else None
 
 
 def _pick_ref(
@@ -111,8 +109,10 @@ def parse_imagestream_report(
     meta = _dict(obj.get("metadata"))
     name = meta.get("name")
     namespace = meta.get("namespace") if isinstance(meta.get("namespace"), str) else ""
-    if not isinstance(name, str) or not name or len(name) > 253:
-        return ParseResult(source="imagestream:?", problems=["ImageStream without a name"])
+    if not fields.is_k8s_name(name):
+        return ParseResult(source="imagestream:?", problems=["ImageStream without a valid name"])
+    if namespace and not fields.is_k8s_name(namespace):
+        return ParseResult(source="imagestream:?", problems=[f"{name}: invalid namespace"])
     result = ParseResult(source=stream_source(namespace, name))
     labels = _dict(meta.get("labels"))
     if require_label and labels.get(require_label[0]) != require_label[1]:
@@ -132,7 +132,7 @@ def parse_imagestream_report(
         display_name=fields.text(ann.get(ODH + "notebook-image-name"), fields.MAX_NAME_CHARS)
         or name,
         description=fields.text(ann.get(ODH + "notebook-image-desc")),
-        url=fields.text(ann.get(ODH + "notebook-image-url"), 1024),
+        url=fields.safe_url(ann.get(ODH + "notebook-image-url")),
         creator=fields.text(ann.get(ODH + "notebook-image-creator"), fields.MAX_NAME_CHARS),
         order=order,
         phase=phase,
@@ -147,6 +147,10 @@ def parse_imagestream_report(
     status_repo = status.get("dockerImageRepository")
     status_repo = status_repo if isinstance(status_repo, str) else ""
     status_tags = _by_tag(_list(status.get("tags")), "tag")
+    for entry in _list(status.get("tags")):
+        tag = _dict(entry).get("tag")
+        if tag is not None and not fields.is_tag(tag):
+            result.skipped.append((f"{name}:{str(tag)[:40]!r}", "invalid tag name"))
     for tag in spec_tags:
         if tag not in status_tags:
             result.skipped.append((f"{name}:{tag}", "not imported yet (no status.tags entry)"))

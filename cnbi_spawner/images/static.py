@@ -87,7 +87,7 @@ def _one(entry: Mapping, problems: list[str]) -> KnownImage | None:
         recommended=_bool(entry.get("recommended")),
         default=_bool(entry.get("default")),
         outdated=_bool(entry.get("outdated")),
-        url=fields.text(entry.get("url"), 1024),
+        url=fields.safe_url(entry.get("url")),
         source="static",
     )
 
