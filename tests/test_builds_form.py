@@ -1,0 +1,50 @@
+"""The build form's flat fields -> API body (pure), and the result through validation."""
+
+from __future__ import annotations
+
+import pytest
+
+from cnbi_spawner.builds.validate import BuildRequestError, validate_request
+from cnbi_spawner.service.builds import form_to_body
+
+BASE = "registry.example/courses/minimal:v1"
+
+
+@pytest.mark.parametrize(
+    "form,kind,error_field",
+    [
+        ({"kind": "import", "displayName": "x", "baseImage": BASE}, "import", None),
+        ({"kind": "import", "displayName": "x"}, None, "baseImage"),
+        (
+            {"kind": "package-list", "displayName": "x", "pythonVersion": "3.11",
+             "packageVersions": "pandas\n# comment\n\nnumpy>=1\n"},
+            "package-list", None,
+        ),
+        (
+            {"kind": "package-list", "displayName": "x", "baseImage": BASE,
+             "pythonVersion": "3.11", "packageVersions": "pandas"},
+            "package-list", None,  # base image wins; the python field is ignored
+        ),
+        ({"kind": "package-list", "displayName": "x", "baseImage": BASE}, None, "packageVersions"),
+        (
+            {"kind": "gitrepo", "displayName": "x", "baseImage": BASE,
+             "repoURL": "https://git.example/o/r", "ref": "main",
+             "packageVersions": "ignored for git"},
+            "gitrepo", None,
+        ),
+        ({"kind": "gitrepo", "displayName": "x", "baseImage": BASE,
+          "repoURL": "git@git.example:o/r"},
+         None, "repoURL"),
+        ({"kind": "evil", "displayName": "x", "baseImage": BASE}, "import", None),
+        ({"kind": "import", "displayName": "", "baseImage": BASE}, None, "displayName"),
+    ],
+)  # fmt: skip
+def test_form_round_trip(form, kind, error_field):
+    body = form_to_body(form)
+    if error_field:
+        with pytest.raises(BuildRequestError) as info:
+            validate_request(body, creator="author")
+        assert error_field in info.value.fields
+    else:
+        req = validate_request(body, creator="author")
+        assert req.kind == kind and req.creator == "author"
