@@ -233,6 +233,19 @@ class _BuildsBase(HubOAuthenticated, web.RequestHandler):
         if counter is not None:
             counter.labels(phase=phase).inc()
 
+    def _gauge(self, crs: list[dict]) -> None:
+        """Refresh the builds-per-phase gauge from a full listing."""
+        gauge = getattr(getattr(self.ctx, "metrics", None), "builds", None)
+        if gauge is None:
+            return
+        counts: dict[str, int] = {}
+        for cr in crs:
+            phase = normalise(cr).phase
+            counts[phase] = counts.get(phase, 0) + 1
+        for phase in ("Pending", "Preparing", "Resolving", "Building", "Importing",
+                      "Validating", "Success", "Failure"):  # fmt: skip
+            gauge.labels(phase=phase).set(counts.get(phase, 0))
+
     def log_event(self, what: str, name: str, extra: str = "") -> None:
         self.log.info("build %s: %s by %s %s", name, what, self.user_name, extra)
 
@@ -275,6 +288,7 @@ class BuildsAPIHandler(_APIBase):
     @web.authenticated
     async def get(self) -> None:
         crs = await self.list_crs()
+        self._gauge(crs)
         mine_only = not self.is_admin or self.get_argument("mine", "") in ("1", "true")
         if mine_only:
             crs = [c for c in crs if creator_of(c) == self.user_name]
