@@ -74,8 +74,13 @@ class HubClient:
         ok404: bool = False,
         timeout: float | None = None,
         retries: int | None = None,
+        unlimited: bool = False,
     ) -> tuple[int, Any]:
-        """One API call -> (status, parsed JSON or None). Retries 5xx and connection errors."""
+        """One API call -> (status, parsed JSON or None). Retries 5xx and connection errors.
+
+        ``unlimited`` skips the concurrency limit (health probes must not queue behind a
+        cull pass; the HTTP client keeps two spare connections for them).
+        """
         url = self.api_url + path
         if params:
             url += "?" + urlencode(params)
@@ -96,8 +101,11 @@ class HubClient:
                 connect_timeout=min(10.0, timeout or self.request_timeout),
             )
             try:
-                async with self._semaphore:
+                if unlimited:
                     resp = await self._http.fetch(req, raise_error=False)
+                else:
+                    async with self._semaphore:
+                        resp = await self._http.fetch(req, raise_error=False)
             except (OSError, TimeoutError, HTTPClientError) as e:
                 status, message = 599, str(e)
             else:
@@ -133,7 +141,9 @@ class HubClient:
         return model["version"]
 
     async def whoami(self, timeout: float | None = None, retries: int | None = None) -> dict:
-        _, model = await self.request("GET", "/user", timeout=timeout, retries=retries)
+        _, model = await self.request(
+            "GET", "/user", timeout=timeout, retries=retries, unlimited=True
+        )
         return model
 
     async def get_user(self, name: str) -> dict | None:
