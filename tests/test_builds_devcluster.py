@@ -20,7 +20,7 @@ BASE = "registry.example/courses/minimal:v1"
 
 
 @pytest.fixture
-async def cluster(request, monkeypatch):
+def cluster(request, monkeypatch):
     """The shared ``devcluster`` fixture, started with fast build steps."""
     monkeypatch.setenv(DELAY_ENV, "0.1")
     return request.getfixturevalue("devcluster")

@@ -83,9 +83,15 @@ c.JupyterHub.load_roles = [
 
 
 @pytest.fixture
-async def stack(request, monkeypatch, start_hub):
+def fast_cluster(request, monkeypatch):
+    """The shared ``devcluster`` fixture, its build controller stepping every 0.3 s."""
     monkeypatch.setenv(DELAY_ENV, "0.3")
-    cluster = request.getfixturevalue("devcluster")
+    return request.getfixturevalue("devcluster")
+
+
+@pytest.fixture
+async def stack(fast_cluster, start_hub):
+    cluster = fast_cluster
     port = free_port()
     hub = await start_hub(hub_config(str(cluster.kubeconfig), port), kubeconfig=cluster.kubeconfig)
     svc = f"{hub.url}/services/cnbi/"
