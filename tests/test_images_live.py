@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import logging
 import sys
 import time
 from pathlib import Path
@@ -204,6 +205,27 @@ async def test_dropped_watches_lose_nothing(devcluster, kube, registry):
     devcluster.faults.drop_watches()
     await kube.create(fixture("jupyter-datascience-notebook"))
     await wait_for(lambda: resolves(reg, DS) is not None, 3, "event after dropped watch")
+
+
+async def test_too_old_resource_version_relists(devcluster, kube, registry, caplog):
+    caplog.set_level(logging.INFO)
+    reg = await registry()
+    await kube.create(fixture("jupyter-datascience-notebook"))
+    await wait_for(lambda: resolves(reg, DS) is not None, FOLLOW, "first stream")
+    # the registry's next watch (resumed from its last rv) arrives after history is gone:
+    # only a relist (after 410 Gone) can show the stream created in between
+    devcluster.faults.latency = 0.3
+    devcluster.faults.drop_watches()
+    obj = as_new(fixture("jupyter-trustyai-notebook-malformed-deps"))
+    status = obj.pop("status")
+    created = devcluster.create(f"{GROUP}/{VERSION}", PLURAL, obj, namespace=NS)
+    created["status"] = status
+    devcluster.replace(f"{GROUP}/{VERSION}", PLURAL, created, namespace=NS, status=True)
+    devcluster.store.compact()
+    await wait_for(lambda: resolves(reg, "jupyter-trustyai-notebook") is not None, 3, "relist")
+    devcluster.faults.latency = 0
+    assert reg.stale_since is None  # a 410 is routine, not an outage
+    assert "expired (410 Gone); listing again" in caplog.text
 
 
 async def test_never_synced_is_not_ready(tmp_path):
