@@ -1,0 +1,569 @@
+"""The dev cluster's node: schedules pods, "pulls" images, runs containers, reports status.
+
+What a real kubelet reports and KubeSpawner reads (KUBE_API_SUBSET §4):
+
+- schedule: ``spec.nodeName``, condition PodScheduled, Event ``Scheduled``;
+- pull: Event ``Pulling``; an image whose repository is not in the cluster's image map
+  fails with Events ``Failed``/``BackOff`` and container state ``waiting`` reason
+  ``ErrImagePull`` then ``ImagePullBackOff`` (retried with back-off, so an image added
+  later gets pulled); else ``Pulled``;
+- run: Events ``Created``, ``Started``; ``phase: Running``, ``podIP``, ``containerStatuses``
+  (``ready: false``) once the process runs; ``ready: true`` + conditions Ready/ContainersReady
+  only once the container's port accepts connections;
+- exit: ``state.terminated`` (exitCode, reason Completed/Error), phase Succeeded/Failed
+  (no restarts: ``restartPolicy`` is not honoured);
+- delete: on ``deletionTimestamp`` stop the container (SIGTERM, SIGKILL after the grace
+  period), then remove the object (the DELETED event);
+- PersistentVolumeClaims go ``Bound`` (a per-claim folder under the state dir, used as the
+  home of pods that mount the claim).
+
+Only the pod's main container (the one with port ``notebook-port``, else the first) runs;
+other containers are reported running and ready, init containers completed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import sys
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from . import resources as R
+from .runtimes import IpPool, LaunchSpec, ProcessContainer, StubContainer
+from .store import Store
+
+log = logging.getLogger("cnbi.devcluster")
+
+NODE = "devcluster-node"
+DEFAULT_CMD = ["jupyterhub-singleuser"]
+
+
+def image_repository(ref: str) -> str:
+    """``registry.example/a/b:tag`` or ``…@sha256:…`` -> ``registry.example/a/b``."""
+    repo = ref.split("@", 1)[0]
+    head, _, last = repo.rpartition("/")
+    if ":" in last:
+        last = last.split(":", 1)[0]
+    return f"{head}/{last}" if head else last
+
+
+def main_container(pod: dict) -> dict:
+    containers = pod["spec"]["containers"]
+    for c in containers:
+        if any(p.get("name") == "notebook-port" for p in c.get("ports") or []):
+            return c
+    return containers[0]
+
+
+def container_port(c: dict) -> int:
+    ports = c.get("ports") or []
+    return int(ports[0].get("containerPort", 8888)) if ports else 8888
+
+
+def rewrite_service_url(url: str, ip: str) -> str:
+    """``http://0.0.0.0:8888/`` -> ``http://<ip>:8888/`` (the pod's own address)."""
+    parts = urlsplit(url)
+    netloc = ip + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+class Kubelet:
+    def __init__(
+        self, store: Store, state_dir: Path, images: dict[str, Path], runtime: str = "process"
+    ) -> None:
+        if runtime not in ("process", "stub"):
+            raise ValueError(f"runtime must be 'process' or 'stub', not {runtime!r}")
+        self.store, self.state_dir, self.images, self.runtime = store, state_dir, images, runtime
+        self.ips = IpPool()
+        self.pods: dict[str, dict] = {}  # uid -> {"task", "container", "ip", "home", "log"}
+        self._tasks: set[asyncio.Task] = set()
+        self._stopping = False
+
+    # ---- wiring ------------------------------------------------------------------------
+    def start(self) -> None:
+        self.store.listeners.append(self._on_change)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        with contextlib.suppress(ValueError):
+            self.store.listeners.remove(self._on_change)
+        for t in list(self._tasks):
+            t.cancel()
+        stops = [p["container"].stop(1.0) for p in self.pods.values() if p.get("container")]
+        await asyncio.gather(*stops, return_exceptions=True)
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.pods.clear()
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("devcluster kubelet task failed", exc_info=task.exception())
+
+    def _on_change(self, kind: str, rt: R.ResourceType, obj: dict, old: dict | None) -> None:
+        if self._stopping:
+            return
+        meta = obj["metadata"]
+        if rt.kind == "Pod":
+            uid = meta["uid"]
+            if kind == "ADDED" and not obj["spec"].get("nodeName"):
+                self.pods[uid] = {"deleting": False}
+                self._spawn(self._run(obj))
+            elif uid in self.pods and (kind == "DELETED" or meta.get("deletionTimestamp")):
+                entry = self.pods[uid]
+                if not entry["deleting"]:
+                    entry["deleting"] = True
+                    grace = 0 if kind == "DELETED" else meta.get("deletionGracePeriodSeconds", 30)
+                    self._spawn(self._terminate(obj, grace, finalize=kind != "DELETED"))
+        elif rt.kind == "PersistentVolumeClaim":
+            if kind == "ADDED":
+                self._spawn(self._bind(obj))
+            elif kind == "DELETED":
+                path = self._claim_dir(meta["namespace"], meta["name"])
+                shutil.rmtree(path, ignore_errors=True)
+
+    # ---- status helpers ----------------------------------------------------------------
+    def _update(self, pod: dict, fn) -> dict | None:
+        meta = pod["metadata"]
+        current = self.store._objects[R.POD_TYPE.key].get((meta["namespace"], meta["name"]))
+        if current is None or current["metadata"]["uid"] != meta["uid"]:
+            return None
+        return self.store.update_internal(R.POD_TYPE, meta["namespace"], meta["name"], fn)
+
+    def event(self, pod: dict, reason: str, message: str, type_: str = "Normal") -> None:
+        meta = pod["metadata"]
+        now, micro = R.now_rfc3339(), R.now_micro()
+        body = {
+            "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:16]}"},
+            "involvedObject": {
+                "kind": "Pod",
+                "namespace": meta["namespace"],
+                "name": meta["name"],
+                "uid": meta["uid"],
+                "apiVersion": "v1",
+                "resourceVersion": meta.get("resourceVersion", ""),
+                "fieldPath": f"spec.containers{{{main_container(pod)['name']}}}"
+                if reason not in ("Scheduled", "Killing")
+                else "",
+            },
+            "reason": reason,
+            "message": message,
+            "source": {"component": "kubelet", "host": NODE},
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "eventTime": None,
+            "count": 1,
+            "type": type_,
+            "reportingComponent": "kubelet",
+            "reportingInstance": NODE,
+        }
+        if reason == "Scheduled":
+            body["source"] = {"component": "default-scheduler"}
+            body["reportingComponent"] = "default-scheduler"
+            body["firstTimestamp"] = body["lastTimestamp"] = None
+            body["eventTime"] = micro
+        with contextlib.suppress(R.ApiError):
+            self.store.create(R.EVENT_TYPE, meta["namespace"], body)
+
+    @staticmethod
+    def _statuses(pod: dict, state: dict, *, ready: bool, ip: str | None = None) -> list:
+        out = []
+        main = main_container(pod)["name"]
+        for c in pod["spec"]["containers"]:
+            st = state if c["name"] == main else {"running": {"startedAt": R.now_rfc3339()}}
+            out.append(
+                {
+                    "name": c["name"],
+                    "image": c["image"],
+                    "imageID": ""
+                    if "waiting" in st
+                    else f"{image_repository(c['image'])}@sha256:"
+                    + uuid.uuid5(uuid.NAMESPACE_URL, c["image"]).hex * 2,
+                    "ready": ready and "running" in st,
+                    "restartCount": 0,
+                    "started": "running" in st,
+                    "state": st,
+                }
+            )
+        return out
+
+    @staticmethod
+    def _conditions(ready: bool, initialized: bool = True) -> list[dict]:
+        now = R.now_rfc3339()
+        flag = "True" if ready else "False"
+        return [
+            {"type": "PodReadyToStartContainers", "status": "True", "lastTransitionTime": now},
+            {
+                "type": "Initialized",
+                "status": "True" if initialized else "False",
+                "lastTransitionTime": now,
+            },
+            {"type": "Ready", "status": flag, "lastTransitionTime": now},
+            {"type": "ContainersReady", "status": flag, "lastTransitionTime": now},
+            {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
+        ]
+
+    # ---- lifecycle ---------------------------------------------------------------------
+    async def _run(self, pod: dict) -> None:
+        meta, uid = pod["metadata"], pod["metadata"]["uid"]
+        entry = self.pods[uid]
+        await asyncio.sleep(0)
+
+        def schedule(p: dict) -> None:
+            p["spec"]["nodeName"] = NODE
+            p["status"].update(
+                hostIP="127.0.0.1",
+                hostIPs=[{"ip": "127.0.0.1"}],
+                startTime=R.now_rfc3339(),
+                conditions=self._conditions(False),
+            )
+
+        pod = self._update(pod, schedule) or pod
+        self.event(
+            pod, "Scheduled", f"Successfully assigned {meta['namespace']}/{meta['name']} to {NODE}"
+        )
+        delay = 1.0
+        while not entry["deleting"]:
+            missing = [
+                c["image"]
+                for c in pod["spec"]["containers"]
+                if image_repository(c["image"]) not in self.images
+            ]
+            for c in pod["spec"]["containers"]:
+                self.event(pod, "Pulling", f'Pulling image "{c["image"]}"')
+            if not missing:
+                break
+            image = missing[0]
+            self.event(
+                pod,
+                "Failed",
+                f'Failed to pull image "{image}": rpc error: code = NotFound '
+                f'desc = failed to pull and unpack image "{image}": not found',
+                "Warning",
+            )
+            self.event(pod, "Failed", "Error: ErrImagePull", "Warning")
+            for reason in ("ErrImagePull", "ImagePullBackOff"):
+                waiting = {
+                    "waiting": {
+                        "reason": reason,
+                        "message": f'Back-off pulling image "{image}"'
+                        if reason == "ImagePullBackOff"
+                        else f'rpc error: code = NotFound desc = "{image}": not found',
+                    }
+                }
+                pod = (
+                    self._update(
+                        pod,
+                        lambda p, w=waiting: p["status"].update(
+                            containerStatuses=self._statuses(p, w, ready=False)
+                        ),
+                    )
+                    or pod
+                )
+                if reason == "ErrImagePull":
+                    await asyncio.sleep(min(delay, 2))
+            self.event(pod, "BackOff", f'Back-off pulling image "{image}"', "Normal")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10)
+        if entry["deleting"]:
+            return
+        for c in pod["spec"]["containers"]:
+            self.event(pod, "Pulled", f'Successfully pulled image "{c["image"]}" in 10ms')
+        try:
+            container = await self._create_container(pod, entry)
+        except Exception as e:  # noqa: BLE001 - a broken command is the pod's failure, not ours
+            log.warning(
+                "devcluster: pod %s/%s failed to start: %s", meta["namespace"], meta["name"], e
+            )
+            self.event(pod, "Failed", f"Error: {e}", "Warning")
+            state = {
+                "terminated": {
+                    "exitCode": 128,
+                    "reason": "StartError",
+                    "message": str(e),
+                    "startedAt": R.now_rfc3339(),
+                    "finishedAt": R.now_rfc3339(),
+                }
+            }
+            self._update(
+                pod,
+                lambda p: p["status"].update(
+                    phase="Failed", containerStatuses=self._statuses(p, state, ready=False)
+                ),
+            )
+            return
+        if entry["deleting"]:
+            await container.stop(0.5)
+            return
+        name = main_container(pod)["name"]
+        self.event(pod, "Created", f"Created container {name}")
+        self.event(pod, "Started", f"Started container {name}")
+        started = R.now_rfc3339()
+        running = {"running": {"startedAt": started}}
+        ip = entry["ip"]
+        pod = (
+            self._update(
+                pod,
+                lambda p: p["status"].update(
+                    phase="Running",
+                    podIP=ip,
+                    podIPs=[{"ip": ip}],
+                    containerStatuses=self._statuses(p, running, ready=False),
+                ),
+            )
+            or pod
+        )
+        exited = asyncio.ensure_future(container.wait())
+        try:
+            while not exited.done() and not entry["deleting"]:
+                if await container.ready():
+                    pod = (
+                        self._update(
+                            pod,
+                            lambda p: p["status"].update(
+                                conditions=self._conditions(True),
+                                containerStatuses=self._statuses(p, running, ready=True),
+                            ),
+                        )
+                        or pod
+                    )
+                    break
+                await asyncio.wait([exited], timeout=0.15)
+            code = await exited
+        finally:
+            exited.cancel()
+        if entry["deleting"]:
+            return
+        log.info("devcluster: pod %s/%s exited with %s", meta["namespace"], meta["name"], code)
+        state = {
+            "terminated": {
+                "exitCode": code,
+                "reason": "Completed" if code == 0 else "Error",
+                "startedAt": started,
+                "finishedAt": R.now_rfc3339(),
+            }
+        }
+        self._update(
+            pod,
+            lambda p: p["status"].update(
+                phase="Succeeded" if code == 0 else "Failed",
+                conditions=self._conditions(False),
+                containerStatuses=self._statuses(p, state, ready=False),
+            ),
+        )
+
+    async def _terminate(self, pod: dict, grace: float, *, finalize: bool) -> None:
+        meta = pod["metadata"]
+        entry = self.pods.get(meta["uid"], {})
+        container = entry.get("container")
+        if container is not None:
+            self.event(pod, "Killing", f"Stopping container {main_container(pod)['name']}")
+            await container.stop(grace if finalize else min(grace, 2))
+        self.pods.pop(meta["uid"], None)
+        if finalize:
+            current = self.store._objects[R.POD_TYPE.key].get((meta["namespace"], meta["name"]))
+            if current is not None and current["metadata"]["uid"] == meta["uid"]:
+                self.store.finalize(R.POD_TYPE, meta["namespace"], meta["name"])
+
+    async def _bind(self, pvc: dict) -> None:
+        await asyncio.sleep(0)
+        meta = pvc["metadata"]
+        self._claim_dir(meta["namespace"], meta["name"]).mkdir(parents=True, exist_ok=True)
+        storage = (
+            ((pvc.get("spec") or {}).get("resources") or {}).get("requests", {}).get("storage")
+        )
+
+        def bound(p: dict) -> None:
+            p["spec"]["volumeName"] = f"pvc-{meta['uid']}"
+            p["spec"].setdefault("storageClassName", "devcluster-local")
+            p["status"] = {
+                "phase": "Bound",
+                "accessModes": p["spec"].get("accessModes") or ["ReadWriteOnce"],
+                "capacity": {"storage": storage or "1Gi"},
+            }
+
+        self.store.update_internal(R.PVC_TYPE, meta["namespace"], meta["name"], bound)
+
+    def _claim_dir(self, namespace: str, name: str) -> Path:
+        return self.state_dir / "volumes" / namespace / name
+
+    # ---- containers --------------------------------------------------------------------
+    async def _create_container(self, pod: dict, entry: dict):
+        meta = pod["metadata"]
+        c = main_container(pod)
+        port = container_port(c)
+        ip = self.ips.allocate(port)
+        root = self.state_dir / "pods" / meta["namespace"] / f"{meta['name']}-{meta['uid'][:8]}"
+        home = self._home_for(pod, root)
+        content = self.images.get(image_repository(c["image"]))
+        if content and Path(content).is_dir() and not any(home.iterdir()):
+            shutil.copytree(content, home, dirs_exist_ok=True, symlinks=True)
+        entry.update(ip=ip, home=home, log=root / f"{c['name']}.log")
+        spec = LaunchSpec(
+            argv=[],
+            env=self._env(pod, c, ip, home, root),
+            cwd=home,
+            ip=ip,
+            port=port,
+            log_path=root / f"{c['name']}.log",
+            meta={"pod": meta["name"]},
+        )
+        if self.runtime == "stub":
+            container = StubContainer(spec)
+        else:
+            spec.argv = self._argv(c, ip, port)
+            container = ProcessContainer(spec)
+        entry["container"] = container
+        await container.start()
+        log.info(
+            "devcluster: pod %s/%s running on %s:%s (%s)",
+            meta["namespace"],
+            meta["name"],
+            ip,
+            port,
+            self.runtime,
+        )
+        return container
+
+    def _home_for(self, pod: dict, root: Path) -> Path:
+        for vol in pod["spec"].get("volumes") or []:
+            claim = (vol.get("persistentVolumeClaim") or {}).get("claimName")
+            if claim:
+                home = self._claim_dir(pod["metadata"]["namespace"], claim)
+                home.mkdir(parents=True, exist_ok=True)
+                return home
+        home = root / "home"
+        home.mkdir(parents=True, exist_ok=True)
+        return home
+
+    def _argv(self, c: dict, ip: str, port: int) -> list[str]:
+        argv = [str(a) for a in (c.get("command") or []) + (c.get("args") or [])] or list(
+            DEFAULT_CMD
+        )
+        exe = argv[0]
+        if "/" not in exe:
+            local = Path(sys.executable).parent / exe
+            argv[0] = str(local) if local.exists() else (shutil.which(exe) or exe)
+        if Path(exe).name.startswith("jupyter"):
+            argv += [f"--ip={ip}", f"--port={port}"]
+            if os.geteuid() == 0:
+                argv.append("--allow-root")
+        return argv
+
+    def _env(self, pod: dict, c: dict, ip: str, home: Path, root: Path) -> dict[str, str]:
+        meta = pod["metadata"]
+        runtime_dir = root / "runtime"
+        runtime_dir.mkdir(parents=True, exist_ok=True)
+        bin_dir = str(Path(sys.executable).parent)
+        env = {
+            "PATH": f"{bin_dir}:/usr/local/bin:/usr/bin:/bin",
+            "HOME": str(home),
+            "HOSTNAME": meta["name"],
+            "LANG": "C.UTF-8",
+            "PYTHONUNBUFFERED": "1",
+            "JUPYTER_RUNTIME_DIR": str(runtime_dir),
+            "NO_PROXY": "127.0.0.1,localhost",
+            "no_proxy": "127.0.0.1,localhost",
+        }
+        fields = {
+            "metadata.name": meta["name"],
+            "metadata.namespace": meta["namespace"],
+            "metadata.uid": meta["uid"],
+            "status.podIP": ip,
+            "spec.nodeName": NODE,
+            "status.hostIP": "127.0.0.1",
+            "spec.serviceAccountName": pod["spec"].get("serviceAccountName", "default"),
+        }
+        for src in c.get("envFrom") or []:
+            ref = src.get("configMapRef") or src.get("secretRef")
+            data = self._ref_data(meta["namespace"], src, ref)
+            env.update({(src.get("prefix") or "") + k: v for k, v in data.items()})
+        for item in c.get("env") or []:
+            name = item.get("name")
+            if not name:
+                continue
+            if "value" in item:
+                env[name] = str(item["value"] if item["value"] is not None else "")
+                continue
+            source = item.get("valueFrom") or {}
+            if "fieldRef" in source:
+                env[name] = fields.get(source["fieldRef"].get("fieldPath", ""), "")
+            for key in ("secretKeyRef", "configMapKeyRef"):
+                if key in source:
+                    ref = source[key]
+                    data = self._ref_data(meta["namespace"], {key[:-6] + "Ref": ref}, ref)
+                    if ref.get("key") in data:
+                        env[name] = data[ref["key"]]
+        if env.get("JUPYTERHUB_SERVICE_URL"):
+            env["JUPYTERHUB_SERVICE_URL"] = rewrite_service_url(env["JUPYTERHUB_SERVICE_URL"], ip)
+        return env
+
+    def _ref_data(self, namespace: str, src: dict, ref: dict | None) -> dict[str, str]:
+        import base64
+
+        if not ref or not ref.get("name"):
+            return {}
+        secret = "secretRef" in src or "secretKeyRef" in src or "secretKey" in src
+        rt = self.store.types[("", "secrets" if secret else "configmaps")]
+        try:
+            obj = self.store.get(rt, namespace, ref["name"])
+        except R.ApiError:
+            return {}
+        data = obj.get("data") or {}
+        if secret:
+            return {k: base64.b64decode(v).decode(errors="replace") for k, v in data.items()}
+        return {k: str(v) for k, v in data.items()}
+
+    # ---- inspection --------------------------------------------------------------------
+    def read_log(self, pod: dict, container: str | None = None) -> str | None:
+        entry = self.pods.get(pod["metadata"]["uid"])
+        path = entry.get("log") if entry else None
+        if path is None:
+            meta = pod["metadata"]
+            name = container or main_container(pod)["name"]
+            root = self.state_dir / "pods" / meta["namespace"] / f"{meta['name']}-{meta['uid'][:8]}"
+            path = root / f"{name}.log"
+        try:
+            return Path(path).read_text(errors="replace")
+        except OSError:
+            return None
+
+    def describe(self) -> list[dict]:
+        out = []
+        for uid, e in self.pods.items():
+            container = e.get("container")
+            out.append(
+                {
+                    "uid": uid,
+                    "ip": e.get("ip"),
+                    "home": str(e.get("home") or ""),
+                    "pid": getattr(container, "pid", None),
+                    "log": str(e.get("log") or ""),
+                }
+            )
+        return out
+
+    def pod_info(self, namespace: str, name: str) -> dict | None:
+        """ip, home, pid and log path of a running pod (tests and the demo use it)."""
+        try:
+            pod = self.store.get(R.POD_TYPE, namespace, name)
+        except R.ApiError:
+            return None
+        e = self.pods.get(pod["metadata"]["uid"])
+        if not e:
+            return None
+        return {
+            "ip": e.get("ip"),
+            "home": e.get("home"),
+            "log": e.get("log"),
+            "pid": getattr(e.get("container"), "pid", None),
+        }

@@ -1,0 +1,250 @@
+"""Resource types the dev cluster serves, Kubernetes ``Status`` errors, and object checks.
+
+Pure data and functions: ``ResourceType`` (group/version/plural/kind/scope/subresources),
+the built-in core/v1 + apiextensions types, ``crd_resource_type(crd)`` for a
+CustomResourceDefinition, ``ApiError`` (becomes a ``Status`` body with the reason and code
+the real API server uses) and ``validate_new(...)`` for the checks done on create/update.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+
+@dataclass(frozen=True)
+class ResourceType:
+    group: str  # "" for core
+    version: str
+    plural: str
+    kind: str
+    namespaced: bool = True
+    singular: str = ""
+    short_names: tuple[str, ...] = ()
+    status: bool = False  # has a /status subresource
+    custom: bool = False  # served from a CRD (no strategic merge, rv required on PUT)
+    verbs: tuple[str, ...] = (
+        "create",
+        "delete",
+        "deletecollection",
+        "get",
+        "list",
+        "patch",
+        "update",
+        "watch",
+    )
+    categories: tuple[str, ...] = field(default=())
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.group, self.plural)
+
+    @property
+    def list_kind(self) -> str:
+        return self.kind + "List"
+
+
+def _core(plural: str, kind: str, **kw) -> ResourceType:
+    return ResourceType("", "v1", plural, kind, singular=kind.lower(), **kw)
+
+
+BUILTIN_TYPES: tuple[ResourceType, ...] = (
+    _core("namespaces", "Namespace", namespaced=False, short_names=("ns",), status=True),
+    _core("pods", "Pod", short_names=("po",), status=True, categories=("all",)),
+    _core("services", "Service", short_names=("svc",), status=True, categories=("all",)),
+    _core("secrets", "Secret"),
+    _core("configmaps", "ConfigMap", short_names=("cm",)),
+    _core("serviceaccounts", "ServiceAccount", short_names=("sa",)),
+    _core("persistentvolumeclaims", "PersistentVolumeClaim", short_names=("pvc",), status=True),
+    _core("events", "Event", short_names=("ev",)),
+    _core("endpoints", "Endpoints", short_names=("ep",)),
+    ResourceType(
+        "apiextensions.k8s.io",
+        "v1",
+        "customresourcedefinitions",
+        "CustomResourceDefinition",
+        namespaced=False,
+        singular="customresourcedefinition",
+        short_names=("crd", "crds"),
+        status=True,
+    ),
+)
+
+CRD_TYPE = BUILTIN_TYPES[-1]
+NAMESPACE_TYPE = BUILTIN_TYPES[0]
+POD_TYPE = BUILTIN_TYPES[1]
+PVC_TYPE = BUILTIN_TYPES[6]
+EVENT_TYPE = BUILTIN_TYPES[7]
+
+
+def crd_resource_types(crd: dict) -> list[ResourceType]:
+    """The resource types one CRD serves (one per served version)."""
+    spec = crd.get("spec") or {}
+    names = spec.get("names") or {}
+    out = []
+    for ver in spec.get("versions") or []:
+        if not ver.get("served", True):
+            continue
+        out.append(
+            ResourceType(
+                group=spec["group"],
+                version=ver["name"],
+                plural=names["plural"],
+                kind=names["kind"],
+                namespaced=spec.get("scope", "Namespaced") == "Namespaced",
+                singular=names.get("singular") or names["kind"].lower(),
+                short_names=tuple(names.get("shortNames") or ()),
+                status="status" in (ver.get("subresources") or {}),
+                custom=True,
+                categories=tuple(names.get("categories") or ()),
+            )
+        )
+    return out
+
+
+class ApiError(Exception):
+    """An API failure; ``status()`` is the Kubernetes ``Status`` body."""
+
+    def __init__(self, code: int, reason: str, message: str, details: dict | None = None):
+        super().__init__(message)
+        self.code, self.reason, self.message, self.details = code, reason, message, details
+
+    def status(self) -> dict:
+        body = {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.message,
+            "reason": self.reason,
+            "code": self.code,
+        }
+        if self.details:
+            body["details"] = self.details
+        return body
+
+
+def _resource_name(rt: ResourceType) -> str:
+    return f"{rt.plural}.{rt.group}" if rt.group else rt.plural
+
+
+def not_found(rt: ResourceType, name: str) -> ApiError:
+    details = {"name": name, "kind": rt.plural}
+    if rt.group:
+        details["group"] = rt.group
+    return ApiError(404, "NotFound", f'{_resource_name(rt)} "{name}" not found', details)
+
+
+def already_exists(rt: ResourceType, name: str) -> ApiError:
+    details = {"name": name, "kind": rt.plural}
+    if rt.group:
+        details["group"] = rt.group
+    return ApiError(409, "AlreadyExists", f'{_resource_name(rt)} "{name}" already exists', details)
+
+
+def conflict(rt: ResourceType, name: str) -> ApiError:
+    details = {"name": name, "kind": rt.plural}
+    if rt.group:
+        details["group"] = rt.group
+    return ApiError(
+        409,
+        "Conflict",
+        f'Operation cannot be fulfilled on {_resource_name(rt)} "{name}": the object has been '
+        "modified; please apply your changes to the latest version and try again",
+        details,
+    )
+
+
+def invalid(rt: ResourceType, name: str, causes: list[tuple[str, str]]) -> ApiError:
+    """422 Invalid with ``causes`` as (field, message) pairs."""
+    text = "; ".join(f"{f}: {m}" for f, m in causes)
+    details = {
+        "name": name,
+        "kind": rt.kind,
+        "causes": [{"reason": "FieldValueInvalid", "message": m, "field": f} for f, m in causes],
+    }
+    if rt.group:
+        details["group"] = rt.group
+    return ApiError(422, "Invalid", f'{rt.kind} "{name}" is invalid: {text}', details)
+
+
+def bad_request(message: str) -> ApiError:
+    return ApiError(400, "BadRequest", message)
+
+
+def gone(message: str) -> ApiError:
+    return ApiError(410, "Expired", message)
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def now_micro() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+_QUALIFIED = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+#: kinds whose names must be DNS-1123 labels (63 chars, no dots)
+_LABEL_NAMED = frozenset({"Namespace", "Service"})
+
+
+def name_problems(rt: ResourceType, name: str) -> list[tuple[str, str]]:
+    if rt.kind in _LABEL_NAMED:
+        if len(name) > 63 or not _LABEL.match(name):
+            return [("metadata.name", f'Invalid value: "{name}": a lowercase RFC 1123 label')]
+    elif len(name) > 253 or not _SUBDOMAIN.match(name):
+        return [("metadata.name", f'Invalid value: "{name}": a lowercase RFC 1123 subdomain')]
+    return []
+
+
+def _qualified_key_ok(key: str) -> bool:
+    prefix, _, name = key.rpartition("/")
+    if prefix and (len(prefix) > 253 or not _SUBDOMAIN.match(prefix)):
+        return False
+    return 0 < len(name) <= 63 and bool(_QUALIFIED.match(name))
+
+
+def validate_object(rt: ResourceType, obj: dict) -> None:
+    """The structural checks the API server does on every write; raises 422 ``ApiError``."""
+    meta = obj.get("metadata") or {}
+    name = meta.get("name") or meta.get("generateName") or ""
+    causes = name_problems(rt, meta["name"]) if meta.get("name") else []
+    for key, value in (meta.get("labels") or {}).items():
+        if not _qualified_key_ok(str(key)):
+            causes.append(("metadata.labels", f'Invalid value: "{key}": not a qualified name'))
+        if not isinstance(value, str) or len(value) > 63 or not _LABEL_VALUE.match(value):
+            causes.append(("metadata.labels", f'Invalid value: "{value}": not a label value'))
+    for key, value in (meta.get("annotations") or {}).items():
+        if not _qualified_key_ok(str(key)):
+            causes.append(("metadata.annotations", f'Invalid value: "{key}": not a qualified name'))
+        if not isinstance(value, str):
+            causes.append(("metadata.annotations", f"Invalid value: {key}: must be a string"))
+    for ref in meta.get("ownerReferences") or []:
+        missing = [k for k in ("apiVersion", "kind", "name", "uid") if not ref.get(k)]
+        if missing:
+            causes.append(("metadata.ownerReferences", f"Required value: {', '.join(missing)}"))
+    if rt.kind == "Pod":
+        containers = (obj.get("spec") or {}).get("containers") or []
+        if not containers:
+            causes.append(("spec.containers", "Required value"))
+        for i, c in enumerate(containers):
+            if not isinstance(c, dict) or not c.get("name"):
+                causes.append((f"spec.containers[{i}].name", "Required value"))
+            elif not c.get("image"):
+                causes.append((f"spec.containers[{i}].image", "Required value"))
+    if rt.kind in ("Secret", "ConfigMap"):
+        for section in ("data", "stringData", "binaryData"):
+            data = obj.get(section)
+            if data is not None and not isinstance(data, dict):
+                causes.append((section, "Invalid value: must be a map"))
+    if causes:
+        raise invalid(rt, name, causes)

@@ -1,0 +1,525 @@
+"""HTTP front of the dev cluster: the Kubernetes REST API over tornado.
+
+Turns requests into ``Store`` calls and ``Store`` answers into the bodies, status codes and
+watch streams kube-apiserver sends (see /work/shared/KUBE_API_SUBSET.md): JSON everywhere,
+``Status`` objects for errors (single line, ``Content-Type: application/json``), watches
+as chunked ``{"type":…,"object":…}\\n`` lines that end at ``timeoutSeconds``, 410 as a
+200 stream with one ``ERROR`` event. Also: discovery, ``/version``, ``/healthz``,
+``pods/{name}/log``, and the admin endpoints under ``/_devcluster/`` (faults, compaction,
+images). Every request needs ``Authorization: Bearer <token>``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import random
+from typing import TYPE_CHECKING
+
+from tornado import web
+from tornado.iostream import StreamClosedError
+
+from . import resources as R
+from .routes import Route, parse_path
+from .selectors import Selector, SelectorError
+from .store import dumps
+
+if TYPE_CHECKING:
+    from .cluster import DevCluster
+
+log = logging.getLogger("cnbi.devcluster")
+
+TRUE = ("true", "True", "1")
+DEFAULT_WATCH_TIMEOUT = (1800, 3600)  # kube-apiserver: minRequestTimeout * [1, 2)
+BOOKMARK_EVERY = 5.0
+
+
+class BaseHandler(web.RequestHandler):
+    @property
+    def cluster(self) -> DevCluster:
+        return self.settings["devcluster"]
+
+    def check_xsrf_cookie(self) -> None:  # an API, not a browser app
+        pass
+
+    def set_default_headers(self) -> None:
+        self.set_header("Content-Type", "application/json")
+        self.set_header("Cache-Control", "no-cache, private")
+
+    def send_json(self, body: object, code: int = 200) -> None:
+        self.set_status(code)
+        self.finish(body if isinstance(body, bytes) else dumps(body))
+
+    def send_error_status(self, err: R.ApiError) -> None:
+        self.clear_header("Content-Encoding")
+        self.set_header("Content-Type", "application/json")
+        self.send_json(err.status(), err.code)
+
+    def authorized(self) -> bool:
+        token = self.cluster.token
+        if not token:
+            return True
+        header = self.request.headers.get("Authorization", "")
+        scheme, _, value = header.partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(value.strip(), token)
+
+    def write_error(self, status_code: int, **kwargs) -> None:
+        reason = {405: "MethodNotAllowed", 404: "NotFound"}.get(status_code, "InternalError")
+        self.send_json(R.ApiError(status_code, reason, self._reason).status(), status_code)
+
+    def body_json(self) -> object:
+        if not self.request.body:
+            raise R.bad_request("the request body is empty")
+        try:
+            return json.loads(self.request.body)
+        except ValueError as e:
+            raise R.bad_request(f"the request body is not valid JSON: {e}") from None
+
+
+class ApiHandler(BaseHandler):
+    """Everything under /api and /apis."""
+
+    async def prepare(self) -> None:
+        if not self.authorized():
+            self.send_json(
+                {**R.ApiError(401, "Unauthorized", "Unauthorized").status(), "details": None}, 401
+            )
+            return
+        try:
+            await self.cluster.faults.gate()
+        except R.ApiError as e:
+            self.send_error_status(e)
+
+    async def _dispatch(self, method: str) -> None:
+        route = parse_path(self.request.path)
+        try:
+            if route is None:
+                raise R.ApiError(
+                    404, "NotFound", "the server could not find the requested resource"
+                )
+            if route.discovery:
+                if method != "GET":
+                    raise R.ApiError(
+                        405, "MethodNotAllowed", "the server does not allow this method"
+                    )
+                return self.send_json(self.discovery(route))
+            rt = self.cluster.store.lookup(route.group, route.version, route.plural)
+            if rt is None:
+                raise R.ApiError(
+                    404, "NotFound", "the server could not find the requested resource"
+                )
+            if rt.namespaced and route.namespace is None and route.name is not None:
+                raise R.ApiError(
+                    404, "NotFound", "the server could not find the requested resource"
+                )
+            await self.handle(method, route, rt)
+        except R.ApiError as e:
+            if not self._finished:
+                self.send_error_status(e)
+        except SelectorError as e:
+            self.send_error_status(R.bad_request(str(e)))
+
+    async def get(self) -> None:
+        await self._dispatch("GET")
+
+    async def post(self) -> None:
+        await self._dispatch("POST")
+
+    async def put(self) -> None:
+        await self._dispatch("PUT")
+
+    async def patch(self) -> None:
+        await self._dispatch("PATCH")
+
+    async def delete(self) -> None:
+        await self._dispatch("DELETE")
+
+    def arg(self, name: str, default: str | None = None) -> str | None:
+        return self.get_query_argument(name, default)
+
+    async def handle(self, method: str, route: Route, rt: R.ResourceType) -> None:
+        store = self.cluster.store
+        ns = route.namespace or ""
+        sub = route.subresource
+        if sub not in (None, "status", "log") or (sub == "status" and not rt.status):
+            raise R.ApiError(404, "NotFound", "the server could not find the requested resource")
+        if sub == "log":
+            if rt.kind != "Pod" or method != "GET":
+                raise R.ApiError(
+                    404, "NotFound", "the server could not find the requested resource"
+                )
+            return self.send_log(store.get(rt, ns, route.name))
+        if route.name is None:
+            if method == "GET":
+                selector = Selector.parse(
+                    self.arg("labelSelector"), self.arg("fieldSelector"), rt.kind
+                )
+                if route.watch or self.arg("watch") in TRUE:
+                    return await self.watch(rt, route.namespace, selector)
+                return self.send_list(rt, route.namespace, selector)
+            if method == "POST":
+                if self.arg("dryRun"):
+                    raise R.bad_request("dryRun is not supported by the dev cluster")
+                return self.send_json(
+                    store.as_version(rt, store.create(rt, ns, self.body_json())), 201
+                )
+            if method == "DELETE":
+                return self.delete_collection(rt, route.namespace)
+            raise R.ApiError(405, "MethodNotAllowed", f"{method} is not allowed on a collection")
+        name = route.name
+        if route.watch:
+            selector = Selector.parse("", f"metadata.name={name}", rt.kind)
+            return await self.watch(rt, route.namespace, selector)
+        if method == "GET":
+            return self.send_json(store.raw(rt, store.get(rt, ns, name)))
+        if method == "PUT":
+            obj = store.replace(rt, ns, name, self.body_json(), status=sub == "status")
+            return self.send_json(store.as_version(rt, obj))
+        if method == "PATCH":
+            ctype = self.request.headers.get("Content-Type", "")
+            obj = store.patch(rt, ns, name, self.body_json(), ctype, status=sub == "status")
+            return self.send_json(store.as_version(rt, obj))
+        if method == "DELETE" and sub is None:
+            opts = self.delete_options()
+            obj = store.delete(rt, ns, name, **opts)
+            return self.send_json(self.deleted_body(rt, obj))
+        raise R.ApiError(405, "MethodNotAllowed", f"{method} is not allowed here")
+
+    def delete_options(self) -> dict:
+        body: dict = {}
+        if self.request.body:
+            try:
+                body = json.loads(self.request.body) or {}
+            except ValueError:
+                raise R.bad_request("the DeleteOptions body is not valid JSON") from None
+            if not isinstance(body, dict):
+                raise R.bad_request("the DeleteOptions body must be a JSON object")
+        grace = self.arg("gracePeriodSeconds", body.get("gracePeriodSeconds"))
+        try:
+            grace = None if grace is None else int(grace)
+        except (TypeError, ValueError):
+            raise R.bad_request(f"invalid gracePeriodSeconds: {grace!r}") from None
+        propagation = self.arg("propagationPolicy", body.get("propagationPolicy"))
+        if propagation not in (None, "Orphan", "Background", "Foreground"):
+            raise R.bad_request(f"unsupported propagationPolicy {propagation!r}")
+        if body.get("orphanDependents") is True:
+            propagation = "Orphan"
+        return {
+            "grace": grace,
+            "propagation": propagation,
+            "preconditions": body.get("preconditions"),
+        }
+
+    def deleted_body(self, rt: R.ResourceType, obj: dict) -> dict:
+        """Pods, services, PVCs, namespaces and custom objects come back; the rest get Status."""
+        if rt.custom or rt.kind in ("Pod", "Service", "PersistentVolumeClaim", "Namespace"):
+            return obj
+        details = {
+            "name": obj["metadata"]["name"],
+            "kind": rt.plural,
+            "uid": obj["metadata"]["uid"],
+        }
+        if rt.group:
+            details["group"] = rt.group
+        return {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Success",
+            "details": details,
+        }
+
+    def delete_collection(self, rt: R.ResourceType, namespace: str | None) -> None:
+        store = self.cluster.store
+        selector = Selector.parse(self.arg("labelSelector"), self.arg("fieldSelector"), rt.kind)
+        opts = self.delete_options()
+        items, rv, _, _ = store.list(rt, namespace, selector)
+        out = []
+        for obj in list(items):
+            meta = obj["metadata"]
+            try:
+                out.append(store.delete(rt, meta.get("namespace", ""), meta["name"], **opts))
+            except R.ApiError:
+                continue
+        self.send_json(
+            {
+                "kind": rt.list_kind,
+                "apiVersion": rt.api_version,
+                "metadata": {"resourceVersion": rv},
+                "items": out,
+            }
+        )
+
+    def send_list(self, rt: R.ResourceType, namespace: str | None, selector: Selector) -> None:
+        store = self.cluster.store
+        limit = self.arg("limit")
+        try:
+            limit_n = int(limit) if limit else 0
+        except ValueError:
+            raise R.bad_request(f"invalid limit {limit!r}") from None
+        items, rv, cont, remaining = store.list(
+            rt, namespace, selector, limit=max(limit_n, 0), continue_token=self.arg("continue")
+        )
+        meta: dict = {"resourceVersion": rv}
+        if cont:
+            meta["continue"] = cont
+            meta["remainingItemCount"] = remaining
+        head = dumps({"kind": rt.list_kind, "apiVersion": rt.api_version, "metadata": meta})
+        if items and items[0].get("apiVersion") != rt.api_version:
+            raw = [dumps(store.as_version(rt, o)) for o in items]
+        else:
+            raw = [store.raw(rt, o) for o in items]
+        self.send_json(head[:-1] + b',"items":[' + b",".join(raw) + b"]}")
+
+    async def watch(self, rt: R.ResourceType, namespace: str | None, selector: Selector) -> None:
+        store, faults = self.cluster.store, self.cluster.faults
+        timeout_arg = self.arg("timeoutSeconds")
+        try:
+            timeout = float(timeout_arg) if timeout_arg else random.uniform(*DEFAULT_WATCH_TIMEOUT)
+        except ValueError:
+            raise R.bad_request(f"invalid timeoutSeconds {timeout_arg!r}") from None
+        bookmarks = self.arg("allowWatchBookmarks") in TRUE
+        self.set_header("Content-Type", "application/json")
+        try:
+            watcher = store.watch(rt, namespace, selector, self.arg("resourceVersion"))
+        except R.ApiError as e:  # 410 and friends: a 200 stream with one ERROR event
+            self.finish(dumps({"type": "ERROR", "object": e.status()}) + b"\n")
+            return
+        self._watcher = watcher
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        try:
+            await self.flush()
+            while True:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                wait = min(remaining, BOOKMARK_EVERY) if bookmarks else remaining
+                try:
+                    item = await asyncio.wait_for(watcher.queue.get(), wait)
+                except TimeoutError:
+                    if bookmarks and loop.time() < deadline:
+                        mark = {
+                            "kind": rt.kind,
+                            "apiVersion": rt.api_version,
+                            "metadata": {"resourceVersion": str(store.rv)},
+                        }
+                        self.write(dumps({"type": "BOOKMARK", "object": mark}) + b"\n")
+                        await self.flush()
+                    continue
+                await faults.stall()
+                chunk = []
+                while item is not None:
+                    kind, obj = item
+                    chunk.append(
+                        b'{"type":"'
+                        + kind.encode()
+                        + b'","object":'
+                        + dumps(store.as_version(rt, obj))
+                        + b"}\n"
+                    )
+                    item = watcher.queue.get_nowait() if not watcher.queue.empty() else False
+                    if item is False:
+                        break
+                if chunk:
+                    self.write(b"".join(chunk))
+                    await self.flush()
+                if item is None:
+                    break  # closed by the server (drop_watches, fault, shutdown)
+        except StreamClosedError:
+            pass
+        finally:
+            store.unwatch(watcher)
+        if not self._finished:
+            try:
+                self.finish()
+            except StreamClosedError:
+                pass
+
+    def on_connection_close(self) -> None:
+        watcher = getattr(self, "_watcher", None)
+        if watcher is not None:
+            watcher.close()
+
+    def send_log(self, pod: dict) -> None:
+        text = self.cluster.kubelet.read_log(pod, self.arg("container"))
+        if text is None:
+            container = self.arg("container") or pod["spec"]["containers"][0]["name"]
+            raise R.bad_request(
+                f'container "{container}" in pod "{pod["metadata"]["name"]}" is waiting to start'
+            )
+        tail = self.arg("tailLines")
+        if tail:
+            try:
+                n = int(tail)
+            except ValueError:
+                raise R.bad_request(f"invalid tailLines {tail!r}") from None
+            text = "".join(text.splitlines(keepends=True)[-n:]) if n > 0 else ""
+        limit = self.arg("limitBytes")
+        data = text.encode()
+        if limit and limit.isdigit():
+            data = data[: int(limit)]
+        self.set_header("Content-Type", "text/plain")
+        self.finish(data)
+
+    def discovery(self, route: Route) -> dict:
+        store = self.cluster.store
+        if not route.group and not route.version:
+            if self.request.path.rstrip("/").endswith("/api"):
+                return {
+                    "kind": "APIVersions",
+                    "versions": ["v1"],
+                    "serverAddressByClientCIDRs": [
+                        {"clientCIDR": "0.0.0.0/0", "serverAddress": self.request.host}
+                    ],
+                }
+            return {"kind": "APIGroupList", "apiVersion": "v1", "groups": self._groups()}
+        if route.group and not route.version:
+            for g in self._groups():
+                if g["name"] == route.group:
+                    return {"kind": "APIGroup", "apiVersion": "v1", **g}
+            raise R.ApiError(404, "NotFound", "the server could not find the requested resource")
+        types = [
+            rt
+            for (g, v, _), rt in store.versions.items()
+            if g == route.group and v == route.version
+        ]
+        if not types:
+            raise R.ApiError(404, "NotFound", "the server could not find the requested resource")
+        gv = f"{route.group}/{route.version}" if route.group else route.version
+        resources = []
+        for rt in types:
+            resources.append(
+                {
+                    "name": rt.plural,
+                    "singularName": rt.singular,
+                    "namespaced": rt.namespaced,
+                    "kind": rt.kind,
+                    "verbs": list(rt.verbs),
+                    **({"shortNames": list(rt.short_names)} if rt.short_names else {}),
+                    **({"categories": list(rt.categories)} if rt.categories else {}),
+                }
+            )
+            if rt.status:
+                resources.append(
+                    {
+                        "name": f"{rt.plural}/status",
+                        "singularName": "",
+                        "namespaced": rt.namespaced,
+                        "kind": rt.kind,
+                        "verbs": ["get", "patch", "update"],
+                    }
+                )
+            if rt.kind == "Pod":
+                resources.append(
+                    {
+                        "name": "pods/log",
+                        "singularName": "",
+                        "namespaced": True,
+                        "kind": "Pod",
+                        "verbs": ["get"],
+                    }
+                )
+        return {
+            "kind": "APIResourceList",
+            "apiVersion": "v1",
+            "groupVersion": gv,
+            "resources": resources,
+        }
+
+    def _groups(self) -> list[dict]:
+        groups: dict[str, list[str]] = {}
+        for g, v, _ in self.cluster.store.versions:
+            if g and v not in groups.setdefault(g, []):
+                groups[g].append(v)
+        return [
+            {
+                "name": g,
+                "versions": [{"groupVersion": f"{g}/{v}", "version": v} for v in vs],
+                "preferredVersion": {"groupVersion": f"{g}/{vs[0]}", "version": vs[0]},
+            }
+            for g, vs in sorted(groups.items())
+        ]
+
+
+class VersionHandler(BaseHandler):
+    def get(self) -> None:
+        if not self.authorized():
+            return self.send_json(R.ApiError(401, "Unauthorized", "Unauthorized").status(), 401)
+        self.send_json(
+            {
+                "major": "1",
+                "minor": "31",
+                "gitVersion": "v1.31.0-cnbi-devcluster",
+                "platform": "linux/amd64",
+                "goVersion": "n/a",
+                "compiler": "n/a",
+            }
+        )
+
+
+class HealthHandler(BaseHandler):
+    def get(self) -> None:
+        self.set_header("Content-Type", "text/plain")
+        if self.cluster.faults.mode == "503":
+            self.set_status(503)
+            return self.finish("paused")
+        self.finish("ok")
+
+
+class AdminHandler(BaseHandler):
+    """``/_devcluster/faults[/pause|/resume|/drop-watches|/latency]``, ``/compact``, ``/images``."""
+
+    def prepare(self) -> None:
+        if not self.authorized():
+            self.send_json(R.ApiError(401, "Unauthorized", "Unauthorized").status(), 401)
+
+    def get(self, what: str) -> None:
+        c = self.cluster
+        if what == "faults":
+            return self.send_json(c.faults.state())
+        if what == "images":
+            return self.send_json({k: str(v) for k, v in c.images.items()})
+        if what == "pods":
+            return self.send_json(c.kubelet.describe())
+        raise web.HTTPError(404)
+
+    def post(self, what: str) -> None:
+        c = self.cluster
+        try:
+            if what == "faults/pause":
+                c.faults.pause(self.get_query_argument("mode", "hang"))
+            elif what == "faults/resume":
+                c.faults.resume()
+            elif what == "faults/drop-watches":
+                return self.send_json({"dropped": c.faults.drop_watches()})
+            elif what == "faults/latency":
+                c.faults.latency = max(0.0, float(self.get_query_argument("seconds")))
+            elif what == "compact":
+                c.store.compact()
+            elif what == "images":
+                body = json.loads(self.request.body or b"{}")
+                c.add_image(str(body["repository"]), body["path"])
+            else:
+                raise web.HTTPError(404)
+        except (ValueError, KeyError, web.MissingArgumentError) as e:
+            return self.send_json(R.bad_request(f"bad admin request: {e}").status(), 400)
+        self.send_json(c.faults.state())
+
+    put = post
+
+
+def make_app(cluster: DevCluster) -> web.Application:
+    return web.Application(
+        [
+            (r"/_devcluster/(.+)", AdminHandler),
+            (r"/version/?", VersionHandler),
+            (r"/(?:healthz|livez|readyz)/?", HealthHandler),
+            (r"/apis?(?:/.*)?", ApiHandler),
+        ],
+        devcluster=cluster,
+        compress_response=False,
+        default_handler_class=ApiHandler,
+    )
