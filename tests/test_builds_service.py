@@ -58,19 +58,19 @@ c.KubeSpawner.namespace = {NS!r}
 c.KubeSpawner.start_timeout = {WAIT}
 c.KubeSpawner.http_timeout = {WAIT}
 c.ImageRegistry.namespaces = [{NS!r}]
-c.JupyterHub.custom_scopes = {{
+c.JupyterHub.custom_scopes.update({{
     "custom:cnbi:builds": {{"description": "Request custom course images (CustomNBImage builds)"}},
-}}
-c.JupyterHub.services = [{{
+}})
+c.JupyterHub.services.append({{
     "name": "cnbi",
     "url": "http://127.0.0.1:{port}",
     "command": {service_cmd!r},
     "environment": {{"KUBECONFIG": {kubeconfig!r}, "CNBI_NAMESPACE": {NS!r}}},
     "oauth_no_confirm": True,
     "oauth_client_allowed_scopes": ["custom:cnbi:builds"],
-}}]
-c.JupyterHub.load_groups = {{"anonymous": {{"users": ["tricky-anon"]}}}}
-c.JupyterHub.load_roles = [
+}})
+c.JupyterHub.load_groups.update({{"anonymous": {{"users": ["tricky-anon"]}}}})
+c.JupyterHub.load_roles.extend([
     service_role("cnbi"),
     {{
         "name": "cnbi-author",
@@ -78,7 +78,7 @@ c.JupyterHub.load_roles = [
         "users": ["author", "other-author", "tricky-anon"],
     }},
     {{"name": "cnbi-viewer", "scopes": ["access:services!service=cnbi"], "users": ["viewer"]}},
-]
+])
 """
 
 
@@ -143,9 +143,10 @@ class Client:
         self.svc = svc
         self.headers = {"Authorization": f"token {token}"}
 
-    async def call(self, method: str, path: str, **kw) -> tuple[int, object]:
+    async def call(self, method: str, path: str, headers=None, **kw) -> tuple[int, object]:
+        headers = {**self.headers, **(headers or {})}
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=WAIT)) as s:
-            async with s.request(method, self.svc + path, headers=self.headers, **kw) as r:
+            async with s.request(method, self.svc + path, headers=headers, **kw) as r:
                 text = await r.text()
                 try:
                     return r.status, json.loads(text) if text else None
@@ -241,8 +242,21 @@ async def test_author_builds_an_image_and_learners_can_launch_it(stack):
         await wait_for(ready, "the learner's server", WAIT)
         _, model = await hub_api(hub, "GET", f"/users/{user}")
         assert model["servers"][""]["user_options"]["course"] == final["image"]
-        async with learner.get(f"{hub.url}/user/{user}/api/status") as r:
-            assert r.status == 200
+        async with learner.get(f"{hub.url}/user/{user}/") as r:  # via the server's OAuth
+            assert r.status == 200 and f"/user/{user}/lab" in str(r.url), r.url
+        # the pod runs the digest-pinned reference the controller published
+        api_client = await make_api_client(str(cluster.kubeconfig))
+        try:
+            pods = await k8s.CoreV1Api(api_client).list_namespaced_pod(NS)
+        finally:
+            await api_client.close()
+        images = {
+            p.spec.containers[0].image
+            for p in pods.items
+            if (p.metadata.annotations or {}).get("hub.jupyter.org/username") == user
+        }
+        assert len(images) == 1
+        assert images.pop().startswith(f"registry.example/cnbi/cnbi-{name}-package-list@sha256:")
 
     # only the author may delete it; then it is gone
     other = Client(
@@ -287,7 +301,9 @@ async def test_refusals_failures_and_the_form(stack):
     ]:  # fmt: skip
         status, body = await author.call("POST", "api/builds", json=bad)
         assert (status, field in body["fields"]) == (code, True), body
-    status, body = await author.call("POST", "api/builds", data="{}", headers={})
+    status, body = await author.call(
+        "POST", "api/builds", data="{}", headers={"Content-Type": "text/plain"}
+    )
     assert status == 415
     assert (await author.call("GET", "api/builds"))[1]["builds"] == []
 
