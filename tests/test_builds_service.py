@@ -333,7 +333,7 @@ async def test_refusals_failures_and_the_form(stack):
         form = {
             "_xsrf": xsrf,
             "kind": "package-list",
-            "displayName": "Form build",
+            "displayName": "Form <b>build</b>",
             "baseImage": BASE,
             "packageVersions": "pandas\npandas>>1\n",
         }
@@ -348,10 +348,24 @@ async def test_refusals_failures_and_the_form(stack):
         async with browser.post(svc + "builds/new", data=form) as r:
             assert r.status == 200
             status_url = str(r.url)
-            assert "/services/cnbi/builds/form-build-" in status_url
+            assert "/services/cnbi/builds/form-b-build-b-" in status_url
+            page = await r.text()
+            assert "Form &lt;b&gt;build&lt;/b&gt;" in page and "<b>build" not in page
         name = status_url.rstrip("/").rsplit("/", 1)[1]
         status, got = await author.call("GET", f"api/builds/{name}")
         assert status == 200 and got["creator"] == "author"
+
+        # quota: at most 3 unfinished builds per user (the default)
+        statuses = []
+        for i in range(4):
+            status, body = await author.call(
+                "POST", "api/builds", json={**good, "displayName": f"burst {i}"}
+            )
+            statuses.append(status)
+            if status == 429:
+                assert "limit 3" in body["message"]
+                break
+        assert statuses[-1] == 429 and set(statuses[:-1]) <= {201}, statuses
 
         # and the failed build's status page shows the message
         async with browser.get(svc + f"builds/{build['name']}") as r:

@@ -48,6 +48,31 @@ from ..errors import LaunchError
 SCOPE = "custom:cnbi:builds"
 NAME_RE = r"([a-z0-9][a-z0-9-]{0,62})"
 
+#: ``c.JupyterHub.custom_scopes.update(CUSTOM_SCOPES)``
+CUSTOM_SCOPES = {SCOPE: {"description": "Request custom course image builds (CustomNBImages)."}}
+#: add to the ``cnbi`` entry of ``c.JupyterHub.services`` so OAuth logins carry the scope
+SERVICE_OAUTH = {"oauth_client_allowed_scopes": [SCOPE]}
+
+
+def author_role(
+    users: list[str] | tuple[str, ...] = (),
+    groups: list[str] | tuple[str, ...] = ("authors",),
+    services: list[str] | tuple[str, ...] = (),
+    service_name: str = "cnbi",
+) -> dict:
+    """A hub role (``c.JupyterHub.load_roles``) for course authors: builds + the service.
+
+    Never grant it to the anonymous group: the builds API refuses anonymous users anyway.
+    """
+    return {
+        "name": "cnbi-author",
+        "description": "Course authors: request custom course images",
+        "scopes": [SCOPE, f"access:services!service={service_name}"],
+        "users": list(users),
+        "groups": list(groups),
+        "services": list(services),
+    }
+
 
 class BuildSettings(Configurable):
     """Knobs of the builds API (``c.BuildSettings.*`` in the service config)."""
