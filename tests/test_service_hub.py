@@ -115,14 +115,21 @@ async def wait_for(predicate, what: str, timeout: float = WAIT) -> None:
 
 
 @pytest.fixture
-async def kube(devcluster):
-    api = await make_api_client(str(devcluster.kubeconfig))
+def cluster(stub_devcluster):
+    """The dev cluster with the stub runtime: pods are cheap fake singleuser servers."""
+    return stub_devcluster
+
+
+@pytest.fixture
+async def kube(cluster):
+    api = await make_api_client(str(cluster.kubeconfig))
     yield api
     await api.close()
 
 
 @pytest.fixture
-async def stack(devcluster, kube, start_hub, tmp_path):
+async def stack(cluster, kube, start_hub, tmp_path):
+    devcluster = cluster
     content = tmp_path / "content"
     content.mkdir()
     (content / "README.md").write_text("cull test\n")
@@ -251,7 +258,8 @@ async def test_idle_anonymous_users_are_removed_with_servers_and_pvcs(stack, kub
     assert re.search(rf"Deleting anonymous user {idle} \(reason idle, idle 00:00:\d\d", log)
 
 
-async def test_health_follows_the_kubernetes_api(stack, devcluster):
+async def test_health_follows_the_kubernetes_api(stack, cluster):
+    devcluster = cluster
     hub, api, svc = stack
 
     async def health() -> tuple[int, dict]:
