@@ -44,6 +44,44 @@ def _norm(name: object) -> str | None:
     return name
 
 
+# A level maps a lower-cased name to one Ref (the common case, no container) or, when
+# several images share the name, to a dict used as an ordered set of Refs. This keeps
+# 30,000 images to a few MB of index instead of one small dict per name.
+Refs = Ref | dict[Ref, None]
+
+
+def _add(level: dict[str, Refs], name: str, ref: Ref) -> None:
+    found = level.get(name)
+    if found is None:
+        level[name] = ref
+    elif type(found) is tuple:
+        if found != ref:
+            level[name] = {found: None, ref: None}
+    else:
+        found[ref] = None
+
+
+def _drop(level: dict[str, Refs], name: str, ref: Ref) -> None:
+    found = level.get(name)
+    if found is None:
+        return
+    if type(found) is tuple:
+        if found == ref:
+            del level[name]
+        return
+    found.pop(ref, None)
+    if len(found) == 1:
+        level[name] = next(iter(found))
+    elif not found:
+        del level[name]
+
+
+def _refs(found: Refs | None) -> tuple[Ref, ...]:
+    if found is None:
+        return ()
+    return (found,) if type(found) is tuple else tuple(found)
+
+
 def default_tag(images: Iterable[KnownImage]) -> KnownImage | None:
     """A stream's default launchable tag: recommended -> default-image -> newest."""
     candidates = [i for i in images if i.launchable]
@@ -57,8 +95,8 @@ class ImageIndex:
 
     def __init__(self, images: Iterable[KnownImage] = ()) -> None:
         self._sources: dict[str, dict[str, KnownImage]] = {}
-        self._by_key: dict[str, dict[Ref, None]] = {}  # lower key -> all images (any state)
-        self._levels: tuple[dict[str, dict[Ref, None]], ...] = ({}, {}, {}, {})
+        self._by_key: dict[str, Refs] = {}  # lower key -> all images (any state)
+        self._levels: tuple[dict[str, Refs], ...] = ({}, {}, {}, {})
         self._stream_default: dict[str, Ref] = {}  # source -> ref of its default tag
         self._sorted: list[KnownImage] | None = None
         self._names: list[str] | None = None
@@ -79,13 +117,13 @@ class ImageIndex:
     def get(self, key: str) -> KnownImage | None:
         """Exact key (outdated/failed included); case-insensitive fallback."""
         n = _norm(key)
-        refs = self._by_key.get(n) if n else None
+        refs = _refs(self._by_key.get(n)) if n else ()
         if not refs:
             return None
         for ref in refs:
             if ref[1] == key:
                 return self.image(ref)
-        return self.image(next(iter(refs)))
+        return self.image(refs[0])
 
     def images(self) -> list[KnownImage]:
         """Every image, sorted by order, then display name, then key."""
@@ -141,40 +179,34 @@ class ImageIndex:
         exact, tags, streams, aliases = self._levels
         for key, image in images.items():
             ref = (source, key)
-            self._by_key.setdefault(key.lower(), {})[ref] = None
+            low = key.lower()
+            _add(self._by_key, low, ref)
             if not image.launchable:
                 continue
-            exact.setdefault(key.lower(), {})[ref] = None
+            _add(exact, low, ref)
             if image.tag:
-                tags.setdefault(image.tag.lower(), {})[ref] = None
+                _add(tags, image.tag.lower(), ref)
             for alias in image.aliases:
-                aliases.setdefault(alias.lower(), {})[ref] = None
+                _add(aliases, alias.lower(), ref)
         best = default_tag(images.values())
         if best is not None and best.stream:
             self._stream_default[source] = (source, best.key)
-            streams.setdefault(best.stream.lower(), {})[(source, "")] = None
+            _add(streams, best.stream.lower(), (source, ""))
 
     def _unindex(self, source: str, images: dict[str, KnownImage]) -> None:
         exact, tags, streams, aliases = self._levels
-
-        def drop(level: dict[str, dict[Ref, None]], name: str, ref: Ref) -> None:
-            refs = level.get(name)
-            if refs is not None:
-                refs.pop(ref, None)
-                if not refs:
-                    del level[name]
-
         for key, image in images.items():
             ref = (source, key)
-            drop(self._by_key, key.lower(), ref)
-            drop(exact, key.lower(), ref)
+            low = key.lower()
+            _drop(self._by_key, low, ref)
+            _drop(exact, low, ref)
             if image.tag:
-                drop(tags, image.tag.lower(), ref)
+                _drop(tags, image.tag.lower(), ref)
             for alias in image.aliases:
-                drop(aliases, alias.lower(), ref)
+                _drop(aliases, alias.lower(), ref)
         if self._stream_default.pop(source, None) is not None:
             stream = next(iter(images.values())).stream
-            drop(streams, stream.lower(), (source, ""))
+            _drop(streams, stream.lower(), (source, ""))
 
 
 def _ref_image(index: ImageIndex, ref: Ref) -> KnownImage:
@@ -197,14 +229,15 @@ def resolve(index: ImageIndex, name: object) -> KnownImage:
         raise UnknownImage(str(name)[:64] if isinstance(name, str) else "")
     ambiguous: dict[Ref, None] | None = None
     for level in index._levels:
-        refs = level.get(n)
-        if refs:
-            if len(refs) == 1:
-                return _ref_image(index, next(iter(refs)))
-            one_stream = _within_one_source(index, refs)
-            if one_stream is not None:
-                return one_stream
-            ambiguous = ambiguous or refs
+        found = level.get(n)
+        if found is None:
+            continue
+        if type(found) is tuple:
+            return _ref_image(index, found)
+        one_stream = _within_one_source(index, found)
+        if one_stream is not None:
+            return one_stream
+        ambiguous = ambiguous or found
     if ambiguous:
         keys = sorted({_ref_image(index, r).key for r in ambiguous})
         raise UnknownImage(n, tuple(keys[:8]), ambiguous=True)
