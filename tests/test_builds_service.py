@@ -372,3 +372,44 @@ async def test_refusals_failures_and_the_form(stack):
             page = await r.text()
             assert r.status == 200
             assert "Failure" in page and "nonexistent-x" in page
+
+
+async def test_status_page_updates_live_and_ends_with_launch(stack):
+    """A real browser: the form's client-side hints, then the status page follows SSE."""
+    playwright = pytest.importorskip("playwright.async_api")
+    hub, _cluster, svc = stack
+    async with playwright.async_playwright() as p:
+        browser = await p.chromium.launch(
+            executable_path="/usr/bin/chromium",
+            args=["--no-sandbox", "--disable-dev-shm-usage"],
+        )
+        try:
+            page = await browser.new_page()
+            page.set_default_timeout(WAIT * 1000)
+            await page.goto(f"{hub.url}/hub/login")
+            await page.fill("#username_input", "author")
+            await page.fill("#password_input", "x")
+            await page.click("#login_submit")
+            await page.wait_for_url("**/hub/**")
+            await page.goto(svc + "builds/new")
+            # client-side: the git fields are hidden for a package-list build
+            await page.check("#kind-package-list")
+            assert await page.is_hidden("#repoURL")
+            await page.fill("#displayName", "Browser build")
+            await page.fill("#baseImage", BASE)
+            await page.fill("#packageVersions", "pandas>>1")
+            valid = await page.eval_on_selector("#packageVersions", "el => el.checkValidity()")
+            assert valid is False  # the hint blocks an obviously bad requirement
+            await page.fill("#packageVersions", "pandas\nnumpy>=1")
+            await page.click("#submit-build")
+            await page.wait_for_url("**/services/cnbi/builds/browser-build-*")
+            url = page.url
+            first = await page.text_content("#build-phase")
+            assert first in ("Pending", "Preparing", "Resolving"), first
+            await page.wait_for_selector("#build-launch:not([hidden])")
+            assert page.url == url  # updated in place, not reloaded
+            assert await page.text_content("#build-phase") == "Success"
+            href = await page.get_attribute("#launch-link", "href")
+            assert "/tmplogin?course=cnbi-browser-build-" in href
+        finally:
+            await browser.close()

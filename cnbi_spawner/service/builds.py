@@ -15,7 +15,9 @@ Access: the hub scope ``custom:cnbi:builds`` (``hub_scopes``), on the OAuth cook
 (the service needs ``oauth_client_allowed_scopes: ["custom:cnbi:builds"]``) or on an API
 token; anonymous learners are refused even if a role gave them the scope. XSRF: cookie
 requests that change state need the hub's XSRF token (form field ``_xsrf`` or header
-``X-XSRFToken``); token-authenticated API calls do not. The creator of a build is
+``X-XSRFToken``); token-authenticated API calls do not. Browsers' ``EventSource`` requests
+are not page navigations, so the hub's XSRF rules apply to them too: the status page
+passes ``?_xsrf=<token>`` on the events URL. The creator of a build is
 always the authenticated user (a ``creator`` in the body is ignored, with a warning).
 """
 

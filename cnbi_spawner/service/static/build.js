@@ -14,7 +14,10 @@
     var pkgs = document.getElementById("packageVersions");
     var hint = function () {
       var lines = pkgs.value.split("\n").filter(function (l) { return l.trim() && l.trim()[0] !== "#"; });
-      var bad = lines.filter(function (l) { return !/^[A-Za-z0-9][A-Za-z0-9._-]*(\[[^\]]*\])?\s*([<>=!~;].*)?$/.test(l.trim()); });
+      var spec = "\\s*(===|==|!=|<=|>=|~=|<|>)\\s*[A-Za-z0-9.*+!_-]+";
+      var req = new RegExp("^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?(\\[[^\\]]*\\])?" +
+        "(" + spec + "(\\s*," + spec + ")*)?\\s*(;.*)?$");
+      var bad = lines.filter(function (l) { return !req.test(l.trim()); });
       pkgs.setCustomValidity(lines.length > 200 ? "At most 200 packages." :
         bad.length ? "Not a requirement: " + bad[0] : "");
     };
