@@ -329,7 +329,10 @@ async def wait_until_ready(hub, name: str) -> None:
 
 
 async def follow(session, hub, url: str) -> tuple[int, str]:
-    """What a browser does: follow redirects; on the progress page, wait, then reload it."""
+    """What a browser does: follow redirects; on the progress page, wait, then reload it.
+
+    Returns the final status and the final URL's (decoded) path.
+    """
     async with session.get(url, headers={"Accept": "text/html"}) as r:
         status, final = r.status, r.url
     if final.path.startswith("/hub/spawn-pending/"):
@@ -358,7 +361,7 @@ async def test_full_flow_to_the_notebook_reuse_and_capacity(start_hub, devcluste
         # 1. the link from the LMS, outside /hub/, all the way to the open notebook
         status, path = await follow(learner, hub, f"{hub.url}/tmplogin?{query}")
         (name,) = await user_names(hub)
-        assert (status, path) == (200, f"/user/{name}{notebook_path}")
+        assert (status, path) == (200, f"/user/{name}/lab/tree/{FLOW_NOTEBOOK}")  # decoded
         model = await api(hub, f"/users/{name}")
         assert model["groups"] == ["anonymous"]
         # the validated, canonical options reached the spawner (and are stored for restarts)
