@@ -398,3 +398,33 @@ async def test_full_flow_to_the_notebook_reuse_and_capacity(start_hub, devcluste
 
     counts = await metrics(hub)
     assert (counts["ok"], counts["reused"], counts["at_capacity"]) == (2, 1, 1)
+
+
+@pytest.mark.slow
+async def test_second_click_while_the_server_starts_goes_to_its_progress_page(
+    start_hub, devcluster
+):
+    # an image the cluster cannot pull: the spawn stays pending (ErrImagePull) until stopped
+    images = [{"name": "slow-course", "image": "registry.example/courses/not-pulled:1"}]
+    config = flow_config().replace(repr(FLOW_IMAGES), repr(images))
+    hub = await start_hub(config, kubeconfig=devcluster.kubeconfig)
+    async with browser() as learner:
+        code, headers, _ = await tmplogin(learner, hub, {"course": "slow-course"})
+        assert code == 302
+        async with learner.get(hub.url + headers["Location"], allow_redirects=False) as r:
+            assert r.status == 302  # the hub started the spawn and sends us to its progress
+        (name,) = await user_names(hub)
+        assert (await api(hub, f"/users/{name}"))["servers"][""]["pending"] == "spawn"
+
+        code, headers, _ = await tmplogin(learner, hub, {"course": "slow-course"})
+        assert code == 302
+        location = urlsplit(headers["Location"])
+        assert location.path == f"/hub/spawn-pending/{name}"
+        assert parse_qs(location.query) == {"next": [f"/user/{name}/lab"]}
+        assert await user_names(hub) == {name}
+        assert (await metrics(hub))["reused"] == 1
+
+        async with aiohttp.ClientSession() as s:
+            url = f"{hub.api_url}/users/{name}/server"
+            async with s.delete(url, headers={"Authorization": f"token {hub.api_token}"}) as r:
+                assert r.status in (202, 204)
