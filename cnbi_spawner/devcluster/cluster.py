@@ -67,6 +67,7 @@ class DevCluster:
         self._controllers: list[Callable[..., Awaitable]] = []
         self._tasks: list[asyncio.Task] = []
         self.started = False
+        self.bookmark_interval = 5.0  # seconds between BOOKMARKs on watches that allow them
         for ns in DEFAULT_NAMESPACES:
             self.store.create(R.NAMESPACE_TYPE, "", {"metadata": {"name": ns}})
         self.store.listeners.append(self._on_change)

@@ -405,6 +405,8 @@ class Kubelet:
         root = self.state_dir / "pods" / meta["namespace"] / f"{meta['name']}-{meta['uid'][:8]}"
         home = self._home_for(pod, root)
         content = self.images.get(image_repository(c["image"]))
+        if content and home.resolve().is_relative_to(Path(content).resolve()):
+            raise ValueError(f"image content folder {content} contains the pod's home {home}")
         if content and Path(content).is_dir() and not any(home.iterdir()):
             shutil.copytree(content, home, dirs_exist_ok=True, symlinks=True)
         entry.update(ip=ip, home=home, log=root / f"{c['name']}.log")

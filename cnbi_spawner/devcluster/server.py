@@ -33,7 +33,6 @@ log = logging.getLogger("cnbi.devcluster")
 
 TRUE = ("true", "True", "1")
 DEFAULT_WATCH_TIMEOUT = (1800, 3600)  # kube-apiserver: minRequestTimeout * [1, 2)
-BOOKMARK_EVERY = 5.0
 
 
 class BaseHandler(web.RequestHandler):
@@ -296,7 +295,8 @@ class ApiHandler(BaseHandler):
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     break
-                wait = min(remaining, BOOKMARK_EVERY) if bookmarks else remaining
+                every = self.cluster.bookmark_interval
+                wait = min(remaining, every) if bookmarks else remaining
                 try:
                     item = await asyncio.wait_for(watcher.queue.get(), wait)
                 except TimeoutError:
@@ -453,9 +453,12 @@ class VersionHandler(BaseHandler):
                 "major": "1",
                 "minor": "31",
                 "gitVersion": "v1.31.0-cnbi-devcluster",
+                "gitCommit": "0000000000000000000000000000000000000000",
+                "gitTreeState": "clean",
+                "buildDate": "2026-01-01T00:00:00Z",
                 "platform": "linux/amd64",
-                "goVersion": "n/a",
-                "compiler": "n/a",
+                "goVersion": "go1.22.0",
+                "compiler": "gc",
             }
         )
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from . import resources as R
-from .patch import apply_patch
+from .patch import PatchError, UnsupportedPatch, apply_patch
 from .selectors import Selector
 
 Key = tuple[str, str]  # (namespace, name); namespace "" for cluster-scoped
@@ -114,13 +114,14 @@ class Store:
     def unregister(self, group: str, plural: str) -> None:
         for vkey in [k for k in self.versions if k[0] == group and k[2] == plural]:
             del self.versions[vkey]
-        rt = self.types.pop((group, plural), None)
+        rt = self.types.get((group, plural))
         if rt:
-            for w in self._watchers.pop(rt.key, set()):
-                w.close()
             for key in list(self._objects.get(rt.key, {})):
                 self._remove(rt, key)
+            for w in self._watchers.pop(rt.key, set()):
+                w.close()
             del self._objects[rt.key], self._raw[rt.key], self._history[rt.key]
+            del self.types[rt.key]
 
     def lookup(self, group: str, version: str, plural: str) -> R.ResourceType | None:
         return self.versions.get((group, version, plural))
@@ -274,8 +275,12 @@ class Store:
         current = self.get(rt, namespace, name)
         try:
             patched = apply_patch(current, body, content_type, strategic=not rt.custom)
-        except R.ApiError:
-            raise
+        except UnsupportedPatch as e:
+            raise R.ApiError(415, "UnsupportedMediaType", str(e)) from None
+        except PatchError as e:
+            raise R.ApiError(422, "Invalid", f"the server rejected our request: {e}") from None
+        if not isinstance(patched.get("metadata"), dict):
+            raise R.ApiError(422, "Invalid", "the patched object has no metadata")
         rv = (patched.get("metadata") or {}).get("resourceVersion")
         if rv not in (None, "") and str(rv) != current["metadata"]["resourceVersion"]:
             raise R.conflict(rt, name)

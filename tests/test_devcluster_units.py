@@ -1,0 +1,283 @@
+"""Pure parts of the dev cluster, table-driven: selectors, patches, routes, image refs."""
+
+from __future__ import annotations
+
+import pytest
+
+from cnbi_spawner.devcluster.kubelet import image_repository, rewrite_service_url
+from cnbi_spawner.devcluster.patch import (
+    PatchError,
+    UnsupportedPatch,
+    apply_patch,
+    json_patch,
+    merge_patch,
+    strategic_merge_patch,
+)
+from cnbi_spawner.devcluster.routes import Route, parse_path
+from cnbi_spawner.devcluster.selectors import (
+    Selector,
+    SelectorError,
+    parse_field_selector,
+    parse_label_selector,
+)
+
+LABELS = {"app": "jupyterhub", "component": "singleuser-server", "tier": "gold"}
+
+
+@pytest.mark.parametrize(
+    "selector, matches",
+    [
+        ("", True),
+        ("app=jupyterhub", True),
+        ("app==jupyterhub", True),
+        ("app=other", False),
+        ("app!=other", True),
+        ("missing!=x", True),  # != matches objects without the key
+        ("app", True),
+        ("!app", False),
+        ("!missing", True),
+        ("missing", False),
+        ("tier in (gold, silver)", True),
+        ("tier in (silver)", False),
+        ("tier notin (silver,bronze)", True),
+        ("missing notin (a)", True),
+        ("missing in (a)", False),
+        ("app=jupyterhub,component=singleuser-server", True),
+        ("app=jupyterhub,component=other", False),
+        ("app=jupyterhub, tier in (gold,silver), !missing", True),
+        ("example.com/key=v", False),
+    ],
+)
+def test_label_selector_matching(selector, matches):
+    reqs = parse_label_selector(selector)
+    assert Selector(labels=reqs).matches({"metadata": {"labels": LABELS}}) is matches
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["app=(x", "a in (b", "a in b)", "=x", "a,,b", "a==b==c", "key with space=x", "a=" + "x" * 64],
+)
+def test_bad_label_selectors_raise(bad):
+    with pytest.raises(SelectorError):
+        parse_label_selector(bad)
+
+
+EVENT = {
+    "metadata": {"name": "e1", "namespace": "ns"},
+    "involvedObject": {"kind": "Pod", "name": "jupyter-a"},
+    "reason": "Started",
+    "type": "Normal",
+    "source": {"component": "kubelet"},
+}
+
+
+@pytest.mark.parametrize(
+    "selector, kind, obj, matches",
+    [
+        ("involvedObject.kind=Pod", "Event", EVENT, True),
+        ("involvedObject.kind=Pod,involvedObject.name=jupyter-a", "Event", EVENT, True),
+        ("involvedObject.name!=jupyter-a", "Event", EVENT, False),
+        ("metadata.name=e1", "Event", EVENT, True),
+        ("metadata.namespace==ns", "Event", EVENT, True),
+        ("source=kubelet", "Event", EVENT, True),
+        ("status.phase=Running", "Pod", {"metadata": {}, "status": {"phase": "Running"}}, True),
+        ("status.phase!=Running", "Pod", {"metadata": {}, "status": {"phase": "Pending"}}, True),
+        ("", "Pod", {"metadata": {}}, True),
+    ],
+)
+def test_field_selector_matching(selector, kind, obj, matches):
+    sel = Selector(fields=parse_field_selector(selector, kind))
+    assert sel.matches(obj) is matches
+
+
+@pytest.mark.parametrize(
+    "selector, kind",
+    [("status.phase=Running", "ConfigMap"), ("spec.foo=1", "Pod"), ("nonsense", "Pod")],
+)
+def test_unsupported_field_selectors_raise(selector, kind):
+    with pytest.raises(SelectorError):
+        parse_field_selector(selector, kind)
+
+
+@pytest.mark.parametrize(
+    "target, patch, result",
+    [
+        ({"a": 1, "b": {"c": 2}}, {"b": {"d": 3}}, {"a": 1, "b": {"c": 2, "d": 3}}),
+        ({"a": 1, "b": 2}, {"a": None}, {"b": 2}),
+        ({"l": [1, 2]}, {"l": [3]}, {"l": [3]}),
+        ({"a": {"b": 1}}, {"a": 5}, {"a": 5}),
+        ({}, {"a": {"b": None}}, {"a": {}}),
+    ],
+)
+def test_merge_patch(target, patch, result):
+    before = repr(target)
+    assert merge_patch(target, patch) == result
+    assert repr(target) == before  # input untouched
+
+
+DOC = {"metadata": {"labels": {"a": "1"}}, "spec": {"tags": [{"name": "x"}, {"name": "y"}]}}
+
+
+@pytest.mark.parametrize(
+    "ops, check",
+    [
+        ([{"op": "add", "path": "/metadata/labels/b", "value": "2"}], ("metadata", "labels")),
+        ([{"op": "remove", "path": "/spec/tags/0"}], ("spec", "tags")),
+        ([{"op": "replace", "path": "/spec/tags/1/name", "value": "z"}], ("spec", "tags")),
+        ([{"op": "add", "path": "/spec/tags/-", "value": {"name": "w"}}], ("spec", "tags")),
+        ([{"op": "move", "from": "/metadata/labels/a", "path": "/metadata/x"}], ("metadata",)),
+        ([{"op": "copy", "from": "/spec/tags/0", "path": "/spec/first"}], ("spec", "first")),
+        ([{"op": "test", "path": "/metadata/labels/a", "value": "1"}], ("metadata", "labels")),
+        ([{"op": "add", "path": "/metadata/labels/a~1b", "value": "3"}], ("metadata", "labels")),
+    ],
+)
+def test_json_patch_ops(ops, check):
+    out = json_patch(DOC, ops)
+    node = out
+    for key in check:
+        node = node[key]
+    assert node is not None
+    assert DOC["spec"]["tags"] == [{"name": "x"}, {"name": "y"}]
+
+
+def test_json_patch_results():
+    assert json_patch(DOC, [{"op": "remove", "path": "/spec/tags/0"}])["spec"]["tags"] == [
+        {"name": "y"}
+    ]
+    out = json_patch(DOC, [{"op": "add", "path": "/metadata/labels/a~1b", "value": "3"}])
+    assert out["metadata"]["labels"] == {"a": "1", "a/b": "3"}
+    out = json_patch(DOC, [{"op": "move", "from": "/metadata/labels/a", "path": "/metadata/x"}])
+    assert out["metadata"] == {"labels": {}, "x": "1"}
+
+
+@pytest.mark.parametrize(
+    "ops",
+    [
+        [{"op": "test", "path": "/metadata/labels/a", "value": "2"}],
+        [{"op": "remove", "path": "/nope"}],
+        [{"op": "replace", "path": "/spec/tags/5", "value": 1}],
+        [{"op": "frobnicate", "path": "/a"}],
+        [{"op": "add", "path": "no-slash", "value": 1}],
+        {"op": "add"},
+    ],
+)
+def test_json_patch_errors(ops):
+    with pytest.raises(PatchError):
+        json_patch(DOC, ops)
+
+
+def test_strategic_merge_by_key():
+    pod = {
+        "spec": {
+            "containers": [
+                {"name": "notebook", "image": "a", "env": [{"name": "X", "value": "1"}]},
+                {"name": "sidecar", "image": "s"},
+            ],
+            "finalizers": ["a"],
+        }
+    }
+    patch = {
+        "spec": {
+            "containers": [
+                {"name": "notebook", "env": [{"name": "Y", "value": "2"}]},
+                {"name": "sidecar", "$patch": "delete"},
+                {"name": "new", "image": "n"},
+            ],
+            "finalizers": ["b"],
+        }
+    }
+    out = strategic_merge_patch(pod, patch)
+    assert out["spec"]["containers"] == [
+        {
+            "name": "notebook",
+            "image": "a",
+            "env": [{"name": "X", "value": "1"}, {"name": "Y", "value": "2"}],
+        },
+        {"name": "new", "image": "n"},
+    ]
+    assert out["spec"]["finalizers"] == ["a", "b"]
+    assert pod["spec"]["containers"][1] == {"name": "sidecar", "image": "s"}
+
+
+def test_apply_patch_content_types():
+    assert apply_patch({"a": 1}, {"b": 2}, "application/merge-patch+json") == {"a": 1, "b": 2}
+    strategic = "application/strategic-merge-patch+json; charset=utf-8"
+    assert apply_patch({"a": 1}, {"b": 2}, strategic) == {"a": 1, "b": 2}
+    with pytest.raises(UnsupportedPatch):
+        apply_patch({"a": 1}, {"b": 2}, strategic, strategic=False)
+    with pytest.raises(UnsupportedPatch):
+        apply_patch({"a": 1}, {"b": 2}, "text/plain")
+
+
+@pytest.mark.parametrize(
+    "path, route",
+    [
+        ("/api", Route(discovery=True)),
+        ("/api/v1", Route(version="v1", discovery=True)),
+        ("/apis", Route(discovery=True)),
+        ("/apis/meteor.zone", Route(group="meteor.zone", discovery=True)),
+        ("/api/v1/pods", Route(version="v1", plural="pods")),
+        ("/api/v1/namespaces", Route(version="v1", plural="namespaces")),
+        ("/api/v1/namespaces/ns1", Route(version="v1", plural="namespaces", name="ns1")),
+        (
+            "/api/v1/namespaces/ns1/status",
+            Route(version="v1", plural="namespaces", name="ns1", subresource="status"),
+        ),
+        ("/api/v1/namespaces/ns1/pods", Route(version="v1", plural="pods", namespace="ns1")),
+        (
+            "/api/v1/namespaces/ns1/pods/p/log",
+            Route(version="v1", plural="pods", namespace="ns1", name="p", subresource="log"),
+        ),
+        (
+            "/api/v1/watch/namespaces/ns1/pods",
+            Route(version="v1", plural="pods", namespace="ns1", watch=True),
+        ),
+        (
+            "/apis/meteor.zone/v1alpha1/namespaces/d/customnbimages/x/status",
+            Route("meteor.zone", "v1alpha1", "customnbimages", "d", "x", "status"),
+        ),
+        ("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/x.y", None),
+        ("/metrics", None),
+        ("/api/v1/namespaces/a/pods/b/c/d", None),
+    ],
+)
+def test_parse_path(path, route):
+    if route is None and path.startswith("/apis/apiextensions"):
+        got = parse_path(path)
+        assert (got.group, got.plural, got.name) == (
+            "apiextensions.k8s.io",
+            "customresourcedefinitions",
+            "x.y",
+        )
+        return
+    assert parse_path(path) == route
+
+
+@pytest.mark.parametrize(
+    "ref, repo",
+    [
+        ("registry.example/courses/uai-intro:2026.1", "registry.example/courses/uai-intro"),
+        (
+            "registry.example/courses/uai-intro@sha256:" + "ab" * 32,
+            "registry.example/courses/uai-intro",
+        ),
+        ("registry.example:5000/x/y:tag", "registry.example:5000/x/y"),
+        ("registry.example:5000/x/y", "registry.example:5000/x/y"),
+        ("busybox", "busybox"),
+        ("busybox:1.36", "busybox"),
+    ],
+)
+def test_image_repository(ref, repo):
+    assert image_repository(ref) == repo
+
+
+@pytest.mark.parametrize(
+    "url, ip, out",
+    [
+        ("http://0.0.0.0:8888/", "127.20.1.2", "http://127.20.1.2:8888/"),
+        ("http://0.0.0.0:8888/user/a/", "127.20.1.2", "http://127.20.1.2:8888/user/a/"),
+        ("http://:8888", "127.20.1.2", "http://127.20.1.2:8888"),
+    ],
+)
+def test_rewrite_service_url(url, ip, out):
+    assert rewrite_service_url(url, ip) == out
