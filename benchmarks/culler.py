@@ -16,8 +16,16 @@ concurrency (10 hub requests in flight):
 - ``idle-culler``: ``jupyterhub_idle_culler.cull_idle(..., cull_users=True)``, the
   function ``jupyterhub-idle-culler --cull-users`` runs every ``cull_every``.
 
-Checked afterwards through the hub API: every idle user and server gone, every
-active user still there with its server. Prints a table and the time ratio.
+Storage: unless ``--no-pvcs``, a dev cluster (``cnbi-hub devcluster``, stub
+runtime, its own process) holds one KubeSpawner-labelled PVC per user, re-seeded
+before each contender. The cnbi culler deletes a deleted learner's PVCs itself
+(one LIST per pass, then DELETEs, inside the timed pass). The idle culler does not
+touch storage; on a real hub KubeSpawner's ``delete_forever`` would (when
+``delete_pvc`` is on), so its "PVCs left" column is reported, not judged.
+
+Checked afterwards through the hub API (and the Kubernetes API): every idle user,
+server and PVC gone, every active user still there with its server and PVC.
+Prints a table and the time ratio.
 
     python benchmarks/culler.py            # 10 000 users
     python benchmarks/culler.py --quick    # 400 users
@@ -44,8 +52,10 @@ from pathlib import Path
 from tornado import web
 from tornado.httpserver import HTTPServer
 
+from cnbi_spawner.kube import make_api_client
 from cnbi_spawner.service.culler import Culler, CullPolicy, Thresholds
 from cnbi_spawner.service.hubapi import HubClient
+from cnbi_spawner.service.kubeapi import UserStorage
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "bench-admin-token-" + uuid.uuid4().hex
@@ -191,21 +201,110 @@ class Hub:
         self.log.close()
 
 
-async def run_cnbi(api_url: str, concurrency: int) -> str:
+NS = "default"
+
+
+class Cluster:
+    """``cnbi-hub devcluster`` (stub runtime) in its own process, holding the PVCs."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.kubeconfig = workdir / "kubeconfig.yaml"
+        self.proc: subprocess.Popen | None = None
+        self.api = None
+
+    async def start(self) -> None:
+        cmd = [sys.executable, "-m", "cnbi_spawner.cli", "devcluster", "--runtime", "stub"]
+        cmd += ["--state-dir", str(self.workdir), "--kubeconfig", str(self.kubeconfig)]
+        cmd += ["--no-builds", "--log-level", "WARNING"]
+        self.log = open(self.workdir.parent / "devcluster.log", "wb")
+        self.proc = subprocess.Popen(
+            cmd, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        for _ in range(120):
+            if self.kubeconfig.exists():
+                break
+            if self.proc.poll() is not None:
+                raise RuntimeError("dev cluster exited; see devcluster.log")
+            await asyncio.sleep(0.25)
+        await asyncio.sleep(0.25)
+        self.api = await make_api_client(str(self.kubeconfig))
+
+    async def seed(self, names: list[str]) -> None:
+        """Exactly one user-storage PVC per name (deletes leftovers first)."""
+        from kubernetes_asyncio import client
+
+        core = client.CoreV1Api(self.api)
+        storage = UserStorage(self.api, NS)
+        sem = asyncio.Semaphore(20)
+
+        async def limited(coro):
+            async with sem:
+                return await coro
+
+        old = await storage.list_pvcs()
+        await asyncio.gather(*(limited(storage.delete_pvc(p["metadata"]["name"])) for p in old))
+
+        def pvc(name: str) -> dict:
+            return {
+                "apiVersion": "v1",
+                "kind": "PersistentVolumeClaim",
+                "metadata": {
+                    "name": f"claim-{name}",
+                    "labels": {
+                        "component": "singleuser-storage",
+                        "hub.jupyter.org/username": name,
+                    },
+                    "annotations": {"hub.jupyter.org/username": name},
+                },
+                "spec": {
+                    "accessModes": ["ReadWriteOnce"],
+                    "resources": {"requests": {"storage": "1Gi"}},
+                },
+            }
+
+        await asyncio.gather(
+            *(limited(core.create_namespaced_persistent_volume_claim(NS, pvc(n))) for n in names)
+        )
+
+    async def owners(self) -> set[str]:
+        from cnbi_spawner.service.culler import pvc_owner
+
+        return {pvc_owner(p) for p in await UserStorage(self.api, NS).list_pvcs()}
+
+    async def stop(self) -> None:
+        if self.api is not None:
+            await self.api.close()
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+            self.log.close()
+
+
+async def run_cnbi(api_url: str, concurrency: int, cluster: Cluster | None) -> str:
     hub = HubClient(api_url, TOKEN, concurrency=concurrency)
     policy = CullPolicy(
         anonymous=Thresholds(idle_timeout=IDLE_TIMEOUT, max_age=0, cull_users=True),
         abandoned_grace=IDLE_TIMEOUT,
     )
     logger = logging.getLogger("bench.cnbi")
-    result = await Culler(hub, policy, concurrency=concurrency, logger=logger).run_once()
+    storage = UserStorage(cluster.api, NS) if cluster is not None else None
+    culler = Culler(hub, policy, kube=storage, concurrency=concurrency, logger=logger)
+    result = await culler.run_once()
     hub.close()
     if result.errors:
         raise RuntimeError(f"cnbi culler reported {result.errors} errors")
-    return f"listing {result.list_seconds:.1f}s, {result.users_deleted} users deleted"
+    return (
+        f"listing {result.list_seconds:.1f}s, {result.users_deleted} users and "
+        f"{result.pvcs_deleted} PVCs deleted"
+    )
 
 
-async def run_idle_culler(api_url: str, concurrency: int) -> str:
+async def run_idle_culler(api_url: str, concurrency: int, cluster: Cluster | None) -> str:
     from jupyterhub_idle_culler import cull_idle
 
     await cull_idle(
@@ -216,16 +315,19 @@ async def run_idle_culler(api_url: str, concurrency: int) -> str:
         cull_users=True,
         concurrency=concurrency,
     )
-    return ""
+    return "does not delete storage" if cluster is not None else ""
 
 
-async def check(api_url: str, idle: set[str], active: set[str]) -> dict:
+async def check(api_url: str, idle: set[str], active: set[str], cluster) -> dict:
     hub = HubClient(api_url, TOKEN, concurrency=4)
     users = await hub.all_users()
     hub.close()
     left = {u["name"]: u for u in users}
     kept = active & left.keys()
+    owners = await cluster.owners() if cluster is not None else None
     return {
+        "idle_pvcs_left": len(idle & owners) if owners is not None else None,
+        "active_pvcs_lost": len(active - owners) if owners is not None else None,
         "idle_left": len(idle & left.keys()),
         "active_culled": len(active - left.keys()),
         "active_server_stopped": sum(1 for n in kept if "" not in left[n]["servers"]),
@@ -244,6 +346,7 @@ async def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=10)
     parser.add_argument("--only", choices=["cnbi", "idle-culler"], help="run one contender")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument("--no-pvcs", action="store_true", help="no dev cluster, no PVCs")
     args = parser.parse_args(argv)
     n = 400 if args.quick else args.users
     logging.basicConfig(level=logging.WARNING)
@@ -258,6 +361,12 @@ async def main(argv: list[str] | None = None) -> int:
     idle, active = seed_db(template, n, stub_port)
     print(f"seeded {n} anonymous users ({len(idle)} idle) in {time.monotonic() - t0:.1f}s")
 
+    cluster = None
+    if not args.no_pvcs:
+        (work / "devcluster").mkdir()
+        cluster = Cluster(work / "devcluster")
+        await cluster.start()
+
     contenders = {"cnbi": run_cnbi, "idle-culler": run_idle_culler}
     if args.only:
         contenders = {args.only: contenders[args.only]}
@@ -270,30 +379,43 @@ async def main(argv: list[str] | None = None) -> int:
             shutil.copy(template, db)
             hub = Hub(workdir, db, stub_port)
             try:
+                if cluster is not None:
+                    await cluster.seed(sorted(idle | active))
                 startup = await hub.start(timeout=120 + n / 20)
                 t0 = time.monotonic()
-                note = await run(hub.api_url, args.concurrency)
+                note = await run(hub.api_url, args.concurrency, cluster)
                 elapsed = time.monotonic() - t0
-                result = await check(hub.api_url, idle, active)
+                result = await check(hub.api_url, idle, active, cluster)
             finally:
                 hub.stop()
             rows.append((name, elapsed, startup, result, note))
     finally:
         stub.stop()
+        if cluster is not None:
+            await cluster.stop()
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
 
     print()
     print(f"one cull pass, {n} anonymous users, {len(idle)} idle, concurrency {args.concurrency}")
     header = f"{'culler':<12} {'pass (s)':>9} {'users/s':>8} {'idle left':>10} "
-    header += f"{'active culled':>14} {'hub start (s)':>14}"
+    header += f"{'active culled':>14} {'idle PVCs left':>15} {'hub start (s)':>14}"
     print(header)
     for name, elapsed, startup, r, note in rows:
+        pvcs = "-" if r["idle_pvcs_left"] is None else str(r["idle_pvcs_left"])
+        lost = r["active_culled"] + r["active_server_stopped"] + (r["active_pvcs_lost"] or 0)
         print(
             f"{name:<12} {elapsed:>9.2f} {n / elapsed:>8.0f} {r['idle_left']:>10} "
-            f"{r['active_culled'] + r['active_server_stopped']:>14} {startup:>14.1f}  {note}"
+            f"{lost:>14} {pvcs:>15} {startup:>14.1f}  {note}"
         )
-    ok = all(r["idle_left"] == 0 and r["active_culled"] == 0 for _, _, _, r, _ in rows)
+    ok = all(
+        r["idle_left"] == 0
+        and r["active_culled"] == 0
+        and r["active_server_stopped"] == 0
+        and not r["active_pvcs_lost"]
+        and (name != "cnbi" or not r["idle_pvcs_left"])
+        for name, _, _, r, _ in rows
+    )
     if len(rows) == 2:
         ratio = rows[0][1] / rows[1][1]
         print(f"\nratio cnbi / idle-culler: {ratio:.2f}x (target <= 1.0x)")

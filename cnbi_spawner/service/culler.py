@@ -328,19 +328,26 @@ class Culler:
             if owner:
                 by_owner.setdefault(owner, []).append(pvc)
 
-        semaphore = asyncio.Semaphore(self.concurrency)
+        hub_slots = asyncio.Semaphore(self.concurrency)
+        kube_slots = asyncio.Semaphore(self.concurrency)
 
         async def one(user: dict) -> None:
             decisions = decide(user, now, self.policy)
             result.decisions.extend(decisions)
             if not any(d.culls for d in decisions):
                 return
-            async with semaphore:
+            async with hub_slots:
                 try:
-                    await self._act(user, decisions, by_owner, result)
+                    deleted = await self._act(user, decisions, result)
                 except Exception as e:  # one user's failure must not stop the pass
                     result.errors += 1
                     self.log.error("Cull of %s failed: %s", user["name"], e)
+                    return
+            # storage goes after the user, outside the hub slot: the hub moves on meanwhile
+            if deleted and decisions[-1].kind == "anonymous" and self.kube is not None:
+                async with kube_slots:
+                    pvcs = by_owner.get(user["name"], [])
+                    await self._delete_pvcs(pvcs, result, reason="user-deleted")
 
         await asyncio.gather(*(one(u) for u in users.values()))
 
@@ -355,7 +362,8 @@ class Culler:
             await self._delete_pvcs(orphans, result, reason="orphan")
         return result
 
-    async def _act(self, user: dict, decisions, by_owner, result: PassResult) -> None:
+    async def _act(self, user: dict, decisions, result: PassResult) -> bool:
+        """Stop servers / delete the user as decided; True when the user was deleted."""
         name = user["name"]
         stops = [d for d in decisions if d.server is not None and d.action is Action.STOP]
         user_decision = decisions[-1]
@@ -385,7 +393,7 @@ class Culler:
             result.servers_stopped += len(stops)
             result.users_deleted += user_decision.action is Action.DELETE_USER
             self._count(stops, user_decision)
-            return
+            return user_decision.action is Action.DELETE_USER  # dry run: PVCs logged too
 
         # The hub stops a user's *default* server itself when deleting the user, so a
         # learner with only that server takes one request instead of two.
@@ -398,21 +406,20 @@ class Culler:
             if len(stopped) < len(stops):
                 result.postponed += 1
                 self.log.info("Server of %s is slow to stop; user deletion postponed", name)
-                return
+                return False
             stops = []
         if user_decision.action is not Action.DELETE_USER:
-            return
+            return False
         if not await self.hub.delete_user(name):
             result.postponed += 1
             self.log.info("User %s is busy (stop pending); deletion postponed", name)
-            return
+            return False
         result.servers_stopped += len(stops)
         result.users_deleted += 1
         result.deleted_users.add(name)
         result.anonymous_live -= user_decision.kind == "anonymous"
         self._count(stops, user_decision)
-        if user_decision.kind == "anonymous" and self.kube is not None:
-            await self._delete_pvcs(by_owner.get(name, []), result, reason="user-deleted")
+        return True
 
     async def _delete_pvcs(self, pvcs: list[dict], result: PassResult, *, reason: str) -> None:
         for pvc in pvcs:
