@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cnbi_spawner.builds.validate import BuildRequestError, validate_request
-from cnbi_spawner.service.builds import form_to_body
+from cnbi_spawner.service.build_pages import form_to_body
 
 BASE = "registry.example/courses/minimal:v1"
 
