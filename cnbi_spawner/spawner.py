@@ -35,6 +35,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from kubespawner import KubeSpawner
+from sqlalchemy.orm import object_session
 from tornado import web
 from traitlets import Any as AnyTrait
 from traitlets import Dict, Float, List, Union, default
@@ -277,7 +278,11 @@ class CNBiSpawner(KubeSpawner):
             # next restart of this server gets this image, not whatever the name means then
             self.user_options = canonical
             if self.orm_spawner is not None:
-                self.orm_spawner.user_options = canonical  # the hub commits after start()
+                self.orm_spawner.user_options = canonical
+                # commit now: any hub request finishing meanwhile rolls back dirty objects
+                session = object_session(self.orm_spawner)
+                if session is not None:
+                    session.commit()
         self.log.info(
             "Launch plan for %s: course=%s image=%s size=%s url=%s anonymous=%s",
             self._log_name,
