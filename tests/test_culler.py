@@ -175,6 +175,15 @@ def test_decide_tolerates_missing_fields():
     assert [x.action for x in d] == [Action.KEEP]
 
 
+def test_no_server_information_never_deletes():
+    # without read:servers the model has no "servers": an old learner may still be running
+    model = user(servers={}, idle=99999, created=99999)
+    del model["servers"]
+    assert [(d.action, d.reason) for d in decide(model, NOW, POLICY)] == [
+        (Action.KEEP, "servers-unknown")
+    ]
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [

@@ -22,7 +22,8 @@ Safety rules, in order of precedence:
 
 1. A server with a pending action (spawn or stop) is never touched, and its user
    is not deleted this pass: the hub is busy with it; the next pass will see it.
-2. A server that is neither ready nor pending is left alone (not ours to judge).
+2. A server that is neither ready nor pending is left alone (not ours to judge), and
+   a user model without ``servers`` (a token lacking ``read:servers``) is never deleted.
 3. Idle time is ``now - last_activity`` of the server (``started`` if there was
    no activity yet); a user's idle time is ``now - last_activity`` of the user
    (``created`` if none). Timestamps in the future count as "active now".
@@ -183,6 +184,9 @@ def decide(user: dict, now: datetime, policy: CullPolicy) -> list[CullDecision]:
     def user_verdict(action: Action, reason: str) -> list[CullDecision]:
         return [*decisions, CullDecision(name, None, action, reason, kind, idle, age)]
 
+    if "servers" not in user:
+        # without read:servers we cannot tell a running learner from an abandoned one
+        return user_verdict(Action.KEEP, "servers-unknown")
     if not limits.cull_users:
         return user_verdict(Action.KEEP, "user-culling-off")
     if user.get("admin"):
