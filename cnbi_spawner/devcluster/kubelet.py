@@ -405,10 +405,14 @@ class Kubelet:
         root = self.state_dir / "pods" / meta["namespace"] / f"{meta['name']}-{meta['uid'][:8]}"
         home = self._home_for(pod, root)
         content = self.images.get(image_repository(c["image"]))
-        if content and home.resolve().is_relative_to(Path(content).resolve()):
-            raise ValueError(f"image content folder {content} contains the pod's home {home}")
         if content and Path(content).is_dir() and not any(home.iterdir()):
-            shutil.copytree(content, home, dirs_exist_ok=True, symlinks=True)
+            state = self.state_dir.resolve()
+
+            def skip_state_dir(folder: str, names: list[str]) -> list[str]:
+                # a content folder may contain the state dir (e.g. both under tmp_path)
+                return [n for n in names if (Path(folder) / n).resolve() == state]
+
+            shutil.copytree(content, home, dirs_exist_ok=True, symlinks=True, ignore=skip_state_dir)
         entry.update(ip=ip, home=home, log=root / f"{c['name']}.log")
         spec = LaunchSpec(
             argv=[],

@@ -1,0 +1,295 @@
+"""The dev cluster's kubelet: pods as real processes (or stubs), status, events, logs, stop.
+
+Commands here are tiny Python programs instead of jupyterhub-singleuser (that one runs in
+test_devcluster_kubespawner.py), so the process runtime's contract is pinned cheaply:
+env incl. fieldRef, readiness only once the port answers, logs, exit codes, SIGTERM then
+SIGKILL after the grace period, ErrImagePull until the image is known, PVC homes, and no
+process left after ``cluster.stop()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+
+import aiohttp
+import pytest
+from kubernetes_asyncio import client as k8s
+
+from cnbi_spawner.devcluster import DevCluster
+from cnbi_spawner.kube import make_api_client
+
+NS = "default"
+REPO = "registry.example/test/tiny"
+
+SERVER = """
+import os, signal, socket, sys, time
+def bye(*_):
+    print("got SIGTERM", flush=True)
+    sys.exit(0)
+signal.signal(signal.SIGTERM, IGNORE_OR_BYE)
+print("hello from", os.environ["POD_IP"], os.environ["GREETING"], os.getcwd(), flush=True)
+time.sleep(float(os.environ.get("DELAY", "0")))
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((os.environ["POD_IP"], 8888))
+s.listen()
+while True:
+    c, _ = s.accept()
+    c.close()
+"""
+
+
+def pod(name: str, script: str, *, image: str = f"{REPO}:1", env=None, volumes=None) -> dict:
+    container = {
+        "name": "notebook",
+        "image": image,
+        "command": [sys.executable, "-c", script],
+        "ports": [{"name": "notebook-port", "containerPort": 8888}],
+        "env": [
+            {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+            {"name": "GREETING", "value": "hi"},
+            *(env or []),
+        ],
+    }
+    spec = {"containers": [container], "terminationGracePeriodSeconds": 5}
+    if volumes:
+        spec["volumes"] = volumes
+    return {"metadata": {"name": name, "labels": {"app": "t"}}, "spec": spec}
+
+
+@pytest.fixture
+async def cluster(tmp_path):
+    content = tmp_path / "content"
+    content.mkdir()
+    (content / "seed.txt").write_text("seeded")
+    async with DevCluster(tmp_path / "dc", builds=False, images={REPO: content}) as c:
+        yield c
+
+
+@pytest.fixture
+async def core(cluster):
+    api = await make_api_client(str(cluster.kubeconfig))
+    yield k8s.CoreV1Api(api)
+    await api.close()
+
+
+async def until(fn, timeout: float = 15, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await fn()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.05)
+
+
+async def read(core, name: str) -> k8s.V1Pod | None:
+    try:
+        return await core.read_namespaced_pod(name, NS)
+    except k8s.ApiException as e:
+        assert e.status == 404
+        return None
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def ready(p: k8s.V1Pod | None) -> bool:
+    return bool(
+        p
+        and p.status.phase == "Running"
+        and p.status.container_statuses
+        and all(c.ready for c in p.status.container_statuses)
+    )
+
+
+async def test_process_pod_lifecycle(cluster, core):
+    script = SERVER.replace("IGNORE_OR_BYE", "bye")
+    delayed = pod("life", script, env=[{"name": "DELAY", "value": "1"}])
+    await core.create_namespaced_pod(NS, delayed)
+    # Running with a podIP before the port answers, but not ready yet
+    running = await until(lambda: _running_not_ready(core, "life"), what="Running but not ready")
+    assert running.status.pod_ip.startswith("127.")
+    got = await until(lambda: _ready(core, "life"), what="ready")
+    ip = got.status.pod_ip
+    assert got.spec.node_name and got.status.host_ip == "127.0.0.1"
+    assert {c.type: c.status for c in got.status.conditions}["Ready"] == "True"
+    info = cluster.pod_info("life")
+    assert info["ip"] == ip and (info["home"] / "seed.txt").read_text() == "seeded"
+    log = await core.read_namespaced_pod_log("life", NS)
+    assert f"hello from {ip} hi {info['home']}" in log
+    reasons = [
+        e.reason
+        for e in (
+            await core.list_namespaced_event(NS, field_selector="involvedObject.name=life")
+        ).items
+    ]
+    for r in ("Scheduled", "Pulling", "Pulled", "Created", "Started"):
+        assert r in reasons
+    await core.delete_namespaced_pod("life", NS, grace_period_seconds=5)
+    await until(lambda: _gone(core, "life"), what="pod removal")
+    assert not alive(info["pid"])
+    assert "got SIGTERM" in (info["log"]).read_text()
+
+
+async def test_sigkill_after_grace(cluster, core):
+    script = SERVER.replace("IGNORE_OR_BYE", "signal.SIG_IGN")
+    await core.create_namespaced_pod(NS, pod("stubborn", script))
+    await until(lambda: _ready(core, "stubborn"))
+    pid = cluster.pod_info("stubborn")["pid"]
+    start = time.monotonic()
+    await core.delete_namespaced_pod("stubborn", NS, grace_period_seconds=1)
+    await until(lambda: _gone(core, "stubborn"), what="pod removal")
+    assert 0.9 <= time.monotonic() - start < 5
+    assert not alive(pid)
+
+
+@pytest.mark.parametrize(
+    "code, phase, reason", [(3, "Failed", "Error"), (0, "Succeeded", "Completed")]
+)
+async def test_exit_is_reported(core, code, phase, reason):
+    await core.create_namespaced_pod(NS, pod("exits", f"raise SystemExit({code})"))
+
+    async def finished():
+        p = await read(core, "exits")
+        return p if p and p.status.phase in ("Failed", "Succeeded") else None
+
+    p = await until(finished, what="exit")
+    assert p.status.phase == phase
+    state = p.status.container_statuses[0].state.terminated
+    assert (state.exit_code, state.reason) == (code, reason)
+
+
+async def test_unknown_image_fails_to_pull_until_added(cluster, core, tmp_path):
+    script = SERVER.replace("IGNORE_OR_BYE", "bye")
+    await core.create_namespaced_pod(NS, pod("pull", script, image="registry.example/nope/x:1"))
+
+    async def waiting_reason():
+        p = await read(core, "pull")
+        statuses = p.status.container_statuses or []
+        return statuses and statuses[0].state.waiting and statuses[0].state.waiting.reason
+
+    assert await until(waiting_reason) in ("ErrImagePull", "ImagePullBackOff")
+    p = await read(core, "pull")
+    assert p.status.phase == "Pending"
+    events = (await core.list_namespaced_event(NS, field_selector="involvedObject.name=pull")).items
+    assert any(e.reason == "Failed" and e.type == "Warning" for e in events)
+    later = tmp_path / "later"
+    later.mkdir()
+    cluster.add_image("registry.example/nope/x", later)
+    await until(lambda: _ready(core, "pull"), timeout=20, what="pull after add_image")
+
+
+async def test_pvc_bound_and_used_as_home(cluster, core):
+    pvc = {
+        "metadata": {"name": "claim-a"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+    }
+    await core.create_namespaced_persistent_volume_claim(NS, pvc)
+
+    async def bound():
+        c = await core.read_namespaced_persistent_volume_claim("claim-a", NS)
+        return c.status.phase == "Bound" and c
+
+    claim = await until(bound, what="Bound")
+    assert claim.status.capacity == {"storage": "1Gi"} and claim.spec.volume_name
+    vols = [{"name": "home", "persistentVolumeClaim": {"claimName": "claim-a"}}]
+    script = SERVER.replace("IGNORE_OR_BYE", "bye")
+    await core.create_namespaced_pod(NS, pod("p1", script, volumes=vols))
+    await until(lambda: _ready(core, "p1"))
+    home = cluster.pod_info("p1")["home"]
+    (home / "mine.txt").write_text("kept")
+    await core.delete_namespaced_pod("p1", NS, grace_period_seconds=1)
+    await until(lambda: _gone(core, "p1"))
+    await core.create_namespaced_pod(NS, pod("p2", script, volumes=vols))
+    await until(lambda: _ready(core, "p2"))
+    assert (cluster.pod_info("p2")["home"] / "mine.txt").read_text() == "kept"
+    await core.delete_namespaced_persistent_volume_claim("claim-a", NS)
+
+
+async def test_stop_leaves_no_process(tmp_path):
+    content = tmp_path / "content"
+    content.mkdir()
+    cluster = DevCluster(tmp_path / "dc", builds=False, images={REPO: content})
+    await cluster.start()
+    api = await make_api_client(str(cluster.kubeconfig))
+    try:
+        core = k8s.CoreV1Api(api)
+        script = SERVER.replace("IGNORE_OR_BYE", "signal.SIG_IGN")
+        for name in ("a", "b"):
+            await core.create_namespaced_pod(NS, pod(name, script))
+        for name in ("a", "b"):
+            await until(lambda n=name: _ready(core, n))
+        pids = [cluster.pod_info(n)["pid"] for n in ("a", "b")]
+    finally:
+        await api.close()
+        await cluster.stop()
+    assert not any(alive(p) for p in pids)
+
+
+async def test_stub_runtime_serves_many_pods(tmp_path):
+    async with DevCluster(
+        tmp_path / "dc", runtime="stub", builds=False, images={REPO: tmp_path}
+    ) as cluster:
+        api = await make_api_client(str(cluster.kubeconfig))
+        core = k8s.CoreV1Api(api)
+        try:
+            n = 40
+            for i in range(n):
+                body = pod(f"s{i}", "unused")
+                body["spec"]["containers"][0]["env"].append(
+                    {"name": "JUPYTERHUB_SERVICE_PREFIX", "value": f"/user/u{i}/"}
+                )
+                await core.create_namespaced_pod(NS, body)
+
+            async def all_ready():
+                items = (await core.list_namespaced_pod(NS)).items
+                return len(items) == n and all(ready(p) for p in items) and items
+
+            pods = await until(all_ready, what="all stub pods ready")
+            ips = {p.status.pod_ip for p in pods}
+            assert len(ips) == n
+            async with aiohttp.ClientSession() as s:
+                for p in pods[:5]:
+                    i = p.metadata.name[1:]
+                    base = f"http://{p.status.pod_ip}:8888/user/u{i}/"
+                    async with s.get(base + "api") as r:
+                        assert r.status == 200 and "version" in await r.json()
+                    async with s.get(base + "api/status") as r:
+                        assert "last_activity" in await r.json()
+                    async with s.get(base + "lab/tree/x.ipynb") as r:
+                        assert r.status == 200 and "text/html" in r.headers["Content-Type"]
+                    async with s.get(f"http://{p.status.pod_ip}:8888/elsewhere") as r:
+                        assert r.status == 404
+            await core.delete_collection_namespaced_pod(NS, label_selector="app=t")
+            await until(lambda: _none_left(core), what="all pods deleted")
+        finally:
+            await api.close()
+
+
+async def _none_left(core) -> bool:
+    return not (await core.list_namespaced_pod(NS)).items
+
+
+async def _ready(core, name: str):
+    p = await read(core, name)
+    return p if ready(p) else None
+
+
+async def _running_not_ready(core, name: str):
+    p = await read(core, name)
+    if p and p.status.phase == "Running" and p.status.pod_ip and not ready(p):
+        return p
+    return None
+
+
+async def _gone(core, name: str) -> bool:
+    return await read(core, name) is None
