@@ -26,6 +26,7 @@ import asyncio
 import copy
 import gc
 import json
+import logging
 import os
 import random
 import shutil
@@ -51,6 +52,13 @@ from cnbi_spawner.kube import make_api_client  # noqa: E402
 NS = "courses"
 TARGETS = {"sync_s": 5.0, "resolve_p99_us": 50.0, "propagation_p99_s": 1.0, "rss_mb": 200.0}
 TEMPLATE = ROOT / "tests" / "fixtures" / "imagestreams" / "jupyter-datascience-notebook.yaml"
+
+
+def quiet_logger() -> logging.Logger:
+    log = logging.getLogger("registry_scale.registry")
+    log.propagate = False
+    log.addHandler(logging.NullHandler())
+    return log
 
 
 def rss_mb() -> float:
@@ -273,7 +281,6 @@ async def main(argv: list[str] | None = None) -> int:
             gc.collect()
             rss_before = rss_mb()
             reg = ImageRegistry(kubeconfig=cluster.kubeconfig, namespaces=[NS], resync_period=30.0)
-            reg.log.disabled = True
             t0 = time.perf_counter()
             await reg.start()
             if not await reg.wait_synced(300):

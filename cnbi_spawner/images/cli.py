@@ -18,6 +18,7 @@ import asyncio
 import dataclasses
 import hashlib
 import json
+import logging
 import re
 import sys
 from pathlib import Path
@@ -120,8 +121,11 @@ async def collect(args: argparse.Namespace):
         kwargs["label_selector"] = args.selector
     if args.static:
         kwargs["static_images"] = load_static(args.static)
-    reg = ImageRegistry(**kwargs)
-    reg.log.disabled = True  # problems are printed below the table instead
+    # problems are printed below the table instead of logged: a private, silent logger
+    quiet = logging.getLogger("cnbi_spawner.images.cli.registry")
+    quiet.propagate = False
+    quiet.addHandler(logging.NullHandler())
+    reg = ImageRegistry(log=quiet, **kwargs)
     try:
         await reg.start()
         synced = await reg.wait_synced(args.timeout)
