@@ -239,17 +239,19 @@ class ImageRegistry(LoggingConfigurable):
                     self.log.exception("Image registry listener %r failed", callback)
         return n
 
-    def _load_static(self) -> None:
+    def _load_static(self, *, quiet: bool = True) -> None:
         images, problems = parse_static_report(self.static_images)
         for problem in problems:
             self.log.warning("%s", problem)
         self.problems["static"] = problems
-        self._apply({"static": images}, quiet=True)
+        self._apply({"static": images}, quiet=quiet)
+        if quiet and images:
+            self.log.info("Image registry: %d static images", len(images))
 
     @observe("static_images")
     def _static_changed(self, change) -> None:
-        if hasattr(self, "index"):
-            self._load_static()
+        if hasattr(self, "index"):  # a change after construction: log each image change
+            self._load_static(quiet=False)
 
     def _parse(self, obj: dict) -> ParseResult:
         return parse_imagestream_report(obj, require_label=_simple_label(self.label_selector))
