@@ -263,6 +263,19 @@ async def test_static_only_needs_no_cluster():
     await reg.stop()
 
 
+def test_static_images_changed_at_run_time(caplog):
+    caplog.set_level(logging.INFO)
+    reg = ImageRegistry(watch_imagestreams=False, static_images={"A": "registry.example/a"})
+    seen: list[tuple[set, set]] = []
+    reg.add_listener(lambda old, new: seen.append((set(old), set(new))))
+    reg.static_images = {"B": "registry.example/b:v1"}
+    assert seen == [({"a"}, {"b"})]
+    assert reg.resolve("B").image == "registry.example/b:v1"
+    assert reg.get("a") is None
+    assert "Image added: b -> registry.example/b:v1 (static)" in caplog.text
+    assert "Image removed: a (static)" in caplog.text
+
+
 def test_shared_is_one_per_process():
     ImageRegistry.clear_shared()
     try:
