@@ -376,3 +376,30 @@ async def wait_for(make_coro, expected, timeout: float = 10) -> None:
             return
         assert time.monotonic() < deadline, f"still {value!r}, expected {expected!r}"
         await asyncio.sleep(0.05)
+
+
+async def test_dry_run_changes_nothing(core):
+    made = await core.create_namespaced_config_map(NS, cm("dry", a="1"), dry_run="All")
+    assert made.metadata.name == "dry"
+    assert not await _exists(core.read_namespaced_config_map("dry", NS))
+    await core.create_namespaced_config_map(NS, cm("dry", a="1"))
+    patched = await core.patch_namespaced_config_map("dry", NS, {"data": {"a": "2"}}, dry_run="All")
+    assert patched.data == {"a": "2"}
+    await core.delete_namespaced_config_map("dry", NS, dry_run="All")
+    assert (await core.read_namespaced_config_map("dry", NS)).data == {"a": "1"}
+    code, body = await status_of(core.delete_namespaced_config_map("dry", NS, dry_run="Some"))
+    assert (code, body["reason"]) == (400, "BadRequest")
+
+
+async def test_https_with_the_kubeconfig_ca(tmp_path):
+    async with DevCluster(tmp_path / "tls", runtime="stub", builds=False, tls=True) as cluster:
+        assert cluster.url.startswith("https://127.0.0.1:")
+        api = await make_api_client(str(cluster.kubeconfig))
+        try:
+            names = [n.metadata.name for n in (await k8s.CoreV1Api(api).list_namespace()).items]
+            assert "default" in names
+        finally:
+            await api.close()
+        async with aiohttp.ClientSession() as s:  # an unknown CA is refused
+            with pytest.raises(aiohttp.ClientConnectorCertificateError):
+                await s.get(f"{cluster.url}/version")

@@ -159,10 +159,11 @@ class ApiHandler(BaseHandler):
                     return await self.watch(rt, route.namespace, selector)
                 return self.send_list(rt, route.namespace, selector)
             if method == "POST":
-                if self.arg("dryRun"):
-                    raise R.bad_request("dryRun is not supported by the dev cluster")
                 return self.send_json(
-                    store.as_version(rt, store.create(rt, ns, self.body_json())), 201
+                    store.as_version(
+                        rt, store.create(rt, ns, self.body_json(), dry_run=self.dry_run())
+                    ),
+                    201,
                 )
             if method == "DELETE":
                 return self.delete_collection(rt, route.namespace)
@@ -174,17 +175,33 @@ class ApiHandler(BaseHandler):
         if method == "GET":
             return self.send_json(store.raw(rt, store.get(rt, ns, name)))
         if method == "PUT":
-            obj = store.replace(rt, ns, name, self.body_json(), status=sub == "status")
+            obj = store.replace(
+                rt, ns, name, self.body_json(), status=sub == "status", dry_run=self.dry_run()
+            )
             return self.send_json(store.as_version(rt, obj))
         if method == "PATCH":
             ctype = self.request.headers.get("Content-Type", "")
-            obj = store.patch(rt, ns, name, self.body_json(), ctype, status=sub == "status")
+            obj = store.patch(
+                rt,
+                ns,
+                name,
+                self.body_json(),
+                ctype,
+                status=sub == "status",
+                dry_run=self.dry_run(),
+            )
             return self.send_json(store.as_version(rt, obj))
         if method == "DELETE" and sub is None:
             opts = self.delete_options()
-            obj = store.delete(rt, ns, name, **opts)
+            obj = store.delete(rt, ns, name, **opts, dry_run=self.dry_run())
             return self.send_json(self.deleted_body(rt, obj))
         raise R.ApiError(405, "MethodNotAllowed", f"{method} is not allowed here")
+
+    def dry_run(self) -> bool:
+        values = self.get_query_arguments("dryRun")
+        if any(v != "All" for v in values):
+            raise R.bad_request(f"Invalid dryRun value {values!r}: only 'All' is supported")
+        return bool(values)
 
     def delete_options(self) -> dict:
         body: dict = {}
@@ -234,12 +251,15 @@ class ApiHandler(BaseHandler):
         store = self.cluster.store
         selector = Selector.parse(self.arg("labelSelector"), self.arg("fieldSelector"), rt.kind)
         opts = self.delete_options()
+        dry = self.dry_run()
         items, rv, _, _ = store.list(rt, namespace, selector)
         out = []
         for obj in list(items):
             meta = obj["metadata"]
             try:
-                out.append(store.delete(rt, meta.get("namespace", ""), meta["name"], **opts))
+                out.append(
+                    store.delete(rt, meta.get("namespace", ""), meta["name"], **opts, dry_run=dry)
+                )
             except R.ApiError:
                 continue
         self.send_json(

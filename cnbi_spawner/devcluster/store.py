@@ -190,7 +190,9 @@ class Store:
         return items, str(list_rv), None, None
 
     # ---- writes ------------------------------------------------------------------------
-    def create(self, rt: R.ResourceType, namespace: str, body: dict) -> dict:
+    def create(
+        self, rt: R.ResourceType, namespace: str, body: dict, *, dry_run: bool = False
+    ) -> dict:
         if not isinstance(body, dict):
             raise R.bad_request("the request body must be a JSON object")
         obj = copy.deepcopy(body)
@@ -231,11 +233,20 @@ class Store:
         if rt.custom or "spec" in obj:
             meta["generation"] = 1
         _defaults_on_create(rt, obj)
+        if dry_run:
+            return obj
         self._store(rt, obj, None)
         return obj
 
     def replace(
-        self, rt: R.ResourceType, namespace: str, name: str, body: dict, *, status: bool = False
+        self,
+        rt: R.ResourceType,
+        namespace: str,
+        name: str,
+        body: dict,
+        *,
+        status: bool = False,
+        dry_run: bool = False,
     ) -> dict:
         if not isinstance(body, dict):
             raise R.bad_request("the request body must be a JSON object")
@@ -260,7 +271,7 @@ class Store:
             )
         if rv not in (None, "") and str(rv) != current["metadata"]["resourceVersion"]:
             raise R.conflict(rt, name)
-        return self._update(rt, current, body, status=status)
+        return self._update(rt, current, body, status=status, dry_run=dry_run)
 
     def patch(
         self,
@@ -271,6 +282,7 @@ class Store:
         content_type: str,
         *,
         status: bool = False,
+        dry_run: bool = False,
     ) -> dict:
         current = self.get(rt, namespace, name)
         try:
@@ -284,9 +296,11 @@ class Store:
         rv = (patched.get("metadata") or {}).get("resourceVersion")
         if rv not in (None, "") and str(rv) != current["metadata"]["resourceVersion"]:
             raise R.conflict(rt, name)
-        return self._update(rt, current, patched, status=status)
+        return self._update(rt, current, patched, status=status, dry_run=dry_run)
 
-    def _update(self, rt: R.ResourceType, current: dict, body: dict, *, status: bool) -> dict:
+    def _update(
+        self, rt: R.ResourceType, current: dict, body: dict, *, status: bool, dry_run: bool = False
+    ) -> dict:
         cmeta = current["metadata"]
         if status:
             new = {**current, "status": copy.deepcopy(body.get("status"))}
@@ -313,8 +327,8 @@ class Store:
             if _spec_of(new) != _spec_of(current) and "generation" in cmeta:
                 meta["generation"] = cmeta["generation"] + 1
         new["metadata"]["resourceVersion"] = cmeta["resourceVersion"]
-        if new == current:
-            return current  # a no-op write changes nothing and sends no event
+        if new == current or dry_run:
+            return current if new == current else new  # no-op or dry run: nothing stored
         if new["metadata"].get("deletionTimestamp") and not new["metadata"].get("finalizers"):
             if rt.kind != "Pod" or not (current.get("spec") or {}).get("nodeName"):
                 return self._remove(rt, _key(rt, new), final=new)
@@ -343,6 +357,7 @@ class Store:
         grace: int | None = None,
         propagation: str | None = None,
         preconditions: dict | None = None,
+        dry_run: bool = False,
     ) -> dict:
         """Delete (or start deleting) an object; returns the object as the API reports it."""
         current = self.get(rt, namespace, name)
@@ -357,6 +372,8 @@ class Store:
             )
         if pre.get("resourceVersion") and pre["resourceVersion"] != meta["resourceVersion"]:
             raise R.conflict(rt, name)
+        if dry_run:
+            return current
         if propagation == "Orphan":
             self._orphan(meta["uid"])
         graceful = rt.kind == "Pod" and (current.get("spec") or {}).get("nodeName")
