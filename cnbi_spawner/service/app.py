@@ -42,21 +42,15 @@ config file (``--config``); ``cnbi-hub service --help-all`` lists every knob.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import importlib
-import json
 import logging
 import os
 import secrets
 import signal
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlencode, urlparse
+from urllib.parse import urlparse
 
-from jinja2 import ChoiceLoader, Environment, FileSystemLoader, select_autoescape
-from jupyterhub._data import DATA_FILES_PATH
 from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler
 from tornado import web
 from tornado.httpserver import HTTPServer
@@ -64,11 +58,11 @@ from tornado.log import LogFormatter
 from traitlets import Bool, Float, Int, Unicode, default
 from traitlets.config import Application, Configurable
 
+from .context import HERE, ServiceContext, make_jinja
 from .culler import Culler, CullPolicy, Thresholds
 from .hubapi import HubClient
 from .metrics import MetricsHandler, ServiceMetrics
 
-HERE = Path(__file__).parent
 SERVICE_SCOPES = ("list:users", "read:users", "read:servers", "delete:servers", "delete:users")
 
 
@@ -180,81 +174,6 @@ class CullerSettings(Configurable):
             uuid_names=self.uuid_names_are_anonymous,
             cull_named_servers=self.cull_named_servers,
         )
-
-
-@dataclass
-class _UserView:
-    name: str
-    json_escaped_name: str
-
-
-@dataclass
-class ServiceContext:
-    """What handlers find in ``settings["cnbi"]``."""
-
-    settings: CullerSettings
-    hub: HubClient
-    metrics: ServiceMetrics
-    namespace: str
-    registry: Any = None  # ImageRegistry
-    kube: Any = None  # kubernetes_asyncio ApiClient
-    storage: Any = None  # kubeapi.UserStorage
-    culler: Culler | None = None
-    prefix: str = "/services/cnbi/"
-    hub_base_url: str = "/"
-    sizes: list[str] = field(default_factory=list)
-    jinja: Environment | None = None
-
-    def render(self, template: str, handler=None, **ns) -> str:
-        hub_prefix = self.hub_base_url + "hub/"
-        user = handler.current_user if handler is not None else None
-        view = _UserView(user["name"], json.dumps(user["name"])[1:-1]) if user else None
-        base = {
-            "base_url": hub_prefix,
-            "prefix": self.hub_base_url,
-            "service_prefix": self.prefix,
-            "user": view,
-            "no_spawner_check": True,
-            "admin_access": False,
-            "parsed_scopes": set((user or {}).get("scopes", [])),
-            "services": [],
-            "logout_url": hub_prefix + "logout",
-            "login_url": hub_prefix + "login",
-            "logo_url": hub_prefix,
-            "announcement": None,
-            "version_hash": "",
-            "xsrf_token": handler.xsrf_token.decode() if handler is not None else "",
-            "static_url": lambda path, include_version=True: hub_prefix + "static/" + path,
-            "service_static": lambda path: self.prefix + "static/" + path,
-            "link_for": lambda course, notebook: _builder_url(self.prefix, course, notebook),
-            "expires_text": "",
-        }
-        result = ns.get("result")
-        if result is not None and result.expires:
-            base["expires_text"] = dt.datetime.fromtimestamp(result.expires, dt.UTC).strftime(
-                "%Y-%m-%d %H:%M UTC"
-            )
-        base.update(ns)
-        return self.jinja.get_template(template).render(**base)
-
-
-def _builder_url(prefix: str, course: str, notebook: str) -> str:
-    params = {"course": course}
-    if notebook:
-        params["notebook"] = notebook
-    return prefix + "?" + urlencode(params) + "#builder"
-
-
-def make_jinja() -> Environment:
-    return Environment(
-        loader=ChoiceLoader(
-            [
-                FileSystemLoader(str(HERE / "templates")),
-                FileSystemLoader(os.path.join(DATA_FILES_PATH, "templates")),
-            ]
-        ),
-        autoescape=select_autoescape(default=True),
-    )
 
 
 class OAuthCallbackHandler(HubOAuthCallbackHandler):
