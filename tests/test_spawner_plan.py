@@ -177,3 +177,19 @@ async def test_known_images_is_a_one_line_migration():
     spawner.user_options = options
     await spawner.load_user_options()
     assert spawner.image == f"registry.example/ol@{DIGEST}"
+
+
+async def test_registry_not_synced_is_503_with_retry_after(tmp_path):
+    spawner = make_spawner(registry_wait_timeout=0.3)
+    kubeconfig = kube_config.KUBE_CONFIG_DEFAULT_LOCATION  # port 9: the LIST never succeeds
+    registry = ImageRegistry(config=Config({"ImageRegistry": {"kubeconfig": kubeconfig}}))
+    spawner.image_registry = registry
+    try:
+        with pytest.raises(web.HTTPError) as info:
+            await spawner.options_from_query({"course": ["intro"]})
+        assert info.value.status_code == 503
+        assert info.value.headers == {"Retry-After": "5"}
+        assert "still loading" in info.value.jupyterhub_message
+        assert "still loading" in await spawner.get_options_form()  # never an empty form
+    finally:
+        await registry.stop()
