@@ -53,6 +53,7 @@ class AuthorsAndLearners(TmpLoginMixin, DummyAuthenticator):
 
 c.JupyterHub.authenticator_class = AuthorsAndLearners
 c.Authenticator.allow_all = True
+c.Authenticator.admin_users = {{"boss"}}
 c.JupyterHub.spawner_class = "cnbi"
 c.KubeSpawner.namespace = {NS!r}
 c.KubeSpawner.start_timeout = {WAIT}
@@ -75,7 +76,7 @@ c.JupyterHub.load_roles.extend([
     {{
         "name": "cnbi-author",
         "scopes": ["custom:cnbi:builds", "access:services!service=cnbi"],
-        "users": ["author", "other-author", "tricky-anon"],
+        "users": ["author", "other-author", "tricky-anon", "boss"],
     }},
     {{"name": "cnbi-viewer", "scopes": ["access:services!service=cnbi"], "users": ["viewer"]}},
 ])
@@ -366,6 +367,14 @@ async def test_refusals_failures_and_the_form(stack):
                 assert "limit 3" in body["message"]
                 break
         assert statuses[-1] == 429 and set(statuses[:-1]) <= {201}, statuses
+
+        # an admin author sees everyone's builds, but may not delete them
+        boss = Client(svc, await token_for(hub, "boss", scopes))
+        everyone = {b["name"] for b in (await boss.call("GET", "api/builds"))[1]["builds"]}
+        mine = {b["name"] for b in (await author.call("GET", "api/builds"))[1]["builds"]}
+        assert build["name"] in everyone and everyone == mine
+        assert (await boss.call("GET", "api/builds?mine=1"))[1]["builds"] == []
+        assert (await boss.call("DELETE", f"api/builds/{build['name']}"))[0] == 403
 
         # and the failed build's status page shows the message
         async with browser.get(svc + f"builds/{build['name']}") as r:
