@@ -38,7 +38,7 @@ from kubespawner import KubeSpawner
 from sqlalchemy.orm import object_session
 from tornado import web
 from traitlets import Any as AnyTrait
-from traitlets import Dict, Float, List, Union, default
+from traitlets import Dict, Float, List, TraitError, Union, default
 
 from .anonymous import is_anonymous
 from .errors import LaunchError, RegistryNotReady
@@ -213,9 +213,17 @@ class CNBiSpawner(KubeSpawner):
             await reg.stop()
 
     def _policy(self):
-        if self.resource_policy is None:
-            self.resource_policy = ResourcePolicy(parent=self)
-        return self.resource_policy.launch_policy()
+        try:
+            if self.resource_policy is None:
+                self.resource_policy = ResourcePolicy(parent=self)
+            return self.resource_policy.launch_policy()
+        except TraitError as e:  # an operator's mistake: loud in the log, plain for the learner
+            self.log.error("Invalid resource configuration: %s", e)
+            http = web.HTTPError(500, "invalid ResourcePolicy configuration")
+            http.jupyterhub_message = (
+                "The hub's resource settings are invalid; please tell its operator."
+            )
+            raise http from None
 
     def _anonymous(self) -> bool:
         return is_anonymous(self.user.name, [g.name for g in self.user.groups])

@@ -193,3 +193,12 @@ async def test_registry_not_synced_is_503_with_retry_after(tmp_path):
         assert "still loading" in await spawner.get_options_form()  # never an empty form
     finally:
         await registry.stop()
+
+
+async def test_bad_resource_config_is_a_plain_500_and_a_clear_log_line():
+    spawner = make_spawner()
+    spawner.config.ResourcePolicy.default_size = "nope"
+    with pytest.raises(web.HTTPError) as info:
+        await spawner.options_from_query({"course": ["intro"]})
+    assert info.value.status_code == 500
+    assert "operator" in info.value.jupyterhub_message
