@@ -328,6 +328,13 @@ VARIANTS = [
         lambda imgs, r: imgs == [] and "valid name" in r.problems[0],
     ),
     (
+        "too-many-tags-capped",
+        lambda o: o["status"]["tags"].extend(
+            {"tag": f"t{i}", "items": o["status"]["tags"][0]["items"]} for i in range(600)
+        ),
+        lambda imgs, r: len(imgs) == 500 and "only the first 500" in r.problems[0],
+    ),
+    (
         "not-a-dict",
         lambda o: o.clear(),
         lambda imgs, r: imgs == [],

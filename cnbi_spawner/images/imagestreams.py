@@ -31,6 +31,7 @@ CNBI = "cnbi.meteor.zone/"
 NOTEBOOK_LABEL = (ODH + "notebook-image", "true")
 RECOMMENDED_KEYS = (ODH + "workbench-image-recommended", ODH + "notebook-image-recommended")
 PHASES = ("Validating", "Succeeded", "Failed")
+MAX_TAGS = 500  # per stream: a hostile stream must not cost unbounded parse time
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +156,9 @@ def parse_imagestream_report(
         if tag not in status_tags:
             result.skipped.append((f"{name}:{tag}", "not imported yet (no status.tags entry)"))
 
+    if len(status_tags) > MAX_TAGS:
+        problems.append(f"{len(status_tags)} tags; only the first {MAX_TAGS} are read")
+        status_tags = dict(list(status_tags.items())[:MAX_TAGS])
     for tag, st in status_tags.items():
         key = f"{name}:{tag}"
         items = [i for i in _list(st.get("items")) if isinstance(i, dict)]

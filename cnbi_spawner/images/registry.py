@@ -260,8 +260,12 @@ class ImageRegistry(LoggingConfigurable):
         """Record what a parse found (after its images were applied)."""
         for problem in result.problems:
             self.log.warning("%s: %s", result.source, problem)
-        self.problems[result.source] = result.problems
-        self.skipped[result.source] = result.skipped
+        # only non-empty entries: 10,000 healthy streams should cost nothing here
+        for store, value in ((self.problems, result.problems), (self.skipped, result.skipped)):
+            if value:
+                store[result.source] = value
+            else:
+                store.pop(result.source, None)
         self._stream_rv[result.source] = rv
 
     def _forget(self, source: str) -> None:
