@@ -403,3 +403,23 @@ async def test_https_with_the_kubeconfig_ca(tmp_path):
         async with aiohttp.ClientSession() as s:  # an unknown CA is refused
             with pytest.raises(aiohttp.ClientConnectorCertificateError):
                 await s.get(f"{cluster.url}/version")
+
+
+async def test_pod_spec_is_immutable_but_labels_are_not(core):
+    pod = {
+        "metadata": {"name": "imm"},
+        "spec": {"containers": [{"name": "notebook", "image": "registry.example/none:1"}]},
+    }
+    await core.create_namespaced_pod(NS, pod)
+    out = await core.patch_namespaced_pod("imm", NS, {"metadata": {"labels": {"a": "b"}}})
+    assert out.metadata.labels == {"a": "b"}
+    out = await core.patch_namespaced_pod(
+        "imm", NS, {"spec": {"containers": [{"name": "notebook", "image": "registry.example/n:2"}]}}
+    )
+    assert out.spec.containers[0].image == "registry.example/n:2"
+    change = {"spec": {"containers": [{"name": "notebook", "args": ["--evil"]}]}}
+    code, body = await status_of(core.patch_namespaced_pod("imm", NS, change))
+    assert (code, body["reason"]) == (422, "Invalid")
+    # status cannot be written through the main resource
+    await core.patch_namespaced_pod("imm", NS, {"status": {"phase": "Succeeded"}})
+    assert (await core.read_namespaced_pod("imm", NS)).status.phase != "Succeeded"

@@ -534,6 +534,16 @@ class AdminHandler(BaseHandler):
     put = post
 
 
+def _log_request(handler: web.RequestHandler) -> None:
+    """Access log: server errors loudly, everything else at debug (reflectors poll a lot)."""
+    status = handler.get_status()
+    level = logging.WARNING if status >= 500 else logging.DEBUG
+    if log.isEnabledFor(level):
+        req = handler.request
+        ms = 1000.0 * req.request_time()
+        log.log(level, "%d %s %s %.1fms", status, req.method, req.uri, ms)
+
+
 def make_app(cluster: DevCluster) -> web.Application:
     return web.Application(
         [
@@ -544,5 +554,6 @@ def make_app(cluster: DevCluster) -> web.Application:
         ],
         devcluster=cluster,
         compress_response=False,
+        log_function=_log_request,
         default_handler_class=ApiHandler,
     )

@@ -323,7 +323,13 @@ class Store:
                 new.pop("status", None)
                 if "status" in current:
                     new["status"] = current["status"]
+            if rt.kind == "Secret" and new.get("stringData"):
+                data = new["data"] = dict(new.get("data") or {})
+                for k, v in new.pop("stringData").items():
+                    data[k] = base64.b64encode(str(v).encode()).decode()
             R.validate_object(rt, new)
+            if rt.kind == "Pod" and _mutable_pod_spec(new) != _mutable_pod_spec(current):
+                raise R.invalid(rt, cmeta["name"], [("spec", POD_SPEC_FORBIDDEN)])
             if _spec_of(new) != _spec_of(current) and "generation" in cmeta:
                 meta["generation"] = cmeta["generation"] + 1
         new["metadata"]["resourceVersion"] = cmeta["resourceVersion"]
@@ -530,6 +536,25 @@ class Store:
                     del o["metadata"]["ownerReferences"]
 
             self.update_internal(rt, key[0], key[1], strip)
+
+
+POD_SPEC_FORBIDDEN = (
+    "Forbidden: pod updates may not change fields other than `spec.containers[*].image`, "
+    "`spec.initContainers[*].image`, `spec.activeDeadlineSeconds`, `spec.tolerations` "
+    "(only additions to existing tolerations) or `spec.terminationGracePeriodSeconds`"
+)
+
+
+def _mutable_pod_spec(pod: dict) -> dict:
+    """The pod spec without the fields an update may change (to compare the rest)."""
+    spec = copy.deepcopy(pod.get("spec") or {})
+    for key in ("activeDeadlineSeconds", "tolerations", "terminationGracePeriodSeconds"):
+        spec.pop(key, None)
+    for section in ("containers", "initContainers"):
+        for c in spec.get(section) or []:
+            if isinstance(c, dict):
+                c.pop("image", None)
+    return spec
 
 
 def _set_owner_refs(refs: list[dict]):
