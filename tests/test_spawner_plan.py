@@ -202,3 +202,18 @@ async def test_bad_resource_config_is_a_plain_500_and_a_clear_log_line():
         await spawner.options_from_query({"course": ["intro"]})
     assert info.value.status_code == 500
     assert "operator" in info.value.jupyterhub_message
+
+
+async def test_known_images_apply_whoever_creates_the_shared_registry():
+    """tmplogin usually creates the process's registry before any spawner exists."""
+    config = Config()
+    config.CNBiSpawner.known_images = {"Intro_Course": f"registry.example/ol@{DIGEST}"}
+    authenticator_like = types.SimpleNamespace(config=config, log=None)
+    ImageRegistry.clear_shared()
+    try:
+        registry = ImageRegistry.shared(parent=authenticator_like)
+        assert registry.watch_imagestreams is False and registry.synced
+        assert registry.resolve("INTRO_COURSE").image == f"registry.example/ol@{DIGEST}"
+        assert "ImageRegistry" not in config  # the hub's config is left alone
+    finally:
+        ImageRegistry.clear_shared()

@@ -18,6 +18,7 @@ this module holds the state and applies changes (logging one line per image chan
 from __future__ import annotations
 
 import asyncio
+import copy
 import os
 import time
 from collections.abc import Callable
@@ -25,7 +26,7 @@ from typing import ClassVar
 
 from kubernetes_asyncio import client
 from traitlets import Bool, Dict, Float, Int, List, Unicode, Union, default, observe
-from traitlets.config import LoggingConfigurable
+from traitlets.config import Config, LoggingConfigurable
 
 from ..errors import RegistryNotReady
 from . import index as _index
@@ -47,6 +48,19 @@ def _simple_label(selector: str) -> tuple[str, str] | None:
         return None
     k, v = selector.split("=")
     return (k.strip(), v.strip()) if k.strip() else None
+
+
+def _with_known_images(config: Config) -> Config:
+    """``c.CNBiSpawner.known_images`` (MIT-style one-line migration, see spawner.py) means
+    ``static_images`` = that dict and, unless set explicitly, no ImageStream watch."""
+    known = config.CNBiSpawner.get("known_images") if "CNBiSpawner" in config else None
+    if not known:
+        return config
+    merged = copy.deepcopy(config)
+    merged.ImageRegistry.static_images = known
+    if "watch_imagestreams" not in merged.ImageRegistry:
+        merged.ImageRegistry.watch_imagestreams = False
+    return merged
 
 
 class ImageRegistry(LoggingConfigurable):
@@ -111,6 +125,8 @@ class ImageRegistry(LoggingConfigurable):
             }
             if kwargs["config"] is None:
                 del kwargs["config"]
+            else:  # whoever creates it first (usually tmplogin), not only the spawner
+                kwargs["config"] = _with_known_images(kwargs["config"])
             if parent is not None and getattr(parent, "log", None) is not None:
                 kwargs["log"] = parent.log
             cls._shared_instance = cls(**kwargs)
