@@ -1,0 +1,33 @@
+"""``make demo`` = the production ``jupyterhub_config.py`` + these dev-cluster overrides.
+
+Set by ``cnbi-hub demo`` in the environment: the production config's path, the dev
+cluster's ``KUBECONFIG``, ``CNBI_*`` values and the admin token it writes to demo.json.
+"""
+
+import os
+
+c = get_config()  # noqa: F821
+load_subconfig(os.environ["CNBI_PRODUCTION_CONFIG"])  # noqa: F821
+
+# Internal ports picked free by `cnbi-hub demo`, so nothing else on the machine clashes.
+c.JupyterHub.hub_port = int(os.environ["CNBI_DEMO_HUB_PORT"])
+c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{os.environ['CNBI_DEMO_PROXY_API_PORT']}"
+
+# Pods are local processes on the dev cluster: short timeouts, no storage class.
+c.KubeSpawner.start_timeout = 60
+c.KubeSpawner.http_timeout = 30
+c.KubeSpawner.storage_pvc_ensure = False
+c.CullerSettings.cull_every = 30
+
+# A local admin token (written to .demo/demo.json) that may also request builds, and a
+# demo course author "author" (any password: the demo has no real accounts).
+c.JupyterHub.services.append({"name": "demo-admin", "api_token": os.environ["CNBI_DEMO_ADMIN_TOKEN"]})
+c.JupyterHub.load_roles.append(
+    {
+        "name": "demo-admin",
+        "scopes": ["admin:users", "admin:servers", "admin:groups", "custom:cnbi:builds",
+                   "access:services", "read:metrics"],
+        "services": ["demo-admin"],
+    }
+)  # fmt: skip
+c.JupyterHub.load_groups = {"course-authors": {"users": ["author"]}}

@@ -1,0 +1,116 @@
+"""Production JupyterHub configuration for cnbi-spawner.
+
+Every value comes from an environment variable (``CNBI_*``) with a sane default, so
+the same file serves the Helm chart (``hub.extraEnv``), a VM install and ``make demo``.
+The ``cnbi`` service loads this file too (``--config``), so registry, size and
+culling settings live in one place.
+"""
+
+import os
+import shlex
+
+from cnbi_spawner.service.app import service_role
+
+c = get_config()  # noqa: F821 (provided by the traitlets config loader)
+
+
+def env(name, default=""):
+    return os.environ.get(name, default)
+
+
+def env_int(name, default):
+    return int(env(name, str(default)))
+
+
+def env_float(name, default):
+    return float(env(name, str(default)))
+
+
+def env_bool(name, default):
+    return env(name, "true" if default else "false").strip().lower() in ("1", "true", "yes")
+
+
+def env_list(name, default):
+    return [item for item in env(name, default).replace(",", " ").split() if item]
+
+
+NAMESPACE = env("CNBI_NAMESPACE", "default")  # where pods, PVCs and CustomNBImages live
+SERVICE_URL = env("CNBI_SERVICE_URL", "http://127.0.0.1:10101")  # where the cnbi service listens
+
+# --- Hub process -------------------------------------------------------------
+c.JupyterHub.ip = env("CNBI_HUB_IP", "0.0.0.0")
+c.JupyterHub.port = env_int("CNBI_HUB_PORT", 8000)
+# SQLite is fine for a demo; use PostgreSQL in production:
+#   CNBI_DB_URL=postgresql+psycopg://jupyterhub:secret@db:5432/jupyterhub
+c.JupyterHub.db_url = env("CNBI_DB_URL", "sqlite:///jupyterhub.sqlite")
+c.JupyterHub.spawner_class = "cnbi"
+c.JupyterHub.authenticator_class = "tmplogin"
+# Spawning is what the hub does most under a lecture-hall burst; bound it.
+c.JupyterHub.concurrent_spawn_limit = env_int("CNBI_CONCURRENT_SPAWN_LIMIT", 200)
+c.JupyterHub.active_server_limit = env_int("CNBI_ACTIVE_SERVER_LIMIT", 0)
+c.JupyterHub.cleanup_servers = False  # pods outlive hub restarts; the hub re-attaches
+if env("CNBI_PROXY_COMMAND"):
+    c.ConfigurableHTTPProxy.command = shlex.split(env("CNBI_PROXY_COMMAND"))
+
+# --- Anonymous logins (/tmplogin); TmpLoginMixin settings apply to any authenticator using it
+c.TmpLoginMixin.anonymous_group = env("CNBI_ANONYMOUS_GROUP", "anonymous")
+c.TmpLoginMixin.reuse_sessions = env_bool("CNBI_REUSE_SESSIONS", True)
+c.TmpLoginMixin.per_client_rate = env_float("CNBI_PER_CLIENT_RATE", 300)
+c.TmpLoginMixin.global_rate = env_float("CNBI_GLOBAL_RATE", 1200)
+c.TmpLoginMixin.max_anonymous_users = env_int("CNBI_MAX_ANONYMOUS_USERS", 0)
+# proxies in front of the hub that append to X-Forwarded-For (CHP is one; add ingress)
+c.TmpLoginMixin.trusted_proxy_count = env_int("CNBI_TRUSTED_PROXY_COUNT", 1)
+# CNBI_LINK_SIGNING_KEY (read by the authenticator itself): when set, links must be signed.
+
+# --- Known images -------------------------------------------------------------
+c.ImageRegistry.namespaces = env_list("CNBI_IMAGE_NAMESPACES", NAMESPACE)
+c.ImageRegistry.label_selector = env("CNBI_IMAGE_LABEL", "opendatahub.io/notebook-image=true")
+c.ImageRegistry.watch_imagestreams = env_bool("CNBI_WATCH_IMAGESTREAMS", True)
+
+# --- Pods -----------------------------------------------------------------------
+c.KubeSpawner.namespace = NAMESPACE
+c.KubeSpawner.start_timeout = env_int("CNBI_START_TIMEOUT", 300)
+c.KubeSpawner.http_timeout = env_int("CNBI_HTTP_TIMEOUT", 120)
+c.KubeSpawner.storage_pvc_ensure = env_bool("CNBI_STORAGE", False)
+c.KubeSpawner.storage_capacity = env("CNBI_STORAGE_CAPACITY", "1Gi")
+c.ResourcePolicy.default_size = env("CNBI_DEFAULT_SIZE", "small")
+c.ResourcePolicy.anonymous_max_size = env("CNBI_ANONYMOUS_MAX_SIZE", "medium")
+
+# --- The cnbi service: culler, catalog, builds, health, metrics -----------------
+c.CullerSettings.namespace = NAMESPACE
+c.CullerSettings.cull_every = env_float("CNBI_CULL_EVERY", 60)
+c.CullerSettings.anonymous_idle_timeout = env_float("CNBI_ANONYMOUS_IDLE_TIMEOUT", 600)
+c.CullerSettings.anonymous_max_age = env_float("CNBI_ANONYMOUS_MAX_AGE", 6 * 3600)
+c.CullerSettings.named_idle_timeout = env_float("CNBI_NAMED_IDLE_TIMEOUT", 3600)
+c.CullerSettings.dry_run = env_bool("CNBI_CULL_DRY_RUN", False)
+
+c.JupyterHub.custom_scopes = {
+    "custom:cnbi:builds": {"description": "Request and follow custom course image builds."},
+}
+service_env = {
+    name: value
+    for name, value in os.environ.items()
+    if name.startswith("CNBI_") or name in ("KUBECONFIG", "KUBERNETES_SERVICE_HOST",
+                                           "KUBERNETES_SERVICE_PORT", "NO_PROXY", "PATH")
+}  # fmt: skip
+c.JupyterHub.services = [
+    {
+        "name": "cnbi",
+        "url": SERVICE_URL,
+        "command": ["cnbi-hub", "service", "--config", __file__],
+        "environment": service_env,
+        "oauth_no_confirm": True,
+        # browser logins to the service carry the builds scope (for users who have it)
+        "oauth_client_allowed_scopes": ["custom:cnbi:builds"],
+        "display": True,
+    }
+]
+c.JupyterHub.load_roles = [
+    service_role("cnbi"),
+    {
+        # course authors (members of this group) may browse the catalog and request builds
+        "name": "cnbi-course-authors",
+        "scopes": ["access:services!service=cnbi", "custom:cnbi:builds"],
+        "groups": [env("CNBI_AUTHORS_GROUP", "course-authors")],
+    },
+]
