@@ -406,3 +406,32 @@ async def test_named_server_from_a_link(hub, kube, browsers):
     _, model = await api(hub, "GET", f"/users/{learner.name}")
     assert model["servers"]["lab1"]["user_options"]["size"] == "tiny"
     assert "" not in model["servers"]
+
+
+async def test_mit_one_line_migration_with_tmplogin(start_hub, course_cluster, kube):
+    """KNOWN_IMAGES handed to the spawner: an MIT OL link lands on its notebook."""
+    config = f"""
+c.JupyterHub.spawner_class = "cnbi"
+c.JupyterHub.authenticator_class = "tmplogin"
+c.KubeSpawner.namespace = {NS!r}
+c.KubeSpawner.start_timeout = {WAIT}
+c.KubeSpawner.http_timeout = {WAIT}
+c.CNBiSpawner.known_images = {{"UAI_Source-UAI.Intro": {REF!r}}}
+"""
+    hub = await start_hub(config, kubeconfig=course_cluster.kubeconfig)
+    jar = aiohttp.CookieJar(unsafe=True)
+    async with aiohttp.ClientSession(cookie_jar=jar) as browser:
+        link = f"{hub.url}/tmplogin?course=uai_source-uai.intro&notebook={quote(NOTEBOOK, safe='')}"
+        async with browser.get(link) as r:
+            assert r.status == 200, await r.text()
+            path = r.url.path  # the spawn-pending page of the new anonymous user
+        assert path.startswith("/hub/spawn-pending/"), path
+        name = path.split("/")[3]
+        events = await asyncio.wait_for(progress_events(hub, name), WAIT)
+        assert events[-1].get("ready"), events
+        [pod] = await user_pods(kube, name)
+        assert pod.spec.containers[0].image == REF
+        assert pod.metadata.annotations["cnbi.meteor.zone/image"] == "uai_source-uai.intro"
+        async with browser.get(f"{hub.url}/user/{name}/") as r:
+            assert r.status == 200
+            assert unquote(r.url.path) == f"/user/{name}/lab/tree/{NOTEBOOK}"
