@@ -39,7 +39,7 @@ def test_every_subcommand_has_help(name):
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert "usage:" in result.stdout.lower()
+    assert len(result.stdout.splitlines()) > 3, result.stdout  # real help text, not a stub
 
 
 def test_unknown_subcommand_fails(capsys):

@@ -142,8 +142,8 @@ async def run(port: int, state_dir: Path, config: Path) -> None:
         for course, notebook in DEMO_LINKS:
             print(f"  {course:24} {launch_url(hub_url, course, notebook)}")
         print(f"\n  catalog: {hub_url}/services/cnbi/   state: {state_dir}/demo.json\n")
-        hub_exit = asyncio.ensure_future(hub.wait())
-        await asyncio.wait([hub_exit, asyncio.ensure_future(stop.wait())], return_when="FIRST_COMPLETED")
+        waiters = [asyncio.ensure_future(hub.wait()), asyncio.ensure_future(stop.wait())]
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
     finally:
         if hub is not None:
             await terminate(hub)
@@ -174,7 +174,7 @@ async def terminate(proc: asyncio.subprocess.Process, grace: float = 10) -> None
         return
     try:
         await asyncio.wait_for(proc.wait(), grace)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         pass
     await asyncio.sleep(0.5)  # let the proxy and service finish their own shutdown
     try:

@@ -21,7 +21,9 @@ c.CullerSettings.cull_every = 30
 
 # A local admin token (written to .demo/demo.json) that may also request builds, and a
 # demo course author "author" (any password: the demo has no real accounts).
-c.JupyterHub.services.append({"name": "demo-admin", "api_token": os.environ["CNBI_DEMO_ADMIN_TOKEN"]})
+c.JupyterHub.services.append(
+    {"name": "demo-admin", "api_token": os.environ["CNBI_DEMO_ADMIN_TOKEN"]}
+)
 c.JupyterHub.load_roles.append(
     {
         "name": "demo-admin",
