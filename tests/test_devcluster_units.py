@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from cnbi_spawner.devcluster.kubelet import image_repository, rewrite_service_url
 from cnbi_spawner.devcluster.patch import (
     PatchError,
     UnsupportedPatch,
@@ -12,6 +11,12 @@ from cnbi_spawner.devcluster.patch import (
     json_patch,
     merge_patch,
     strategic_merge_patch,
+)
+from cnbi_spawner.devcluster.podspec import (
+    container_argv,
+    container_env,
+    image_repository,
+    rewrite_service_url,
 )
 from cnbi_spawner.devcluster.routes import Route, parse_path
 from cnbi_spawner.devcluster.selectors import (
@@ -281,3 +286,73 @@ def test_image_repository(ref, repo):
 )
 def test_rewrite_service_url(url, ip, out):
     assert rewrite_service_url(url, ip) == out
+
+
+POD = {
+    "metadata": {"name": "jupyter-a", "namespace": "ns", "uid": "u-1"},
+    "spec": {"containers": [{"name": "notebook", "image": "registry.example/x:1"}]},
+}
+
+
+@pytest.mark.parametrize(
+    "container, root, argv",
+    [
+        ({}, False, ["/venv/bin/jupyterhub-singleuser", "--ip=127.16.0.1", "--port=8888"]),
+        (
+            {"args": ["jupyterhub-singleuser", "--debug"]},
+            True,
+            [
+                "/venv/bin/jupyterhub-singleuser",
+                "--debug",
+                "--ip=127.16.0.1",
+                "--port=8888",
+                "--allow-root",
+            ],
+        ),
+        ({"command": ["/bin/sh", "-c", "true"]}, True, ["/bin/sh", "-c", "true"]),
+    ],
+)
+def test_container_argv(tmp_path, container, root, argv):
+    bin_dir = tmp_path / "venv" / "bin"
+    bin_dir.mkdir(parents=True)
+    (bin_dir / "jupyterhub-singleuser").touch()
+    got = container_argv(container, "127.16.0.1", 8888, bin_dir=bin_dir, root=root)
+    assert [a.replace(str(tmp_path), "") for a in got] == argv
+
+
+def test_container_env(tmp_path):
+    c = {
+        "name": "notebook",
+        "image": "x",
+        "envFrom": [{"configMapRef": {"name": "cfg"}, "prefix": "CFG_"}],
+        "env": [
+            {"name": "JUPYTERHUB_SERVICE_URL", "value": "http://0.0.0.0:8888/user/a/"},
+            {"name": "IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+            {"name": "NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "sec", "key": "t"}}},
+            {"name": "MISSING", "valueFrom": {"secretKeyRef": {"name": "nope", "key": "t"}}},
+            {"name": "EMPTY", "value": None},
+        ],
+    }
+    data = {("secret", "sec"): {"t": "s3cret"}, ("configmap", "cfg"): {"A": "1"}}
+    env = container_env(
+        POD,
+        c,
+        ip="127.16.0.9",
+        home=tmp_path / "home",
+        runtime_dir=tmp_path / "rt",
+        bin_dir=tmp_path / "bin",
+        lookup=lambda kind, ns, name: data.get((kind, name), {}) if ns == "ns" else {},
+    )
+    assert env["JUPYTERHUB_SERVICE_URL"] == "http://127.16.0.9:8888/user/a/"
+    assert (env["IP"], env["NAME"], env["TOKEN"], env["CFG_A"]) == (
+        "127.16.0.9",
+        "jupyter-a",
+        "s3cret",
+        "1",
+    )
+    assert "MISSING" not in env and env["EMPTY"] == ""
+    assert env["HOME"] == str(tmp_path / "home")
+    assert env["JUPYTER_RUNTIME_DIR"] == str(tmp_path / "rt")
+    assert env["PATH"].startswith(str(tmp_path / "bin"))
+    assert "KUBECONFIG" not in env  # a pod sees no host environment

@@ -24,6 +24,7 @@ other containers are reported running and ready, init containers completed.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import os
@@ -31,45 +32,22 @@ import shutil
 import sys
 import uuid
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 from . import resources as R
+from .podspec import (
+    NODE,
+    container_argv,
+    container_env,
+    container_port,
+    container_statuses,
+    image_repository,
+    main_container,
+    pod_conditions,
+)
 from .runtimes import IpPool, LaunchSpec, ProcessContainer, StubContainer
 from .store import Store
 
 log = logging.getLogger("cnbi.devcluster")
-
-NODE = "devcluster-node"
-DEFAULT_CMD = ["jupyterhub-singleuser"]
-
-
-def image_repository(ref: str) -> str:
-    """``registry.example/a/b:tag`` or ``…@sha256:…`` -> ``registry.example/a/b``."""
-    repo = ref.split("@", 1)[0]
-    head, _, last = repo.rpartition("/")
-    if ":" in last:
-        last = last.split(":", 1)[0]
-    return f"{head}/{last}" if head else last
-
-
-def main_container(pod: dict) -> dict:
-    containers = pod["spec"]["containers"]
-    for c in containers:
-        if any(p.get("name") == "notebook-port" for p in c.get("ports") or []):
-            return c
-    return containers[0]
-
-
-def container_port(c: dict) -> int:
-    ports = c.get("ports") or []
-    return int(ports[0].get("containerPort", 8888)) if ports else 8888
-
-
-def rewrite_service_url(url: str, ip: str) -> str:
-    """``http://0.0.0.0:8888/`` -> ``http://<ip>:8888/`` (the pod's own address)."""
-    parts = urlsplit(url)
-    netloc = ip + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 class Kubelet:
@@ -174,44 +152,6 @@ class Kubelet:
         with contextlib.suppress(R.ApiError):
             self.store.create(R.EVENT_TYPE, meta["namespace"], body)
 
-    @staticmethod
-    def _statuses(pod: dict, state: dict, *, ready: bool, ip: str | None = None) -> list:
-        out = []
-        main = main_container(pod)["name"]
-        for c in pod["spec"]["containers"]:
-            st = state if c["name"] == main else {"running": {"startedAt": R.now_rfc3339()}}
-            out.append(
-                {
-                    "name": c["name"],
-                    "image": c["image"],
-                    "imageID": ""
-                    if "waiting" in st
-                    else f"{image_repository(c['image'])}@sha256:"
-                    + uuid.uuid5(uuid.NAMESPACE_URL, c["image"]).hex * 2,
-                    "ready": ready and "running" in st,
-                    "restartCount": 0,
-                    "started": "running" in st,
-                    "state": st,
-                }
-            )
-        return out
-
-    @staticmethod
-    def _conditions(ready: bool, initialized: bool = True) -> list[dict]:
-        now = R.now_rfc3339()
-        flag = "True" if ready else "False"
-        return [
-            {"type": "PodReadyToStartContainers", "status": "True", "lastTransitionTime": now},
-            {
-                "type": "Initialized",
-                "status": "True" if initialized else "False",
-                "lastTransitionTime": now,
-            },
-            {"type": "Ready", "status": flag, "lastTransitionTime": now},
-            {"type": "ContainersReady", "status": flag, "lastTransitionTime": now},
-            {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
-        ]
-
     # ---- lifecycle ---------------------------------------------------------------------
     async def _run(self, pod: dict) -> None:
         meta, uid = pod["metadata"], pod["metadata"]["uid"]
@@ -224,7 +164,7 @@ class Kubelet:
                 hostIP="127.0.0.1",
                 hostIPs=[{"ip": "127.0.0.1"}],
                 startTime=R.now_rfc3339(),
-                conditions=self._conditions(False),
+                conditions=pod_conditions(False),
             )
 
         pod = self._update(pod, schedule) or pod
@@ -264,7 +204,7 @@ class Kubelet:
                     self._update(
                         pod,
                         lambda p, w=waiting: p["status"].update(
-                            containerStatuses=self._statuses(p, w, ready=False)
+                            containerStatuses=container_statuses(p, w, ready=False)
                         ),
                     )
                     or pod
@@ -297,7 +237,7 @@ class Kubelet:
             self._update(
                 pod,
                 lambda p: p["status"].update(
-                    phase="Failed", containerStatuses=self._statuses(p, state, ready=False)
+                    phase="Failed", containerStatuses=container_statuses(p, state, ready=False)
                 ),
             )
             return
@@ -317,7 +257,7 @@ class Kubelet:
                     phase="Running",
                     podIP=ip,
                     podIPs=[{"ip": ip}],
-                    containerStatuses=self._statuses(p, running, ready=False),
+                    containerStatuses=container_statuses(p, running, ready=False),
                 ),
             )
             or pod
@@ -330,8 +270,8 @@ class Kubelet:
                         self._update(
                             pod,
                             lambda p: p["status"].update(
-                                conditions=self._conditions(True),
-                                containerStatuses=self._statuses(p, running, ready=True),
+                                conditions=pod_conditions(True),
+                                containerStatuses=container_statuses(p, running, ready=True),
                             ),
                         )
                         or pod
@@ -356,8 +296,8 @@ class Kubelet:
             pod,
             lambda p: p["status"].update(
                 phase="Succeeded" if code == 0 else "Failed",
-                conditions=self._conditions(False),
-                containerStatuses=self._statuses(p, state, ready=False),
+                conditions=pod_conditions(False),
+                containerStatuses=container_statuses(p, state, ready=False),
             ),
         )
 
@@ -378,8 +318,8 @@ class Kubelet:
         await asyncio.sleep(0)
         meta = pvc["metadata"]
         self._claim_dir(meta["namespace"], meta["name"]).mkdir(parents=True, exist_ok=True)
-        storage = (
-            ((pvc.get("spec") or {}).get("resources") or {}).get("requests", {}).get("storage")
+        storage = (((pvc.get("spec") or {}).get("resources") or {}).get("requests") or {}).get(
+            "storage"
         )
 
         def bound(p: dict) -> None:
@@ -414,9 +354,19 @@ class Kubelet:
 
             shutil.copytree(content, home, dirs_exist_ok=True, symlinks=True, ignore=skip_state_dir)
         entry.update(ip=ip, home=home, log=root / f"{c['name']}.log")
+        runtime_dir = root / "runtime"
+        runtime_dir.mkdir(parents=True, exist_ok=True)
         spec = LaunchSpec(
             argv=[],
-            env=self._env(pod, c, ip, home, root),
+            env=container_env(
+                pod,
+                c,
+                ip=ip,
+                home=home,
+                runtime_dir=runtime_dir,
+                bin_dir=Path(sys.executable).parent,
+                lookup=self._lookup,
+            ),
             cwd=home,
             ip=ip,
             port=port,
@@ -426,7 +376,9 @@ class Kubelet:
         if self.runtime == "stub":
             container = StubContainer(spec)
         else:
-            spec.argv = self._argv(c, ip, port)
+            spec.argv = container_argv(
+                c, ip, port, bin_dir=Path(sys.executable).parent, root=os.geteuid() == 0
+            )
             container = ProcessContainer(spec)
         entry["container"] = container
         await container.start()
@@ -451,81 +403,14 @@ class Kubelet:
         home.mkdir(parents=True, exist_ok=True)
         return home
 
-    def _argv(self, c: dict, ip: str, port: int) -> list[str]:
-        argv = [str(a) for a in (c.get("command") or []) + (c.get("args") or [])] or list(
-            DEFAULT_CMD
-        )
-        exe = argv[0]
-        if "/" not in exe:
-            local = Path(sys.executable).parent / exe
-            argv[0] = str(local) if local.exists() else (shutil.which(exe) or exe)
-        if Path(exe).name.startswith("jupyter"):
-            argv += [f"--ip={ip}", f"--port={port}"]
-            if os.geteuid() == 0:
-                argv.append("--allow-root")
-        return argv
-
-    def _env(self, pod: dict, c: dict, ip: str, home: Path, root: Path) -> dict[str, str]:
-        meta = pod["metadata"]
-        runtime_dir = root / "runtime"
-        runtime_dir.mkdir(parents=True, exist_ok=True)
-        bin_dir = str(Path(sys.executable).parent)
-        env = {
-            "PATH": f"{bin_dir}:/usr/local/bin:/usr/bin:/bin",
-            "HOME": str(home),
-            "HOSTNAME": meta["name"],
-            "LANG": "C.UTF-8",
-            "PYTHONUNBUFFERED": "1",
-            "JUPYTER_RUNTIME_DIR": str(runtime_dir),
-            "NO_PROXY": "127.0.0.1,localhost",
-            "no_proxy": "127.0.0.1,localhost",
-        }
-        fields = {
-            "metadata.name": meta["name"],
-            "metadata.namespace": meta["namespace"],
-            "metadata.uid": meta["uid"],
-            "status.podIP": ip,
-            "spec.nodeName": NODE,
-            "status.hostIP": "127.0.0.1",
-            "spec.serviceAccountName": pod["spec"].get("serviceAccountName", "default"),
-        }
-        for src in c.get("envFrom") or []:
-            ref = src.get("configMapRef") or src.get("secretRef")
-            data = self._ref_data(meta["namespace"], src, ref)
-            env.update({(src.get("prefix") or "") + k: v for k, v in data.items()})
-        for item in c.get("env") or []:
-            name = item.get("name")
-            if not name:
-                continue
-            if "value" in item:
-                env[name] = str(item["value"] if item["value"] is not None else "")
-                continue
-            source = item.get("valueFrom") or {}
-            if "fieldRef" in source:
-                env[name] = fields.get(source["fieldRef"].get("fieldPath", ""), "")
-            for key in ("secretKeyRef", "configMapKeyRef"):
-                if key in source:
-                    ref = source[key]
-                    data = self._ref_data(meta["namespace"], {key[:-6] + "Ref": ref}, ref)
-                    if ref.get("key") in data:
-                        env[name] = data[ref["key"]]
-        if env.get("JUPYTERHUB_SERVICE_URL"):
-            env["JUPYTERHUB_SERVICE_URL"] = rewrite_service_url(env["JUPYTERHUB_SERVICE_URL"], ip)
-        return env
-
-    def _ref_data(self, namespace: str, src: dict, ref: dict | None) -> dict[str, str]:
-        import base64
-
-        if not ref or not ref.get("name"):
-            return {}
-        secret = "secretRef" in src or "secretKeyRef" in src or "secretKey" in src
-        rt = self.store.types[("", "secrets" if secret else "configmaps")]
+    def _lookup(self, kind: str, namespace: str, name: str) -> dict[str, str]:
+        rt = self.store.types[("", "secrets" if kind == "secret" else "configmaps")]
         try:
-            obj = self.store.get(rt, namespace, ref["name"])
+            obj = self.store.get(rt, namespace, name)
         except R.ApiError:
             return {}
         data = obj.get("data") or {}
-        if secret:
+        if kind == "secret":
             return {k: base64.b64decode(v).decode(errors="replace") for k, v in data.items()}
         return {k: str(v) for k, v in data.items()}
 

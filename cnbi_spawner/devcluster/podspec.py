@@ -1,0 +1,160 @@
+"""Pure pod-spec helpers for the kubelet: what to run, with which environment, what to report.
+
+No I/O: the kubelet passes in the pod IP, folders and a ``lookup`` for Secret/ConfigMap data.
+"""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from . import resources as R
+
+#: lookup(kind "secret"|"configmap", namespace, name) -> decoded data ({} when missing)
+Lookup = Callable[[str, str, str], dict[str, str]]
+
+NODE = "devcluster-node"
+DEFAULT_CMD = ["jupyterhub-singleuser"]
+
+
+def image_repository(ref: str) -> str:
+    """``registry.example/a/b:tag`` or ``…@sha256:…`` -> ``registry.example/a/b``."""
+    repo = ref.split("@", 1)[0]
+    head, _, last = repo.rpartition("/")
+    if ":" in last:
+        last = last.split(":", 1)[0]
+    return f"{head}/{last}" if head else last
+
+
+def main_container(pod: dict) -> dict:
+    containers = pod["spec"]["containers"]
+    for c in containers:
+        if any(p.get("name") == "notebook-port" for p in c.get("ports") or []):
+            return c
+    return containers[0]
+
+
+def container_port(c: dict) -> int:
+    ports = c.get("ports") or []
+    return int(ports[0].get("containerPort", 8888)) if ports else 8888
+
+
+def rewrite_service_url(url: str, ip: str) -> str:
+    """``http://0.0.0.0:8888/`` -> ``http://<ip>:8888/`` (the pod's own address)."""
+    parts = urlsplit(url)
+    netloc = ip + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def container_statuses(pod: dict, state: dict, *, ready: bool) -> list[dict]:
+    """``status.containerStatuses``: the main container in ``state``, others running."""
+    out = []
+    main = main_container(pod)["name"]
+    for c in pod["spec"]["containers"]:
+        st = state if c["name"] == main else {"running": {"startedAt": R.now_rfc3339()}}
+        out.append(
+            {
+                "name": c["name"],
+                "image": c["image"],
+                "imageID": ""
+                if "waiting" in st
+                else f"{image_repository(c['image'])}@sha256:"
+                + uuid.uuid5(uuid.NAMESPACE_URL, c["image"]).hex * 2,
+                "ready": ready and "running" in st,
+                "restartCount": 0,
+                "started": "running" in st,
+                "state": st,
+            }
+        )
+    return out
+
+
+def pod_conditions(ready: bool, initialized: bool = True) -> list[dict]:
+    now = R.now_rfc3339()
+    flag = "True" if ready else "False"
+    return [
+        {"type": "PodReadyToStartContainers", "status": "True", "lastTransitionTime": now},
+        {
+            "type": "Initialized",
+            "status": "True" if initialized else "False",
+            "lastTransitionTime": now,
+        },
+        {"type": "Ready", "status": flag, "lastTransitionTime": now},
+        {"type": "ContainersReady", "status": flag, "lastTransitionTime": now},
+        {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
+    ]
+
+
+def container_argv(c: dict, ip: str, port: int, *, bin_dir: Path, root: bool) -> list[str]:
+    """The command line: command + args (default jupyterhub-singleuser), resolved in ``bin_dir``;
+    jupyter commands also get ``--ip``/``--port`` (and ``--allow-root`` as root)."""
+    argv = [str(a) for a in (c.get("command") or []) + (c.get("args") or [])] or list(DEFAULT_CMD)
+    exe = argv[0]
+    if "/" not in exe:
+        local = bin_dir / exe
+        argv[0] = str(local) if local.exists() else (shutil.which(exe) or exe)
+    if Path(exe).name.startswith("jupyter"):
+        argv += [f"--ip={ip}", f"--port={port}"]
+        if root:
+            argv.append("--allow-root")
+    return argv
+
+
+def container_env(
+    pod: dict, c: dict, *, ip: str, home: Path, runtime_dir: Path, bin_dir: Path, lookup: Lookup
+) -> dict[str, str]:
+    """The container's environment: a clean base, ``envFrom``, ``env`` (values, fieldRef,
+    secret/configmap keys via ``lookup(kind, namespace, name)``), and
+    ``JUPYTERHUB_SERVICE_URL`` rebound to the pod's own IP."""
+    meta = pod["metadata"]
+    env = {
+        "PATH": f"{bin_dir}:/usr/local/bin:/usr/bin:/bin",
+        "HOME": str(home),
+        "HOSTNAME": meta["name"],
+        "LANG": "C.UTF-8",
+        "PYTHONUNBUFFERED": "1",
+        "JUPYTER_RUNTIME_DIR": str(runtime_dir),
+        "NO_PROXY": "127.0.0.1,localhost",
+        "no_proxy": "127.0.0.1,localhost",
+    }
+    fields = {
+        "metadata.name": meta["name"],
+        "metadata.namespace": meta["namespace"],
+        "metadata.uid": meta["uid"],
+        "status.podIP": ip,
+        "spec.nodeName": NODE,
+        "status.hostIP": "127.0.0.1",
+        "spec.serviceAccountName": pod["spec"].get("serviceAccountName", "default"),
+    }
+    for src in c.get("envFrom") or []:
+        ref = src.get("configMapRef") or src.get("secretRef")
+        data = _ref(lookup, meta["namespace"], "secret" if "secretRef" in src else "configmap", ref)
+        env.update({(src.get("prefix") or "") + k: v for k, v in data.items()})
+    for item in c.get("env") or []:
+        name = item.get("name")
+        if not name:
+            continue
+        if "value" in item:
+            env[name] = str(item["value"] if item["value"] is not None else "")
+            continue
+        source = item.get("valueFrom") or {}
+        if "fieldRef" in source:
+            env[name] = fields.get(source["fieldRef"].get("fieldPath", ""), "")
+        for key in ("secretKeyRef", "configMapKeyRef"):
+            if key in source:
+                ref = source[key]
+                data = _ref(lookup, meta["namespace"], key[: -len("KeyRef")].lower(), ref)
+                if ref.get("key") in data:
+                    env[name] = data[ref["key"]]
+    if env.get("JUPYTERHUB_SERVICE_URL"):
+        env["JUPYTERHUB_SERVICE_URL"] = rewrite_service_url(env["JUPYTERHUB_SERVICE_URL"], ip)
+    return env
+
+
+def _ref(lookup: Lookup, namespace: str, kind: str, ref: dict | None) -> dict[str, str]:
+    if not ref or not ref.get("name"):
+        return {}
+    return lookup(kind, namespace, ref["name"])
