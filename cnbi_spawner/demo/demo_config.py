@@ -20,7 +20,7 @@ c.KubeSpawner.storage_pvc_ensure = False
 c.CullerSettings.cull_every = 30
 
 # A local admin token (written to .demo/demo.json) that may also request builds, and a
-# demo course author "author" (any password: the demo has no real accounts).
+# demo course author "author" (see the end of this file).
 c.JupyterHub.services.append(
     {"name": "demo-admin", "api_token": os.environ["CNBI_DEMO_ADMIN_TOKEN"]}
 )
@@ -33,3 +33,18 @@ c.JupyterHub.load_roles.append(
     }
 )  # fmt: skip
 c.JupyterHub.load_groups = {"course-authors": {"users": ["author"]}}
+
+# Learners come through /tmplogin as usual; the demo author signs in at /hub/login
+# (user "author", password "author") to try the catalog and the build pages.
+from jupyterhub.auth import DummyAuthenticator  # noqa: E402
+
+from cnbi_spawner.auth import TmpLoginMixin  # noqa: E402
+
+
+class DemoAuthenticator(TmpLoginMixin, DummyAuthenticator):
+    """/tmplogin for learners plus a password form for the demo course author."""
+
+
+c.JupyterHub.authenticator_class = DemoAuthenticator
+c.DummyAuthenticator.password = "author"
+c.Authenticator.allowed_users = {"author"}
