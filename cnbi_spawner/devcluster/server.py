@@ -22,6 +22,7 @@ from tornado import web
 from tornado.iostream import StreamClosedError
 
 from . import resources as R
+from .discovery import VERSION_INFO, discovery
 from .routes import Route, parse_path
 from .selectors import Selector, SelectorError
 from .store import dumps
@@ -385,102 +386,15 @@ class ApiHandler(BaseHandler):
         self.finish(data)
 
     def discovery(self, route: Route) -> dict:
-        store = self.cluster.store
-        if not route.group and not route.version:
-            if self.request.path.rstrip("/").endswith("/api"):
-                return {
-                    "kind": "APIVersions",
-                    "versions": ["v1"],
-                    "serverAddressByClientCIDRs": [
-                        {"clientCIDR": "0.0.0.0/0", "serverAddress": self.request.host}
-                    ],
-                }
-            return {"kind": "APIGroupList", "apiVersion": "v1", "groups": self._groups()}
-        if route.group and not route.version:
-            for g in self._groups():
-                if g["name"] == route.group:
-                    return {"kind": "APIGroup", "apiVersion": "v1", **g}
-            raise R.ApiError(404, "NotFound", "the server could not find the requested resource")
-        types = [
-            rt
-            for (g, v, _), rt in store.versions.items()
-            if g == route.group and v == route.version
-        ]
-        if not types:
-            raise R.ApiError(404, "NotFound", "the server could not find the requested resource")
-        gv = f"{route.group}/{route.version}" if route.group else route.version
-        resources = []
-        for rt in types:
-            resources.append(
-                {
-                    "name": rt.plural,
-                    "singularName": rt.singular,
-                    "namespaced": rt.namespaced,
-                    "kind": rt.kind,
-                    "verbs": list(rt.verbs),
-                    **({"shortNames": list(rt.short_names)} if rt.short_names else {}),
-                    **({"categories": list(rt.categories)} if rt.categories else {}),
-                }
-            )
-            if rt.status:
-                resources.append(
-                    {
-                        "name": f"{rt.plural}/status",
-                        "singularName": "",
-                        "namespaced": rt.namespaced,
-                        "kind": rt.kind,
-                        "verbs": ["get", "patch", "update"],
-                    }
-                )
-            if rt.kind == "Pod":
-                resources.append(
-                    {
-                        "name": "pods/log",
-                        "singularName": "",
-                        "namespaced": True,
-                        "kind": "Pod",
-                        "verbs": ["get"],
-                    }
-                )
-        return {
-            "kind": "APIResourceList",
-            "apiVersion": "v1",
-            "groupVersion": gv,
-            "resources": resources,
-        }
-
-    def _groups(self) -> list[dict]:
-        groups: dict[str, list[str]] = {}
-        for g, v, _ in self.cluster.store.versions:
-            if g and v not in groups.setdefault(g, []):
-                groups[g].append(v)
-        return [
-            {
-                "name": g,
-                "versions": [{"groupVersion": f"{g}/{v}", "version": v} for v in vs],
-                "preferredVersion": {"groupVersion": f"{g}/{vs[0]}", "version": vs[0]},
-            }
-            for g, vs in sorted(groups.items())
-        ]
+        api = self.request.path.rstrip("/").endswith("/api")
+        return discovery(self.cluster.store.versions, route, api_root=api, host=self.request.host)
 
 
 class VersionHandler(BaseHandler):
     def get(self) -> None:
         if not self.authorized():
             return self.send_json(R.ApiError(401, "Unauthorized", "Unauthorized").status(), 401)
-        self.send_json(
-            {
-                "major": "1",
-                "minor": "31",
-                "gitVersion": "v1.31.0-cnbi-devcluster",
-                "gitCommit": "0000000000000000000000000000000000000000",
-                "gitTreeState": "clean",
-                "buildDate": "2026-01-01T00:00:00Z",
-                "platform": "linux/amd64",
-                "goVersion": "go1.22.0",
-                "compiler": "gc",
-            }
-        )
+        self.send_json(VERSION_INFO)
 
 
 class HealthHandler(BaseHandler):

@@ -17,7 +17,6 @@ synchronous and runs on the event loop thread; watchers get events through
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import copy
 import json
@@ -25,60 +24,18 @@ import random
 import uuid
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from . import resources as R
 from .patch import PatchError, UnsupportedPatch, apply_patch
 from .selectors import Selector
+from .strategy import POD_SPEC_FORBIDDEN, defaults_on_create, mutable_pod_spec
+from .watchers import Change, Watcher, dumps
 
 Key = tuple[str, str]  # (namespace, name); namespace "" for cluster-scoped
 Listener = Callable[[str, R.ResourceType, dict, dict | None], None]
 EVERYTHING = Selector()
 _GEN_CHARS = "bcdfghjklmnpqrstvwxz2456789"
-
-
-def dumps(obj: object) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-@dataclass
-class Change:
-    rv: int
-    type: str  # ADDED, MODIFIED, DELETED
-    obj: dict
-    old: dict | None
-
-
-class Watcher:
-    """One open watch: receives ``(type, obj)`` tuples; ``None`` means "closed by server"."""
-
-    def __init__(self, rt: R.ResourceType, namespace: str | None, selector: Selector):
-        self.rt, self.namespace, self.selector = rt, namespace, selector
-        self.queue: asyncio.Queue = asyncio.Queue()
-
-    def wants(self, obj: dict | None) -> bool:
-        if obj is None:
-            return False
-        if self.namespace and obj["metadata"].get("namespace") != self.namespace:
-            return False
-        return self.selector.empty or self.selector.matches(obj)
-
-    def offer(self, change: Change) -> None:
-        now = self.wants(change.obj)
-        if change.type == "MODIFIED":
-            before = self.wants(change.old)
-            if now and before:
-                self.queue.put_nowait(("MODIFIED", change.obj))
-            elif now:
-                self.queue.put_nowait(("ADDED", change.obj))
-            elif before:
-                self.queue.put_nowait(("DELETED", change.obj))
-        elif now:
-            self.queue.put_nowait((change.type, change.obj))
-
-    def close(self) -> None:
-        self.queue.put_nowait(None)
 
 
 class Store:
@@ -232,7 +189,7 @@ class Store:
         meta["creationTimestamp"] = R.now_rfc3339()
         if rt.custom or "spec" in obj:
             meta["generation"] = 1
-        _defaults_on_create(rt, obj)
+        defaults_on_create(rt, obj)
         if dry_run:
             return obj
         self._store(rt, obj, None)
@@ -328,7 +285,7 @@ class Store:
                 for k, v in new.pop("stringData").items():
                     data[k] = base64.b64encode(str(v).encode()).decode()
             R.validate_object(rt, new)
-            if rt.kind == "Pod" and _mutable_pod_spec(new) != _mutable_pod_spec(current):
+            if rt.kind == "Pod" and mutable_pod_spec(new) != mutable_pod_spec(current):
                 raise R.invalid(rt, cmeta["name"], [("spec", POD_SPEC_FORBIDDEN)])
             if _spec_of(new) != _spec_of(current) and "generation" in cmeta:
                 meta["generation"] = cmeta["generation"] + 1
@@ -538,25 +495,6 @@ class Store:
             self.update_internal(rt, key[0], key[1], strip)
 
 
-POD_SPEC_FORBIDDEN = (
-    "Forbidden: pod updates may not change fields other than `spec.containers[*].image`, "
-    "`spec.initContainers[*].image`, `spec.activeDeadlineSeconds`, `spec.tolerations` "
-    "(only additions to existing tolerations) or `spec.terminationGracePeriodSeconds`"
-)
-
-
-def _mutable_pod_spec(pod: dict) -> dict:
-    """The pod spec without the fields an update may change (to compare the rest)."""
-    spec = copy.deepcopy(pod.get("spec") or {})
-    for key in ("activeDeadlineSeconds", "tolerations", "terminationGracePeriodSeconds"):
-        spec.pop(key, None)
-    for section in ("containers", "initContainers"):
-        for c in spec.get(section) or []:
-            if isinstance(c, dict):
-                c.pop("image", None)
-    return spec
-
-
 def _set_owner_refs(refs: list[dict]):
     def edit(obj: dict) -> None:
         obj["metadata"]["ownerReferences"] = refs
@@ -571,65 +509,3 @@ def _key(rt: R.ResourceType, obj: dict) -> Key:
 
 def _spec_of(obj: dict) -> dict:
     return {k: v for k, v in obj.items() if k not in ("metadata", "status", "kind", "apiVersion")}
-
-
-def _defaults_on_create(rt: R.ResourceType, obj: dict) -> None:
-    """Server-side defaults and status resets of the real API's PrepareForCreate."""
-    if rt.status and rt.custom:
-        obj.pop("status", None)
-    kind = rt.kind
-    if kind == "Pod":
-        spec = obj.setdefault("spec", {})
-        spec.setdefault("restartPolicy", "Always")
-        spec.setdefault("terminationGracePeriodSeconds", 30)
-        spec.setdefault("dnsPolicy", "ClusterFirst")
-        spec.setdefault("schedulerName", "default-scheduler")
-        spec.setdefault("serviceAccountName", "default")
-        for c in spec.get("containers") or []:
-            tagged = ":" in c["image"].rsplit("/", 1)[-1] or "@" in c["image"]
-            latest = c["image"].endswith(":latest") or not tagged
-            c.setdefault("imagePullPolicy", "Always" if latest else "IfNotPresent")
-            c.setdefault("terminationMessagePath", "/dev/termination-log")
-            c.setdefault("terminationMessagePolicy", "File")
-        obj["status"] = {"phase": "Pending", "qosClass": _qos(spec)}
-    elif kind == "Namespace":
-        obj["spec"] = {"finalizers": ["kubernetes"]}
-        obj["status"] = {"phase": "Active"}
-        obj["metadata"].setdefault("labels", {})["kubernetes.io/metadata.name"] = obj["metadata"][
-            "name"
-        ]
-    elif kind == "PersistentVolumeClaim":
-        obj["status"] = {"phase": "Pending"}
-        obj.setdefault("spec", {}).setdefault("volumeMode", "Filesystem")
-    elif kind == "Service":
-        spec = obj.setdefault("spec", {})
-        spec.setdefault("type", "ClusterIP")
-        if spec.get("clusterIP") in (None, ""):
-            spec["clusterIP"] = f"10.96.{random.randint(0, 255)}.{random.randint(1, 254)}"
-        spec.setdefault("clusterIPs", [spec["clusterIP"]])
-        spec.setdefault("sessionAffinity", "None")
-        for p in spec.get("ports") or []:
-            p.setdefault("protocol", "TCP")
-            p.setdefault("targetPort", p.get("port"))
-        obj["status"] = {"loadBalancer": {}}
-    elif kind == "Secret":
-        obj.setdefault("type", "Opaque")
-        string_data = obj.pop("stringData", None) or {}
-        data = obj.setdefault("data", {})
-        for k, v in string_data.items():
-            data[k] = base64.b64encode(str(v).encode()).decode()
-    elif kind == "ServiceAccount":
-        pass
-
-
-def _qos(spec: dict) -> str:
-    resources = [c.get("resources") or {} for c in spec.get("containers") or []]
-    if not any(r.get("requests") or r.get("limits") for r in resources):
-        return "BestEffort"
-    guaranteed = all(
-        (r.get("limits") or {}).get("cpu")
-        and (r.get("limits") or {}).get("memory")
-        and (r.get("requests") or r.get("limits")) == r.get("limits")
-        for r in resources
-    )
-    return "Guaranteed" if guaranteed else "Burstable"
