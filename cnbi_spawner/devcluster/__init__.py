@@ -37,11 +37,11 @@ Admin endpoints (same bearer token): ``GET /_devcluster/faults``, ``POST
 ``GET /_devcluster/pods``.
 
 Modules: ``store`` (objects, resourceVersion, watch history), ``watchers``, ``strategy``
-(per-kind defaults), ``discovery``, ``podspec`` (pure pod helpers), ``tls``, ``selectors`` and ``patch``
-(pure), ``routes`` (URL -> resource, pure), ``resources`` (types, Status errors,
-validation), ``server`` (tornado handlers), ``kubelet`` + ``runtimes`` (pods), ``faults``,
-``cluster`` (the facade), ``cli`` (``cnbi-hub devcluster``), ``builds`` (the CustomNBImage
-build controller).
+(per-kind defaults), ``discovery``, ``podspec`` (pure pod helpers), ``tls``, ``selectors``
+and ``patch`` (pure), ``routes`` (URL -> resource, pure), ``resources`` (types, Status
+errors, validation), ``server`` (tornado handlers), ``kubelet`` + ``runtimes`` (pods),
+``faults``, ``cluster`` (the facade), ``cli`` (``cnbi-hub devcluster``), ``builds`` (the
+CustomNBImage build controller).
 """
 
 from .cluster import DevCluster
