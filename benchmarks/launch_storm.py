@@ -1,0 +1,266 @@
+"""B1 launch storm: a lecture hall of anonymous learners opening one course link at once.
+
+    .venv/bin/python benchmarks/launch_storm.py                  # 200 learners over 60 s
+    .venv/bin/python benchmarks/launch_storm.py --n 1000         # the headline run
+    .venv/bin/python benchmarks/launch_storm.py --quick          # 100 learners over 20 s
+
+For each contender, in the same invocation and with the same load, a fresh dev cluster
+(``cnbi-hub devcluster --runtime stub``, own process) and a fresh real ``jupyterhub`` +
+configurable-http-proxy (``tests/harness.py``):
+
+- ``cnbi``: ``TmpLoginAuthenticator`` + ``CNBiSpawner``; link
+  ``/tmplogin?course=…&notebook=…``;
+- ``stock``: jupyterhub-tmpauthenticator's ``TmpAuthenticator`` + stock ``KubeSpawner`` with a
+  fixed image; link ``/tmplogin?next=/hub/spawn?next=/hub/user-redirect/lab/tree/…``.
+
+N learners arrive evenly spread over T seconds; each is a browser with its own cookie jar
+and client address (``X-Forwarded-For`` from an ingress). It follows redirects; on the
+spawn-pending page it reads the progress event stream (as the page's JavaScript does),
+then reloads; finally it opens the notebook URL (``/user/<name>/lab/tree/<notebook>``)
+and needs a 200 through the proxy. The stub pods do not redirect to ``default_url`` like
+JupyterLab would, so the learner opens the notebook URL itself when it lands on
+``/user/<name>/``.
+
+Reported per contender: success %, login->ready p50/p95/p99 (successful learners),
+launches/s (successes / time from the first arrival to the last ready), hub CPU (seconds,
+% of one core over the run) and peak RSS of the hub process; failures by reason. Then the
+ratios cnbi / stock. Exit status 1 if any cnbi learner failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import json
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+import aiohttp
+import yarl
+from common import (
+    IMAGE_REPO,
+    NOTEBOOK,
+    DevClusterProcess,
+    ProcSampler,
+    learner,
+    ours_config,
+    ours_link,
+    pct,
+    print_table,
+    proxy_pid,
+    ratio,
+    start_hub,
+    start_profiler,
+    stock_config,
+    stock_link,
+    stop_profiler,
+)
+
+NOTEBOOK_SUFFIX = "/lab/tree/" + quote(NOTEBOOK)
+
+
+@dataclass
+class Outcome:
+    ok: bool
+    seconds: float
+    reason: str = ""
+    ready_at: float = 0.0
+    login: float = 0.0  # link -> the hub's spawn page reached
+
+
+async def wait_progress(s: aiohttp.ClientSession, base: str, name: str, timeout: float) -> None:
+    """Read the spawn's progress event stream until ready/failed (what spawn-pending's JS does)."""
+    xsrf = next((c.value for c in s.cookie_jar if c.key == "_xsrf"), "")
+    url = f"{base}/hub/api/users/{quote(name)}/server/progress?_xsrf={quote(xsrf)}"
+    headers = {"Accept": "text/event-stream", "X-XSRFToken": xsrf}
+    async with s.get(url, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)) as r:
+        if r.status != 200:
+            raise RuntimeError(f"progress {r.status}")
+        async for line in r.content:
+            if line.startswith(b"data:"):
+                event = json.loads(line[5:])
+                if event.get("failed"):
+                    raise RuntimeError("spawn failed")
+                if event.get("ready"):
+                    return
+
+
+async def get(s: aiohttp.ClientSession, url, marks: dict) -> tuple[int, yarl.URL]:
+    """GET following redirects one by one (like a browser); notes when /hub/spawn is reached."""
+    for _ in range(10):
+        async with s.get(url, allow_redirects=False) as r:
+            status = r.status
+            await r.read()
+            location = r.headers.get("Location")
+        if r.url.path.startswith("/hub/spawn") and "login" not in marks:
+            marks["login"] = time.monotonic()
+        if status not in (301, 302, 303, 307) or not location:
+            return status, r.url
+        url = r.url.join(yarl.URL(location))
+    return 310, r.url
+
+
+async def one_learner(i: int, link: str, base: str, start_at: float, timeout: float) -> Outcome:
+    await asyncio.sleep(max(0.0, start_at - time.monotonic()))
+    t0 = time.monotonic()
+    marks: dict[str, float] = {}
+    try:
+        async with learner(i, timeout) as s:
+            status, url = await get(s, link, marks)
+            if status == 200 and url.path.startswith("/hub/spawn-pending/"):
+                name = url.path.rstrip("/").rsplit("/", 1)[-1]
+                await wait_progress(s, base, name, timeout - (time.monotonic() - t0))
+                status, url = await get(s, url, marks)
+            if status != 200 or not url.path.startswith("/user/"):
+                return Outcome(False, time.monotonic() - t0, f"{status} {url.path[:20]}")
+            if not url.path.endswith(NOTEBOOK_SUFFIX):  # a stub pod ignores default_url
+                name = url.path.split("/")[2]
+                status, url = await get(s, f"{base}/user/{name}{NOTEBOOK_SUFFIX}", marks)
+                if status != 200:
+                    return Outcome(False, time.monotonic() - t0, f"notebook {status}")
+    except TimeoutError:
+        return Outcome(False, time.monotonic() - t0, "timeout")
+    except Exception as e:  # noqa: BLE001 - counted and reported by kind
+        return Outcome(False, time.monotonic() - t0, type(e).__name__)
+    t1 = time.monotonic()
+    return Outcome(True, t1 - t0, ready_at=t1, login=marks.get("login", t1) - t0)
+
+
+async def run_contender(
+    name: str,
+    config: str,
+    link_of,
+    n: int,
+    spread: float,
+    timeout: float,
+    work: Path,
+    profile: Path | None = None,
+) -> dict:
+    content = work / "content"
+    (content / Path(NOTEBOOK).parent).mkdir(parents=True, exist_ok=True)
+    (content / NOTEBOOK).write_text('{"cells": [], "metadata": {}, "nbformat": 4}')
+    async with DevClusterProcess(work / f"{name}-cluster", {IMAGE_REPO: content}) as cluster:
+        hub = await start_hub(config, work / f"{name}-hub", cluster.kubeconfig)
+        try:
+            link = link_of(hub.url)
+            sampler = ProcSampler(hub.proc.pid)
+            others = {
+                "cluster": ProcSampler(cluster.proc.pid),
+                "proxy": ProcSampler(proxy_pid(hub)),
+            }
+            for sm in (sampler, *others.values()):
+                sm.start()
+            spy = start_profiler(hub.proc.pid, profile / f"{name}-hub.folded") if profile else None
+            t_start = time.monotonic() + 0.5
+            outcomes = await asyncio.gather(
+                *(
+                    one_learner(i, link, hub.url, t_start + i * spread / n, timeout)
+                    for i in range(n)
+                )
+            )
+            for sm in (sampler, *others.values()):
+                await sm.stop()
+            await stop_profiler(spy)
+        finally:
+            await hub.stop()
+    ok = [o for o in outcomes if o.ok]
+    span = max((o.ready_at for o in ok), default=t_start) - t_start
+    return {
+        "name": name,
+        "n": n,
+        "success": 100 * len(ok) / n,
+        "p50": pct([o.seconds for o in ok], 0.50),
+        "p95": pct([o.seconds for o in ok], 0.95),
+        "p99": pct([o.seconds for o in ok], 0.99),
+        "login_p50": pct([o.login for o in ok], 0.50),
+        "login_p99": pct([o.login for o in ok], 0.99),
+        "cluster_cpu_s": others["cluster"].cpu_s,
+        "proxy_cpu_s": others["proxy"].cpu_s,
+        "rate": len(ok) / span if span > 0 else float("nan"),
+        "cpu_s": sampler.cpu_s,
+        "cpu_pct": sampler.cpu_pct,
+        "rss_mb": sampler.rss_peak_mb,
+        "failures": collections.Counter(o.reason for o in outcomes if not o.ok),
+    }
+
+
+def report(rows: list[dict], n: int, spread: float) -> None:
+    header = ["stack", "success %", "p50 s", "p95 s", "p99 s", "launches/s"]
+    header += ["hub CPU s", "hub CPU %", "hub RSS MB", "login p50", "login p99"]
+    header += ["cluster CPU s", "proxy CPU s"]
+    note = "login = link -> the hub's /hub/spawn reached; CPU s over the whole run"
+    print_table(
+        f"B1 launch storm: {n} learners over {spread:.0f} s (stub runtime)",
+        header,
+        [
+            [r["name"], r["success"], r["p50"], r["p95"], r["p99"], r["rate"], r["cpu_s"]]
+            + [r["cpu_pct"], r["rss_mb"], r["login_p50"], r["login_p99"]]
+            + [r["cluster_cpu_s"], r["proxy_cpu_s"]]
+            for r in rows
+        ],
+    )
+    print(note)
+    for r in rows:
+        if r["failures"]:
+            print(f"  {r['name']} failures: {dict(r['failures'])}")
+    by = {r["name"]: r for r in rows}
+    if {"cnbi", "stock"} <= by.keys():
+        a, b = by["cnbi"], by["stock"]
+        print(
+            f"ratio cnbi/stock: launches/s {ratio(a['rate'], b['rate'])} (target >= 0.95x), "
+            f"p99 {ratio(a['p99'], b['p99'])}, hub CPU {ratio(a['cpu_s'], b['cpu_s'])}, "
+            f"RSS {ratio(a['rss_mb'], b['rss_mb'])}"
+        )
+    if "cnbi" in by:
+        a = by["cnbi"]
+        verdict = "ok" if a["success"] == 100 and a["p99"] <= 10 else "MISS"
+        print(f"targets (cnbi): 100 % success, p99 <= 10 s: {verdict}")
+
+
+async def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--n", type=int, default=None, help="learners (default 200; quick 100)")
+    p.add_argument("--spread", type=float, default=None, help="arrival window s (60; quick 20)")
+    p.add_argument("--quick", action="store_true", help="100 learners over 20 s")
+    p.add_argument("--only", choices=["cnbi", "stock"], help="run one contender")
+    p.add_argument("--timeout", type=float, default=180, help="per learner, seconds")
+    p.add_argument("--spawn-limit", type=int, default=100, help="concurrent_spawn_limit")
+    p.add_argument("--global-rate", type=float, default=1200, help="tmplogin logins/min")
+    p.add_argument("--profile", type=Path, help="py-spy the hub; folded stacks into this dir")
+    p.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
+    args = p.parse_args(argv)
+    n = args.n or (100 if args.quick else 200)
+    spread = args.spread if args.spread is not None else (20.0 if args.quick else 60.0)
+    contenders = {
+        "cnbi": (ours_config(args.spawn_limit, args.global_rate), ours_link),
+        "stock": (stock_config(args.spawn_limit), stock_link),
+    }
+    if args.only:
+        contenders = {args.only: contenders[args.only]}
+    work = Path(tempfile.mkdtemp(prefix="cnbi-bench-storm-"))
+    rows = []
+    try:
+        for name, (config, link_of) in contenders.items():
+            row = await run_contender(
+                name, config, link_of, n, spread, args.timeout, work, args.profile
+            )
+            rows.append(row)
+            r = rows[-1]
+            print(f"{name}: {r['success']:.1f} % ready, p99 {r['p99']:.2f} s", flush=True)
+    finally:
+        if args.keep:
+            print(f"work directory kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    report(rows, n, spread)
+    return 0 if all(r["success"] == 100 for r in rows if r["name"] == "cnbi") else 1
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
