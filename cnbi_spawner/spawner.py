@@ -137,6 +137,14 @@ def options_form_html(
     return "\n".join(parts)
 
 
+def _applied_in_load_user_options(spawner: Any, user_options: dict) -> None:
+    """JupyterHub >= 5.3's hook: a no-op, so the hub does not log our options as "unhandled".
+
+    They are validated and applied in ``load_user_options``, which KubeSpawner calls at the
+    start of every ``start()`` on every JupyterHub version we support.
+    """
+
+
 class CNBiSpawner(KubeSpawner):
     """KubeSpawner launching only registry images, chosen by ``course``/``notebook``/``size``."""
 
@@ -183,6 +191,10 @@ class CNBiSpawner(KubeSpawner):
     @default("options_from_form")
     def _cnbi_options_from_form_default(self):
         return self._cnbi_options_from_form
+
+    @default("apply_user_options")
+    def _cnbi_apply_user_options_default(self):
+        return _applied_in_load_user_options
 
     # -- collaborators -------------------------------------------------------------------
     def _registry(self) -> ImageRegistry:
