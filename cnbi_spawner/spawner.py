@@ -84,6 +84,7 @@ def options_form_html(
     *,
     selected_course: str | None = None,
     selected_size: str | None = None,
+    notebook: str | None = None,
     ready: bool = True,
 ) -> str:
     """The spawn form's inner HTML (the hub adds ``<form>`` and the Start button).
@@ -132,7 +133,9 @@ def options_form_html(
     parts.append(
         '<label class="form-label" for="cnbi-notebook">Notebook to open (optional)</label>'
         '<input class="form-control" type="text" name="notebook" id="cnbi-notebook"'
-        ' maxlength="1024" placeholder="e.g. lectures/lecture1.ipynb">'
+        ' maxlength="1024" placeholder="e.g. lectures/lecture1.ipynb"'
+        + (f' value="{e(notebook)}"' if notebook else "")
+        + ">"
     )
     return "\n".join(parts)
 
@@ -280,12 +283,14 @@ class CNBiSpawner(KubeSpawner):
         policy = self._policy()
         anonymous = self._anonymous()
         sizes = [p for p in policy.packages.values() if policy.allowed_for(p, anonymous=anonymous)]
-        previous = self.user_options or {}
+        previous = self.user_options if isinstance(self.user_options, dict) else {}
+        text = {k: v for k, v in previous.items() if isinstance(v, str)}
         return options_form_html(
             reg.launchable(),
             sizes,
-            selected_course=previous.get("course") if isinstance(previous, dict) else None,
-            selected_size=previous.get("size") if isinstance(previous, dict) else None,
+            selected_course=text.get("course"),
+            selected_size=text.get("size"),
+            notebook=text.get("notebook"),
         )
 
     async def load_user_options(self) -> None:

@@ -43,7 +43,9 @@ SIZES = list(ResourcePolicy().launch_policy().packages.values())
 
 
 def test_form_lists_images_and_sizes_escaped():
-    markup = options_form_html(IMAGES, SIZES, selected_course="evil:1", selected_size="medium")
+    markup = options_form_html(
+        IMAGES, SIZES, selected_course="evil:1", selected_size="medium", notebook=HOSTILE
+    )
     assert "<script>" not in markup
     doc = parse(markup)
     tags = [t for t, _ in doc.tags]
@@ -54,6 +56,8 @@ def test_form_lists_images_and_sizes_escaped():
     options = [a for t, a in doc.tags if t == "option"]
     assert [o["value"] for o in options] == ["tiny", "small", "medium", "large"]
     assert [("selected" in o) for o in options] == [False, False, True, False]
+    [notebook] = [a for t, a in doc.tags if t == "input" and a.get("name") == "notebook"]
+    assert notebook["value"] == HOSTILE  # the previous notebook, as an attribute value
     text = "".join(doc.text)
     assert "UAI Intro" in text and "Intro to AI" in text and HOSTILE in text  # shown as text
 
