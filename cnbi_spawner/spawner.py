@@ -241,6 +241,10 @@ class CNBiSpawner(KubeSpawner):
             raise http from None
 
     def _anonymous(self) -> bool:
+        """The authenticator's rule when it has one (tmplogin's configurable group name)."""
+        rule = getattr(self.authenticator, "user_is_anonymous", None)
+        if callable(rule):
+            return bool(rule(self.user))
         return is_anonymous(self.user.name, [g.name for g in self.user.groups])
 
     async def _plan(self, options: Mapping[str, Any], *, restart: bool) -> LaunchPlan:
