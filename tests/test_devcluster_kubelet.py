@@ -153,10 +153,17 @@ async def test_sigkill_after_grace(cluster, core):
 
 
 @pytest.mark.parametrize(
-    "code, phase, reason", [(3, "Failed", "Error"), (0, "Succeeded", "Completed")]
+    "policy, code, phase, reason",
+    [
+        ("Never", 3, "Failed", "Error"),
+        ("Never", 0, "Succeeded", "Completed"),
+        ("OnFailure", 0, "Succeeded", "Completed"),
+    ],
 )
-async def test_exit_is_reported(core, code, phase, reason):
-    await core.create_namespaced_pod(NS, pod("exits", f"raise SystemExit({code})"))
+async def test_exit_is_reported(core, policy, code, phase, reason):
+    body = pod("exits", f"raise SystemExit({code})")
+    body["spec"]["restartPolicy"] = policy
+    await core.create_namespaced_pod(NS, body)
 
     async def finished():
         p = await read(core, "exits")
@@ -166,6 +173,31 @@ async def test_exit_is_reported(core, code, phase, reason):
     assert p.status.phase == phase
     state = p.status.container_statuses[0].state.terminated
     assert (state.exit_code, state.reason) == (code, reason)
+
+
+@pytest.mark.parametrize("policy, code", [("OnFailure", 3), ("Always", 0)])
+async def test_restart_with_crash_loop_back_off(cluster, core, policy, code):
+    cluster.kubelet.restart_backoff = 0.2
+    body = pod("crashy", f"raise SystemExit({code})")
+    body["spec"]["restartPolicy"] = policy
+    await core.create_namespaced_pod(NS, body)
+
+    async def restarted_twice():
+        p = await read(core, "crashy")
+        cs = (p.status.container_statuses or [None])[0] if p else None
+        return cs if cs and cs.restart_count >= 2 else None
+
+    cs = await until(restarted_twice, what="two restarts")
+    assert cs.last_state.terminated.exit_code == code
+    p = await read(core, "crashy")
+    assert p.status.phase == "Running"  # a crash-looping pod is still Running, never ready
+    assert not cs.ready
+    events = (
+        await core.list_namespaced_event(NS, field_selector="involvedObject.name=crashy")
+    ).items
+    assert any(e.reason == "BackOff" for e in events)
+    await core.delete_namespaced_pod("crashy", NS, grace_period_seconds=1)
+    await until(lambda: _gone(core, "crashy"), what="pod removal")
 
 
 async def test_unknown_image_fails_to_pull_until_added(cluster, core, tmp_path):

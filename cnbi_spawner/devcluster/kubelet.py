@@ -58,6 +58,8 @@ class Kubelet:
             raise ValueError(f"runtime must be 'process' or 'stub', not {runtime!r}")
         self.store, self.state_dir, self.images, self.runtime = store, state_dir, images, runtime
         self.ips = IpPool()
+        #: first restart back-off in seconds (doubles per restart, at most 300), as in kubelet
+        self.restart_backoff = 10.0
         self.pods: dict[str, dict] = {}  # uid -> {"task", "container", "ip", "home", "log"}
         self._tasks: set[asyncio.Task] = set()
         self._stopping = False
@@ -218,6 +220,65 @@ class Kubelet:
             return
         for c in pod["spec"]["containers"]:
             self.event(pod, "Pulled", f'Successfully pulled image "{c["image"]}" in 10ms')
+        restarts, last_state = 0, None
+        while True:
+            code, started = await self._run_once(pod, entry, restarts, last_state)
+            if code is None or entry["deleting"]:
+                return
+            pod = self._current(pod) or pod
+            log.info("devcluster: pod %s/%s exited with %s", meta["namespace"], meta["name"], code)
+            terminated = {
+                "terminated": {
+                    "exitCode": code,
+                    "reason": "Completed" if code == 0 else "Error",
+                    "startedAt": started,
+                    "finishedAt": R.now_rfc3339(),
+                }
+            }
+            policy = pod["spec"].get("restartPolicy", "Always")
+            if policy == "Never" or (policy == "OnFailure" and code == 0):
+                self._update(
+                    pod,
+                    lambda p, t=terminated, n=restarts, last=last_state, c=code: p["status"].update(
+                        phase="Succeeded" if c == 0 else "Failed",
+                        conditions=pod_conditions(False),
+                        containerStatuses=container_statuses(
+                            p, t, ready=False, restart_count=n, last_state=last
+                        ),
+                    ),
+                )
+                return
+            # restart with back-off, like a real kubelet: CrashLoopBackOff in between
+            delay = min(self.restart_backoff * 2**restarts, 300)
+            restarts, last_state = restarts + 1, terminated
+            name = main_container(pod)["name"]
+            message = f"back-off {delay:g}s restarting failed container={name} pod={meta['name']}"
+            waiting = {"waiting": {"reason": "CrashLoopBackOff", "message": message}}
+            self._update(
+                pod,
+                lambda p, w=waiting, n=restarts, last=last_state: p["status"].update(
+                    conditions=pod_conditions(False),
+                    containerStatuses=container_statuses(
+                        p, w, ready=False, restart_count=n, last_state=last
+                    ),
+                ),
+            )
+            self.event(pod, "BackOff", "Back-off restarting failed container", "Warning")
+            deadline = asyncio.get_running_loop().time() + delay
+            while not entry["deleting"] and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.05)
+
+    def _current(self, pod: dict) -> dict | None:
+        meta = pod["metadata"]
+        current = self.store._objects[R.POD_TYPE.key].get((meta["namespace"], meta["name"]))
+        return current if current and current["metadata"]["uid"] == meta["uid"] else None
+
+    async def _run_once(
+        self, pod: dict, entry: dict, restarts: int, last_state: dict | None
+    ) -> tuple[int | None, str]:
+        """Start the main container, report it, wait for its exit code (None: not started)."""
+        meta = pod["metadata"]
+        extra = {"restart_count": restarts, "last_state": last_state}
         try:
             container = await self._create_container(pod, entry)
         except Exception as e:  # noqa: BLE001 - a broken command is the pod's failure, not ours
@@ -237,13 +298,14 @@ class Kubelet:
             self._update(
                 pod,
                 lambda p: p["status"].update(
-                    phase="Failed", containerStatuses=container_statuses(p, state, ready=False)
+                    phase="Failed",
+                    containerStatuses=container_statuses(p, state, ready=False, **extra),
                 ),
             )
-            return
+            return None, ""
         if entry["deleting"]:
             await container.stop(0.5)
-            return
+            return None, ""
         name = main_container(pod)["name"]
         self.event(pod, "Created", f"Created container {name}")
         self.event(pod, "Started", f"Started container {name}")
@@ -257,7 +319,7 @@ class Kubelet:
                     phase="Running",
                     podIP=ip,
                     podIPs=[{"ip": ip}],
-                    containerStatuses=container_statuses(p, running, ready=False),
+                    containerStatuses=container_statuses(p, running, ready=False, **extra),
                 ),
             )
             or pod
@@ -271,35 +333,18 @@ class Kubelet:
                             pod,
                             lambda p: p["status"].update(
                                 conditions=pod_conditions(True),
-                                containerStatuses=container_statuses(p, running, ready=True),
+                                containerStatuses=container_statuses(
+                                    p, running, ready=True, **extra
+                                ),
                             ),
                         )
                         or pod
                     )
                     break
                 await asyncio.wait([exited], timeout=0.15)
-            code = await exited
+            return await exited, started
         finally:
             exited.cancel()
-        if entry["deleting"]:
-            return
-        log.info("devcluster: pod %s/%s exited with %s", meta["namespace"], meta["name"], code)
-        state = {
-            "terminated": {
-                "exitCode": code,
-                "reason": "Completed" if code == 0 else "Error",
-                "startedAt": started,
-                "finishedAt": R.now_rfc3339(),
-            }
-        }
-        self._update(
-            pod,
-            lambda p: p["status"].update(
-                phase="Succeeded" if code == 0 else "Failed",
-                conditions=pod_conditions(False),
-                containerStatuses=container_statuses(p, state, ready=False),
-            ),
-        )
 
     async def _terminate(self, pod: dict, grace: float, *, finalize: bool) -> None:
         meta = pod["metadata"]
@@ -340,6 +385,11 @@ class Kubelet:
     async def _create_container(self, pod: dict, entry: dict):
         meta = pod["metadata"]
         c = main_container(pod)
+        if entry.get("spec") is not None:  # a restart: same IP, home and log
+            container = type(entry["container"])(entry["spec"])
+            entry["container"] = container
+            await container.start()
+            return container
         port = container_port(c)
         ip = self.ips.allocate(port)
         root = self.state_dir / "pods" / meta["namespace"] / f"{meta['name']}-{meta['uid'][:8]}"
@@ -381,6 +431,7 @@ class Kubelet:
             )
             container = ProcessContainer(spec)
         entry["container"] = container
+        entry["spec"] = spec
         await container.start()
         log.info(
             "devcluster: pod %s/%s running on %s:%s (%s)",

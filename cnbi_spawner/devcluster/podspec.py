@@ -49,7 +49,14 @@ def rewrite_service_url(url: str, ip: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
-def container_statuses(pod: dict, state: dict, *, ready: bool) -> list[dict]:
+def container_statuses(
+    pod: dict,
+    state: dict,
+    *,
+    ready: bool,
+    restart_count: int = 0,
+    last_state: dict | None = None,
+) -> list[dict]:
     """``status.containerStatuses``: the main container in ``state``, others running."""
     out = []
     main = main_container(pod)["name"]
@@ -60,13 +67,14 @@ def container_statuses(pod: dict, state: dict, *, ready: bool) -> list[dict]:
                 "name": c["name"],
                 "image": c["image"],
                 "imageID": ""
-                if "waiting" in st
+                if "waiting" in st and not restart_count
                 else f"{image_repository(c['image'])}@sha256:"
                 + uuid.uuid5(uuid.NAMESPACE_URL, c["image"]).hex * 2,
                 "ready": ready and "running" in st,
-                "restartCount": 0,
+                "restartCount": restart_count if c["name"] == main else 0,
                 "started": "running" in st,
                 "state": st,
+                "lastState": (last_state or {}) if c["name"] == main else {},
             }
         )
     return out
