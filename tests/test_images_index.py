@@ -65,8 +65,10 @@ CASES = [
     ("uai.intro", "uai_source-uai.intro"),
     ("shared-alias", ("ambiguous", {"newest:b", "other:t9"})),
     ("stream-alias", "multi:m2"),  # a stream-level alias on every tag means the stream
-    ("twice", ("ambiguous", {"twice:t1"})),  # same stream name in two namespaces
-    ("t1", ("ambiguous", {"twice:t1"})),
+    ("twice", ("ambiguous", {"a/twice:t1", "b/twice:t1"})),  # same stream, two namespaces
+    ("t1", ("ambiguous", {"a/twice:t1", "b/twice:t1"})),
+    ("twice:t1", ("ambiguous", {"a/twice:t1", "b/twice:t1"})),
+    ("B/twice:T1", "twice:t1"),  # the namespace-qualified key picks one
     ("datascience:2024.2", ("unknown", "datascience:2025.1")),  # outdated -> stream default
     ("failed:x", ("unknown", None)),  # failed phase: not launchable, no default
     ("failing", ("unknown", None)),  # aliases of non-launchable images don't resolve
@@ -107,6 +109,11 @@ def test_resolve(index, name, expected):
 def test_resolve_non_strings(index, name):
     with pytest.raises(UnknownImage):
         resolve(index, name)
+
+
+def test_qualified_key_picks_the_namespace(index):
+    assert resolve(index, "b/twice:t1").namespace == "b"
+    assert index.get("a/twice:t1").namespace == "a"
 
 
 def test_get_includes_outdated_and_failed(index):

@@ -2,7 +2,8 @@
 
 Resolution for a NEW launch (all matching case-insensitive, launchable images only):
 
-1. exact key (``<stream>:<tag>`` or a static course name);
+1. exact key (``<stream>:<tag>`` or a static course name), or ``<namespace>/<stream>:<tag>``
+   to pick one of several namespaces that have the same stream;
 2. a tag name that exactly one launchable image carries;
 3. a stream name -> that stream's default tag: recommended, else ``default-image``,
    else the newest (``items[0].created``), ties broken by tag name;
@@ -180,10 +181,15 @@ class ImageIndex:
         for key, image in images.items():
             ref = (source, key)
             low = key.lower()
+            qualified = f"{image.namespace}/{low}" if image.namespace else ""
             _add(self._by_key, low, ref)
+            if qualified:
+                _add(self._by_key, qualified, ref)
             if not image.launchable:
                 continue
             _add(exact, low, ref)
+            if qualified:
+                _add(exact, qualified, ref)
             if image.tag:
                 _add(tags, image.tag.lower(), ref)
             for alias in image.aliases:
@@ -198,8 +204,12 @@ class ImageIndex:
         for key, image in images.items():
             ref = (source, key)
             low = key.lower()
+            qualified = f"{image.namespace}/{low}" if image.namespace else ""
             _drop(self._by_key, low, ref)
             _drop(exact, low, ref)
+            if qualified:
+                _drop(self._by_key, qualified, ref)
+                _drop(exact, qualified, ref)
             if image.tag:
                 _drop(tags, image.tag.lower(), ref)
             for alias in image.aliases:
@@ -239,7 +249,10 @@ def resolve(index: ImageIndex, name: object) -> KnownImage:
             return one_stream
         ambiguous = ambiguous or found
     if ambiguous:
-        keys = sorted({_ref_image(index, r).key for r in ambiguous})
+        images = [_ref_image(index, r) for r in ambiguous]
+        keys = sorted({i.key for i in images})
+        if len(keys) < len(images):  # same key in several namespaces: qualify them
+            keys = sorted({f"{i.namespace}/{i.key}" if i.namespace else i.key for i in images})
         raise UnknownImage(n, tuple(keys[:8]), ambiguous=True)
     raise UnknownImage(n, suggest(index, n))
 
