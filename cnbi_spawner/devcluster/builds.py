@@ -22,6 +22,11 @@ software + python dependencies), and a ``status.tags`` item whose ``dockerImageR
 a fake ``registry.example/cnbi/<stream>@sha256:<digest>``; then calls ``on_image(repo, ...)``
 (the dev cluster's ``add_image``) so that image is launchable by the process runtime.
 Deleting a CustomNBImage stops its walk; its ImageStream carries an ownerReference to it.
+
+Rebuilds: any CR whose status is reset to a non-final phase is walked again. The service's
+rebuild loop (:mod:`cnbi_spawner.builds.rebuild`) does that when a base image moves, after
+writing ``cnbi.meteor.zone/base-digest``; that digest goes into the published image's fake
+digest (so the rebuilt image has a new one) and onto the tag as an annotation.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ from cnbi_spawner.builds.resource import creator_of, display_name_of
 log = logging.getLogger("cnbi.devcluster.builds")
 
 INJECT_FAILURE = "cnbi.meteor.zone/inject-failure"
+BASE_DIGEST_ANNOTATION = "cnbi.meteor.zone/base-digest"  # see cnbi_spawner.builds.rebuild
 UNRESOLVABLE_PREFIX = "nonexistent-"
 IMAGE_HOST = "registry.example/cnbi"
 DELAY_ENV = "CNBI_DEVCLUSTER_BUILD_DELAY"
@@ -163,9 +169,13 @@ def imagestream_for(cr: dict) -> tuple[dict, dict, str]:
     spec = cr.get("spec") or {}
     stream = imagestream_name(cr)
     tag = _tag_of(cr)
-    digest = hashlib.sha256(
-        json.dumps([meta.get("uid"), meta.get("generation"), spec], sort_keys=True).encode()
-    ).hexdigest()
+    # a rebuild for a new base digest (cnbi.meteor.zone/base-digest, written by the service's
+    # rebuild loop) publishes a new digest, like a real build on a changed base would
+    base_digest = (meta.get("annotations") or {}).get(BASE_DIGEST_ANNOTATION) or ""
+    identity = [meta.get("uid"), meta.get("generation"), spec] + (
+        [base_digest] if base_digest else []
+    )
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
     repo = f"{IMAGE_HOST}/{stream}"
     python = ((spec.get("runtimeEnvironment") or {}).get("pythonVersion")) or "3.11"
     deps = []
@@ -180,6 +190,8 @@ def imagestream_for(cr: dict) -> tuple[dict, dict, str]:
     }
     if build_kind(cr) == "import" and source:
         tag_annotations["openshift.io/imported-from"] = source
+    if base_digest:
+        tag_annotations[BASE_DIGEST_ANNOTATION] = base_digest
     body = {
         "apiVersion": f"{IS_GROUP}/{IS_VERSION}",
         "kind": "ImageStream",
