@@ -423,3 +423,26 @@ async def test_pod_spec_is_immutable_but_labels_are_not(core):
     # status cannot be written through the main resource
     await core.patch_namespaced_pod("imm", NS, {"status": {"phase": "Succeeded"}})
     assert (await core.read_namespaced_pod("imm", NS)).status.phase != "Succeeded"
+
+
+async def test_custom_resources_are_pruned_and_validated(custom):
+    args = ("meteor.zone", "v1alpha1", NS, "customnbimages")
+    body = {
+        "apiVersion": "meteor.zone/v1alpha1",
+        "kind": "CustomNBImage",
+        "metadata": {"name": "c1"},
+        "spec": {"displayName": "X", "pipelines": ["build"], "notInSchema": "dropped"},
+    }
+    created = await custom.create_namespaced_custom_object(*args, body)
+    assert created["spec"] == {"displayName": "X", "pipelines": ["build"]}
+    bad = {**body, "metadata": {"name": "c2"}, "spec": {"buildType": "Docker", "ttl": "soon"}}
+    code, out = await status_of(custom.create_namespaced_custom_object(*args, bad))
+    assert (code, out["reason"]) == (422, "Invalid")
+    fields = {c["field"] for c in out["details"]["causes"]}
+    assert fields == {"spec.buildType", "spec.ttl"}
+    # the status subresource is validated too
+    created["status"] = {"phase": "Exploded"}
+    code, out = await status_of(
+        custom.replace_namespaced_custom_object_status(*args, "c1", created)
+    )
+    assert code == 422

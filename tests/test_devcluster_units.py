@@ -19,6 +19,7 @@ from cnbi_spawner.devcluster.podspec import (
     rewrite_service_url,
 )
 from cnbi_spawner.devcluster.routes import Route, parse_path
+from cnbi_spawner.devcluster.schema import prune, validate
 from cnbi_spawner.devcluster.selectors import (
     Selector,
     SelectorError,
@@ -356,3 +357,72 @@ def test_container_env(tmp_path):
     assert env["JUPYTER_RUNTIME_DIR"] == str(tmp_path / "rt")
     assert env["PATH"].startswith(str(tmp_path / "bin"))
     assert "KUBECONFIG" not in env  # a pod sees no host environment
+
+
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "spec": {
+            "type": "object",
+            "required": ["name"],
+            "properties": {
+                "name": {"type": "string", "minLength": 1, "pattern": "^[a-z]+$"},
+                "kind": {"type": "string", "enum": ["A", "B"]},
+                "count": {"type": "integer", "minimum": 0},
+                "tags": {"type": "array", "items": {"type": "string"}},
+                "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                "free": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+                "when": {"type": "string", "format": "date-time"},
+                "port": {"x-kubernetes-int-or-string": True},
+            },
+        },
+    },
+}
+
+
+def test_prune_drops_undeclared_fields_only():
+    obj = {
+        "apiVersion": "g/v1",
+        "kind": "K",
+        "metadata": {"name": "x", "anything": 1},
+        "spec": {
+            "name": "ok",
+            "unknown": 1,
+            "labels": {"a": "b"},
+            "free": {"deep": {"x": 1}},
+        },
+        "extra": True,
+    }
+    assert prune(obj, SCHEMA, root=True) == {
+        "apiVersion": "g/v1",
+        "kind": "K",
+        "metadata": {"name": "x", "anything": 1},
+        "spec": {"name": "ok", "labels": {"a": "b"}, "free": {"deep": {"x": 1}}},
+    }
+
+
+@pytest.mark.parametrize(
+    "spec, field, words",
+    [
+        ({"name": "ok"}, None, None),
+        ({}, "spec.name", "Required value"),
+        ({"name": 5}, "spec.name", "must be of type string"),
+        ({"name": ""}, "spec.name", "at least 1 chars"),
+        ({"name": "NO"}, "spec.name", "should match"),
+        ({"name": "ok", "kind": "C"}, "spec.kind", 'Unsupported value: "C"'),
+        ({"name": "ok", "count": -1}, "spec.count", "greater than or equal to 0"),
+        ({"name": "ok", "count": True}, "spec.count", "must be of type integer"),
+        ({"name": "ok", "tags": ["a", 2]}, "spec.tags[1]", "must be of type string"),
+        ({"name": "ok", "labels": {"a": 1}}, "spec.labels.a", "must be of type string"),
+        ({"name": "ok", "when": "yesterday"}, "spec.when", "date-time"),
+        ({"name": "ok", "when": "2026-01-01T00:00:00Z"}, None, None),
+        ({"name": "ok", "port": "http"}, None, None),
+        ({"name": "ok", "port": [1]}, "spec.port", "integer or a string"),
+    ],
+)
+def test_schema_validation(spec, field, words):
+    problems = validate({"spec": spec}, SCHEMA)
+    if field is None:
+        assert problems == []
+    else:
+        assert any(f == field and words in m for f, m in problems), problems

@@ -35,6 +35,8 @@ class ResourceType:
         "watch",
     )
     categories: tuple[str, ...] = field(default=())
+    #: the CRD version's openAPIV3Schema (pruning + validation), None for built-in types
+    schema: dict | None = field(default=None, compare=False, hash=False, repr=False)
 
     @property
     def api_version(self) -> str:
@@ -102,6 +104,7 @@ def crd_resource_types(crd: dict) -> list[ResourceType]:
                 status="status" in (ver.get("subresources") or {}),
                 custom=True,
                 categories=tuple(names.get("categories") or ()),
+                schema=(ver.get("schema") or {}).get("openAPIV3Schema"),
             )
         )
     return out

@@ -29,7 +29,7 @@ from datetime import UTC, datetime, timedelta
 from . import resources as R
 from .patch import PatchError, UnsupportedPatch, apply_patch
 from .selectors import Selector
-from .strategy import POD_SPEC_FORBIDDEN, defaults_on_create, mutable_pod_spec
+from .strategy import POD_SPEC_FORBIDDEN, apply_schema, defaults_on_create, mutable_pod_spec
 from .watchers import Change, Watcher, dumps
 
 Key = tuple[str, str]  # (namespace, name); namespace "" for cluster-scoped
@@ -190,6 +190,7 @@ class Store:
         if rt.custom or "spec" in obj:
             meta["generation"] = 1
         defaults_on_create(rt, obj)
+        obj = apply_schema(rt, obj)
         if dry_run:
             return obj
         self._store(rt, obj, None)
@@ -289,6 +290,7 @@ class Store:
                 raise R.invalid(rt, cmeta["name"], [("spec", POD_SPEC_FORBIDDEN)])
             if _spec_of(new) != _spec_of(current) and "generation" in cmeta:
                 meta["generation"] = cmeta["generation"] + 1
+        new = apply_schema(rt, new)
         new["metadata"]["resourceVersion"] = cmeta["resourceVersion"]
         if new == current or dry_run:
             return current if new == current else new  # no-op or dry run: nothing stored

@@ -4,6 +4,7 @@
 QoS class, namespaces Active, PVCs Pending, services get a cluster IP, Secret
 ``stringData`` folds into ``data``, custom resources with a /status subresource drop
 ``status``). ``mutable_pod_spec``: what an update may not change in a pod spec.
+``apply_schema``: a custom resource pruned and validated against its CRD schema.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import copy
 import random
 
 from . import resources as R
+from .schema import prune, validate
 
 POD_SPEC_FORBIDDEN = (
     "Forbidden: pod updates may not change fields other than `spec.containers[*].image`, "
@@ -93,3 +95,27 @@ def qos_class(spec: dict) -> str:
         for r in resources
     )
     return "Guaranteed" if guaranteed else "Burstable"
+
+
+def apply_schema(rt: R.ResourceType, obj: dict) -> dict:
+    """Prune and validate a custom resource against its CRD schema; raises 422."""
+    if not rt.custom or not rt.schema:
+        return obj
+    pruned = prune(obj, rt.schema, root=True)
+    body = {k: v for k, v in pruned.items() if k not in ("metadata", "apiVersion", "kind")}
+    schema = {
+        **rt.schema,
+        "required": [
+            r
+            for r in rt.schema.get("required") or []
+            if r not in ("metadata", "apiVersion", "kind")
+        ],
+    }
+    props = dict(schema.get("properties") or {})
+    for key in ("metadata", "apiVersion", "kind"):
+        props.pop(key, None)
+    schema["properties"] = props
+    problems = validate(body, schema)
+    if problems:
+        raise R.invalid(rt, obj["metadata"].get("name", ""), problems)
+    return pruned
