@@ -325,3 +325,29 @@ async def _running_not_ready(core, name: str):
 
 async def _gone(core, name: str) -> bool:
     return await read(core, name) is None
+
+
+async def test_log_follow_streams_until_the_container_exits(cluster, core):
+    script = (
+        "import time\nfor i in range(8):\n    print('tick', i, flush=True)\n    time.sleep(0.15)"
+    )
+    body = pod("ticker", script)
+    body["spec"]["restartPolicy"] = "Never"
+    await core.create_namespaced_pod(NS, body)
+
+    async def started():
+        p = await read(core, "ticker")
+        return p and p.status.phase in ("Running", "Succeeded")
+
+    await until(started, what="start")
+    url = f"{cluster.url}/api/v1/namespaces/{NS}/pods/ticker/log?follow=true"
+    headers = {"Authorization": f"Bearer {cluster.token}"}
+    async with aiohttp.ClientSession(headers=headers) as s:
+        async with s.get(url, timeout=aiohttp.ClientTimeout(total=15)) as r:
+            assert r.status == 200
+            text = (await r.read()).decode()
+    assert [line for line in text.splitlines() if line.startswith("tick")] == [
+        f"tick {i}" for i in range(8)
+    ]
+    tail = await core.read_namespaced_pod_log("ticker", NS, tail_lines=2)
+    assert tail.splitlines() == ["tick 6", "tick 7"]

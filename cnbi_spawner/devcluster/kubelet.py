@@ -34,6 +34,7 @@ import uuid
 from pathlib import Path
 
 from . import resources as R
+from .faults import PodFaults
 from .podspec import (
     NODE,
     container_argv,
@@ -58,6 +59,8 @@ class Kubelet:
             raise ValueError(f"runtime must be 'process' or 'stub', not {runtime!r}")
         self.store, self.state_dir, self.images, self.runtime = store, state_dir, images, runtime
         self.ips = IpPool()
+        #: injected pod start failures (tests, demo): see faults.PodFaults
+        self.pod_faults = PodFaults()
         #: first restart back-off in seconds (doubles per restart, at most 300), as in kubelet
         self.restart_backoff = 10.0
         self.pods: dict[str, dict] = {}  # uid -> {"task", "container", "ip", "home", "log"}
@@ -159,6 +162,10 @@ class Kubelet:
         meta, uid = pod["metadata"], pod["metadata"]["uid"]
         entry = self.pods[uid]
         await asyncio.sleep(0)
+        fault = self.pod_faults.fault_for(pod, self.images)
+        if fault:
+            await self.pod_faults.play(self, pod, entry, fault)
+            return
 
         def schedule(p: dict) -> None:
             p["spec"]["nodeName"] = NODE
@@ -466,18 +473,28 @@ class Kubelet:
         return {k: str(v) for k, v in data.items()}
 
     # ---- inspection --------------------------------------------------------------------
-    def read_log(self, pod: dict, container: str | None = None) -> str | None:
+    def log_path(self, pod: dict, container: str | None = None) -> Path:
         entry = self.pods.get(pod["metadata"]["uid"])
-        path = entry.get("log") if entry else None
-        if path is None:
-            meta = pod["metadata"]
-            name = container or main_container(pod)["name"]
-            root = self.state_dir / "pods" / meta["namespace"] / f"{meta['name']}-{meta['uid'][:8]}"
-            path = root / f"{name}.log"
+        if entry and entry.get("log"):
+            return Path(entry["log"])
+        meta = pod["metadata"]
+        name = container or main_container(pod)["name"]
+        root = self.state_dir / "pods" / meta["namespace"] / f"{meta['name']}-{meta['uid'][:8]}"
+        return root / f"{name}.log"
+
+    def read_log(self, pod: dict, container: str | None = None) -> str | None:
         try:
-            return Path(path).read_text(errors="replace")
+            return self.log_path(pod, container).read_text(errors="replace")
         except OSError:
             return None
+
+    def running(self, uid: str) -> bool:
+        """Whether the pod's main container is (still) running."""
+        entry = self.pods.get(uid)
+        proc = getattr((entry or {}).get("container"), "proc", None)
+        if entry is None or entry.get("deleting") or entry.get("container") is None:
+            return False
+        return proc is None or proc.returncode is None
 
     def describe(self) -> list[dict]:
         out = []

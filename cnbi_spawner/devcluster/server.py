@@ -12,6 +12,7 @@ images). Every request needs ``Authorization: Bearer <token>``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import logging
@@ -150,7 +151,7 @@ class ApiHandler(BaseHandler):
                 raise R.ApiError(
                     404, "NotFound", "the server could not find the requested resource"
                 )
-            return self.send_log(store.get(rt, ns, route.name))
+            return await self.send_log(store.get(rt, ns, route.name))
         if route.name is None:
             if method == "GET":
                 selector = Selector.parse(
@@ -360,11 +361,12 @@ class ApiHandler(BaseHandler):
                 pass
 
     def on_connection_close(self) -> None:
+        self._following = False
         watcher = getattr(self, "_watcher", None)
         if watcher is not None:
             watcher.close()
 
-    def send_log(self, pod: dict) -> None:
+    async def send_log(self, pod: dict) -> None:
         text = self.cluster.kubelet.read_log(pod, self.arg("container"))
         if text is None:
             container = self.arg("container") or pod["spec"]["containers"][0]["name"]
@@ -383,7 +385,32 @@ class ApiHandler(BaseHandler):
         if limit and limit.isdigit():
             data = data[: int(limit)]
         self.set_header("Content-Type", "text/plain")
-        self.finish(data)
+        if self.arg("follow") not in TRUE:
+            return self.finish(data)
+        await self.follow_log(pod, data, len(text.encode()))
+
+    async def follow_log(self, pod: dict, first: bytes, offset: int) -> None:
+        """``follow=true``: stream what the container writes until it stops running."""
+        kubelet, uid = self.cluster.kubelet, pod["metadata"]["uid"]
+        path = kubelet.log_path(pod, self.arg("container"))
+        self._following = True
+        try:
+            self.write(first)
+            await self.flush()
+            while self._following and kubelet.running(uid):
+                await asyncio.sleep(0.2)
+                with open(path, "rb") as f:
+                    f.seek(offset)
+                    chunk = f.read()
+                if chunk:
+                    offset += len(chunk)
+                    self.write(chunk)
+                    await self.flush()
+        except (StreamClosedError, OSError):
+            pass
+        if not self._finished:
+            with contextlib.suppress(StreamClosedError):
+                self.finish()
 
     def discovery(self, route: Route) -> dict:
         api = self.request.path.rstrip("/").endswith("/api")
