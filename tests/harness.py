@@ -20,6 +20,7 @@ proxy by its pid file; nothing is left running.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import os
 import secrets
@@ -53,6 +54,16 @@ ADMIN_SCOPES = [
     "read:metrics",
     "shares",
 ]
+
+
+#: hubs started and not yet stopped; killed at interpreter exit if a run is interrupted
+_LIVE: set[HubProcess] = set()
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    for hub in list(_LIVE):
+        hub.kill_now()
 
 
 def free_port() -> int:
@@ -123,9 +134,11 @@ class HubProcess:
         return textwrap.dedent(basics) + textwrap.dedent(self.config) + "\n" + textwrap.dedent(tail)
 
     def environment(self) -> dict[str, str]:
-        env = dict(os.environ)
-        for key in ("KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT", "JUPYTERHUB_API_TOKEN"):
-            env.pop(key, None)
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("JUPYTERHUB_", "KUBERNETES_SERVICE_", "CONFIGPROXY_"))
+        }
         env["PATH"] = os.pathsep.join(
             [str(BIN), str(REPO / "node_modules" / ".bin"), env.get("PATH", "")]
         )
@@ -154,6 +167,7 @@ class HubProcess:
             )
         finally:
             log.close()
+        _LIVE.add(self)
         deadline = time.monotonic() + timeout
         async with aiohttp.ClientSession() as session:
             while True:
@@ -187,6 +201,7 @@ class HubProcess:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
         self._kill_proxy()
+        _LIVE.discard(self)
 
     def _kill_proxy(self) -> None:
         try:
@@ -203,6 +218,13 @@ class HubProcess:
             time.sleep(0.3)
         with contextlib.suppress(OSError):
             self.proxy_pid_file.unlink()
+
+    def kill_now(self) -> None:
+        """Last resort (interpreter exit): SIGKILL the hub's group and the proxy."""
+        if self.proc is not None and self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        self._kill_proxy()
 
     def log_text(self) -> str:
         try:
