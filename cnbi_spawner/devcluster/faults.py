@@ -7,6 +7,9 @@
 - ``drop_watches()``: close every open watch now (clients must resume from their last rv).
 - ``latency = seconds``: every API request is delayed by that much.
 
+Pod start failures (image pull errors, OOM kills, crash loops, unschedulable pods, pods
+that never get ready) are injected per pod or per image: see ``PodFaults``.
+
 The admin endpoints under ``/_devcluster/`` are never affected, so a test can always
 resume the API it paused.
 """
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 
 from .resources import ApiError
 
@@ -73,3 +77,194 @@ class Faults:
 
     def state(self) -> dict:
         return {"paused": self.mode is not None, "mode": self.mode, "latency": self.latency}
+
+
+# ---- pod faults: make a pod fail to start the way a real cluster would ----------------------
+
+#: fault name -> what the pod shows (see ``PodFaults``)
+POD_FAULTS = (
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "OOMKilled",
+    "CrashLoopBackOff",
+    "Unschedulable",
+    "Timeout",
+)
+POD_FAULT_ANNOTATION = "cnbi.meteor.zone/inject-fault"
+POD_FAULT_FILE = ".devcluster-fault"
+
+
+class PodFaults:
+    """Pod start failures, chosen per pod (the kubelet asks ``fault_for`` before it runs one).
+
+    A pod gets a fault from, in order: its annotation ``cnbi.meteor.zone/inject-fault``;
+    the per-image-repository map (``cluster.kubelet.pod_faults.set(repo, fault)``, in
+    process); a file ``.devcluster-fault`` holding the fault name at the top of the image's
+    content folder (so ``POST /_devcluster/images`` with such a folder sets one over HTTP).
+    Faults, as a real kubelet/scheduler reports them:
+
+    - ``ErrImagePull`` / ``ImagePullBackOff``: Events Pulling, Failed, BackOff; container
+      waiting ErrImagePull then ImagePullBackOff, for as long as the pod exists;
+    - ``OOMKilled``: the container starts, is killed (terminated OOMKilled, exit 137), and
+      waits in CrashLoopBackOff with ``lastState.terminated.reason: OOMKilled``;
+    - ``CrashLoopBackOff``: the same with exit code 1 (reason Error) and a traceback in the log;
+    - ``Unschedulable``: never scheduled; condition PodScheduled=False/Unschedulable and a
+      FailedScheduling Event "0/1 nodes are available: 1 Insufficient cpu.";
+    - ``Timeout``: scheduled, pulled, started, phase Running, but never ready.
+    """
+
+    def __init__(self) -> None:
+        self.by_repo: dict[str, str] = {}
+
+    def set(self, repo: str, fault: str | None) -> None:
+        if fault is None:
+            self.by_repo.pop(repo, None)
+            return
+        if fault not in POD_FAULTS:
+            raise ValueError(f"pod fault must be one of {POD_FAULTS}, not {fault!r}")
+        self.by_repo[repo] = fault
+
+    def fault_for(self, pod: dict, images: dict) -> str | None:
+        from .podspec import image_repository, main_container
+
+        annotation = ((pod.get("metadata") or {}).get("annotations") or {}).get(
+            POD_FAULT_ANNOTATION
+        )
+        if annotation in POD_FAULTS:
+            return annotation
+        repo = image_repository(main_container(pod)["image"])
+        if repo in self.by_repo:
+            return self.by_repo[repo]
+        folder = images.get(repo)
+        if folder:
+            try:
+                name = (Path(folder) / POD_FAULT_FILE).read_text().strip()
+            except OSError:
+                return None
+            return name if name in POD_FAULTS else None
+        return None
+
+    async def play(self, kubelet, pod: dict, entry: dict, fault: str) -> None:
+        """Report ``fault`` on ``pod`` until it is deleted (``entry["deleting"]``)."""
+        from . import resources as R
+        from .podspec import NODE, container_statuses, main_container, pod_conditions
+
+        meta = pod["metadata"]
+        c = main_container(pod)
+        log.info("devcluster: pod %s/%s: injected fault %s", meta["namespace"], meta["name"], fault)
+
+        def update(fn) -> None:
+            nonlocal pod
+            pod = kubelet._update(pod, fn) or pod
+
+        if fault == "Unschedulable":
+            message = "0/1 nodes are available: 1 Insufficient cpu. preemption: 0/1 nodes are "
+            message += "available: 1 No preemption victims found for incoming pod."
+            cond = {
+                "type": "PodScheduled",
+                "status": "False",
+                "reason": "Unschedulable",
+                "message": message,
+                "lastTransitionTime": R.now_rfc3339(),
+            }
+            update(lambda p: p["status"].update(phase="Pending", conditions=[cond]))
+            kubelet.event(pod, "FailedScheduling", message, "Warning")
+            await _until_deleted(entry)
+            return
+
+        def schedule(p: dict) -> None:
+            p["spec"]["nodeName"] = NODE
+            p["status"].update(
+                hostIP="127.0.0.1", startTime=R.now_rfc3339(), conditions=pod_conditions(False)
+            )
+
+        update(schedule)
+        kubelet.event(pod, "Scheduled", f"Successfully assigned {meta['name']} to {NODE}")
+        kubelet.event(pod, "Pulling", f'Pulling image "{c["image"]}"')
+        if fault in ("ErrImagePull", "ImagePullBackOff"):
+            image = c["image"]
+            kubelet.event(
+                pod,
+                "Failed",
+                f'Failed to pull image "{image}": rpc error: code = Unknown desc = failed to '
+                f'pull and unpack image "{image}": unexpected status 401 Unauthorized',
+                "Warning",
+            )
+            kubelet.event(pod, "Failed", "Error: ErrImagePull", "Warning")
+            for reason in ("ErrImagePull", "ImagePullBackOff"):
+                waiting = {"waiting": {"reason": reason, "message": f'pulling "{image}" failed'}}
+                update(
+                    lambda p, w=waiting: p["status"].update(
+                        containerStatuses=container_statuses(p, w, ready=False)
+                    )
+                )
+                if reason == "ErrImagePull":
+                    await asyncio.sleep(0.3)
+            kubelet.event(pod, "BackOff", f'Back-off pulling image "{image}"', "Normal")
+            kubelet.event(pod, "Failed", "Error: ImagePullBackOff", "Warning")
+            await _until_deleted(entry)
+            return
+        kubelet.event(pod, "Pulled", f'Successfully pulled image "{c["image"]}" in 10ms')
+        kubelet.event(pod, "Created", f"Created container {c['name']}")
+        kubelet.event(pod, "Started", f"Started container {c['name']}")
+        started = R.now_rfc3339()
+        running = {"running": {"startedAt": started}}
+        update(
+            lambda p: p["status"].update(
+                phase="Running",
+                podIP="127.0.0.1" if fault == "Timeout" else None,
+                containerStatuses=container_statuses(p, running, ready=False),
+            )
+        )
+        if fault == "Timeout":
+            await _until_deleted(entry)
+            return
+        oom = fault == "OOMKilled"
+        root = kubelet.state_dir / "pods" / meta["namespace"] / f"{meta['name']}-{meta['uid'][:8]}"
+        root.mkdir(parents=True, exist_ok=True)
+        lines = ["[I] Starting jupyterhub-singleuser", "[I] Loading the course data set"]
+        if oom:
+            lines.append("[I] Allocating arrays for the course data set")
+        else:
+            lines += [
+                "Traceback (most recent call last):",
+                '  File "/opt/course/start.py", line 3, in <module>',
+                "ModuleNotFoundError: No module named 'course_setup'",
+            ]
+        (root / f"{c['name']}.log").write_text("\n".join(lines) + "\n")
+        await asyncio.sleep(0.3)
+        terminated = {
+            "terminated": {
+                "exitCode": 137 if oom else 1,
+                "reason": "OOMKilled" if oom else "Error",
+                "startedAt": started,
+                "finishedAt": R.now_rfc3339(),
+            }
+        }
+        update(
+            lambda p: p["status"].update(
+                containerStatuses=container_statuses(p, terminated, ready=False)
+            )
+        )
+        await asyncio.sleep(0.3)
+        name = c["name"]
+        waiting = {
+            "waiting": {
+                "reason": "CrashLoopBackOff",
+                "message": f"back-off 10s restarting failed container={name} pod={meta['name']}",
+            }
+        }
+        update(
+            lambda p: p["status"].update(
+                containerStatuses=container_statuses(
+                    p, waiting, ready=False, restart_count=1, last_state=terminated
+                )
+            )
+        )
+        kubelet.event(pod, "BackOff", "Back-off restarting failed container", "Warning")
+        await _until_deleted(entry)
+
+
+async def _until_deleted(entry: dict) -> None:
+    while not entry.get("deleting"):
+        await asyncio.sleep(0.1)

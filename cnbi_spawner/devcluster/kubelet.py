@@ -473,28 +473,18 @@ class Kubelet:
         return {k: str(v) for k, v in data.items()}
 
     # ---- inspection --------------------------------------------------------------------
-    def log_path(self, pod: dict, container: str | None = None) -> Path:
-        entry = self.pods.get(pod["metadata"]["uid"])
-        if entry and entry.get("log"):
-            return Path(entry["log"])
-        meta = pod["metadata"]
-        name = container or main_container(pod)["name"]
-        root = self.state_dir / "pods" / meta["namespace"] / f"{meta['name']}-{meta['uid'][:8]}"
-        return root / f"{name}.log"
-
     def read_log(self, pod: dict, container: str | None = None) -> str | None:
+        entry = self.pods.get(pod["metadata"]["uid"])
+        path = entry.get("log") if entry else None
+        if path is None:
+            meta = pod["metadata"]
+            name = container or main_container(pod)["name"]
+            root = self.state_dir / "pods" / meta["namespace"] / f"{meta['name']}-{meta['uid'][:8]}"
+            path = root / f"{name}.log"
         try:
-            return self.log_path(pod, container).read_text(errors="replace")
+            return Path(path).read_text(errors="replace")
         except OSError:
             return None
-
-    def running(self, uid: str) -> bool:
-        """Whether the pod's main container is (still) running."""
-        entry = self.pods.get(uid)
-        proc = getattr((entry or {}).get("container"), "proc", None)
-        if entry is None or entry.get("deleting") or entry.get("container") is None:
-            return False
-        return proc is None or proc.returncode is None
 
     def describe(self) -> list[dict]:
         out = []
