@@ -118,6 +118,10 @@ async def test_kubespawner_spawns_real_singleuser_and_stops_it(devcluster, start
         log = await core.read_namespaced_pod_log("jupyter-alice", "default")
         assert "Jupyter Server" in log or "jupyter" in log.lower()
 
+        # the reflectors' watches are cut (and the watch history compacted): KubeSpawner must
+        # relist and re-watch, and still see the pod go away on stop
+        devcluster.store.compact()
+        assert devcluster.faults.drop_watches() >= 2  # pods + events reflectors
         status, _ = await api(hub, "DELETE", "/users/alice/server")
         assert status in (202, 204)
 
