@@ -3,6 +3,8 @@
 - ``devcluster``: a started ``DevCluster`` (process runtime, build controller on) in
   ``tmp_path/devcluster``; stopped (every pod process killed) at teardown.
 - ``stub_devcluster``: the same with the ``stub`` runtime (cheap fake singleuser servers).
+- ``make_devcluster``: factory ``await make_devcluster(**DevCluster kwargs)`` for other
+  settings (runtime, images, history, builds, tls ...); all stopped at teardown.
 - ``start_hub``: factory ``await start_hub(config="", *, env=None, kubeconfig=None,
   timeout=60) -> HubProcess`` (see ``tests/harness.py``); every hub it started is stopped
   at teardown.
@@ -40,6 +42,23 @@ async def stub_devcluster(tmp_path):
         yield cluster
     finally:
         await cluster.stop()
+
+
+@pytest.fixture
+async def make_devcluster(tmp_path):
+    clusters: list[DevCluster] = []
+
+    async def make(**kwargs) -> DevCluster:
+        state_dir = kwargs.pop("state_dir", None) or tmp_path / f"devcluster{len(clusters)}"
+        cluster = DevCluster(state_dir, **kwargs)
+        clusters.append(cluster)
+        return await cluster.start()
+
+    try:
+        yield make
+    finally:
+        for cluster in reversed(clusters):
+            await cluster.stop()
 
 
 @pytest.fixture

@@ -391,18 +391,18 @@ async def test_dry_run_changes_nothing(core):
     assert (code, body["reason"]) == (400, "BadRequest")
 
 
-async def test_https_with_the_kubeconfig_ca(tmp_path):
-    async with DevCluster(tmp_path / "tls", runtime="stub", builds=False, tls=True) as cluster:
-        assert cluster.url.startswith("https://127.0.0.1:")
-        api = await make_api_client(str(cluster.kubeconfig))
-        try:
-            names = [n.metadata.name for n in (await k8s.CoreV1Api(api).list_namespace()).items]
-            assert "default" in names
-        finally:
-            await api.close()
-        async with aiohttp.ClientSession() as s:  # an unknown CA is refused
-            with pytest.raises(aiohttp.ClientConnectorCertificateError):
-                await s.get(f"{cluster.url}/version")
+async def test_https_with_the_kubeconfig_ca(make_devcluster):
+    cluster = await make_devcluster(runtime="stub", builds=False, tls=True)
+    assert cluster.url.startswith("https://127.0.0.1:")
+    api = await make_api_client(str(cluster.kubeconfig))
+    try:
+        names = [n.metadata.name for n in (await k8s.CoreV1Api(api).list_namespace()).items]
+        assert "default" in names
+    finally:
+        await api.close()
+    async with aiohttp.ClientSession() as s:  # an unknown CA is refused
+        with pytest.raises(aiohttp.ClientConnectorCertificateError):
+            await s.get(f"{cluster.url}/version")
 
 
 async def test_pod_spec_is_immutable_but_labels_are_not(core):
