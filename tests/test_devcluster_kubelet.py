@@ -351,3 +351,22 @@ async def test_log_follow_streams_until_the_container_exits(cluster, core):
     ]
     tail = await core.read_namespaced_pod_log("ticker", NS, tail_lines=2)
     assert tail.splitlines() == ["tick 6", "tick 7"]
+
+
+async def test_pods_created_before_start_run(tmp_path):
+    content = tmp_path / "content"
+    content.mkdir()
+    cluster = DevCluster(tmp_path / "dc", runtime="stub", builds=False, images={REPO: content})
+    cluster.create("v1", "pods", pod("early", "unused"))
+    cluster.create("v1", "persistentvolumeclaims", {"metadata": {"name": "early"}, "spec": {}})
+    await cluster.start()
+    try:
+
+        async def running():
+            p = cluster.get("v1", "pods", "early")
+            c = cluster.get("v1", "persistentvolumeclaims", "early")
+            return p["status"].get("podIP") and c["status"]["phase"] == "Bound"
+
+        await until(running, what="the early pod to run and the claim to bind")
+    finally:
+        await cluster.stop()

@@ -69,7 +69,11 @@ class Kubelet:
 
     # ---- wiring ------------------------------------------------------------------------
     def start(self) -> None:
+        """Follow the store; pods and claims created before the start are picked up now."""
         self.store.listeners.append(self._on_change)
+        for rt in (R.POD_TYPE, R.PVC_TYPE):
+            for obj in self.store.list(rt, None)[0]:
+                self._on_change("ADDED", rt, obj, None)
 
     async def stop(self) -> None:
         self._stopping = True
@@ -98,7 +102,7 @@ class Kubelet:
         meta = obj["metadata"]
         if rt.kind == "Pod":
             uid = meta["uid"]
-            if kind == "ADDED" and not obj["spec"].get("nodeName"):
+            if kind == "ADDED" and obj["spec"].get("nodeName") in (None, "", NODE):
                 self.pods[uid] = {"deleting": False}
                 self._spawn(self._run(obj))
             elif uid in self.pods and (kind == "DELETED" or meta.get("deletionTimestamp")):
@@ -473,18 +477,28 @@ class Kubelet:
         return {k: str(v) for k, v in data.items()}
 
     # ---- inspection --------------------------------------------------------------------
-    def read_log(self, pod: dict, container: str | None = None) -> str | None:
+    def log_path(self, pod: dict, container: str | None = None) -> Path:
         entry = self.pods.get(pod["metadata"]["uid"])
-        path = entry.get("log") if entry else None
-        if path is None:
-            meta = pod["metadata"]
-            name = container or main_container(pod)["name"]
-            root = self.state_dir / "pods" / meta["namespace"] / f"{meta['name']}-{meta['uid'][:8]}"
-            path = root / f"{name}.log"
+        if entry and entry.get("log"):
+            return Path(entry["log"])
+        meta = pod["metadata"]
+        name = container or main_container(pod)["name"]
+        root = self.state_dir / "pods" / meta["namespace"] / f"{meta['name']}-{meta['uid'][:8]}"
+        return root / f"{name}.log"
+
+    def read_log(self, pod: dict, container: str | None = None) -> str | None:
         try:
-            return Path(path).read_text(errors="replace")
+            return self.log_path(pod, container).read_text(errors="replace")
         except OSError:
             return None
+
+    def running(self, uid: str) -> bool:
+        """Whether the pod's main container is (still) running."""
+        entry = self.pods.get(uid)
+        proc = getattr((entry or {}).get("container"), "proc", None)
+        if entry is None or entry.get("deleting") or entry.get("container") is None:
+            return False
+        return proc is None or proc.returncode is None
 
     def describe(self) -> list[dict]:
         out = []
