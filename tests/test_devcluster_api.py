@@ -446,3 +446,10 @@ async def test_custom_resources_are_pruned_and_validated(custom):
         custom.replace_namespaced_custom_object_status(*args, "c1", created)
     )
     assert code == 422
+
+
+async def test_system_namespaces_cannot_be_deleted(core):
+    for ns in ("default", "kube-system"):
+        code, body = await status_of(core.delete_namespace(ns))
+        assert (code, body["reason"]) == (403, "Forbidden")
+    assert (await core.read_namespace("default")).status.phase == "Active"

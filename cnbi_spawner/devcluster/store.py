@@ -35,6 +35,7 @@ from .watchers import Change, Watcher, dumps
 Key = tuple[str, str]  # (namespace, name); namespace "" for cluster-scoped
 Listener = Callable[[str, R.ResourceType, dict, dict | None], None]
 EVERYTHING = Selector()
+PROTECTED_NAMESPACES = frozenset({"default", "kube-system", "kube-public"})
 _GEN_CHARS = "bcdfghjklmnpqrstvwxz2456789"
 
 
@@ -327,6 +328,12 @@ class Store:
         """Delete (or start deleting) an object; returns the object as the API reports it."""
         current = self.get(rt, namespace, name)
         meta = current["metadata"]
+        if rt.kind == "Namespace" and name in PROTECTED_NAMESPACES:
+            raise R.ApiError(
+                403,
+                "Forbidden",
+                f'namespaces "{name}" is forbidden: this namespace may not be deleted',
+            )
         pre = preconditions or {}
         if pre.get("uid") and pre["uid"] != meta["uid"]:
             raise R.ApiError(
