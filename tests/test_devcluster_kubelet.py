@@ -236,13 +236,18 @@ async def test_pvc_bound_and_used_as_home(cluster, core):
     vols = [{"name": "home", "persistentVolumeClaim": {"claimName": "claim-a"}}]
     script = SERVER.replace("IGNORE_OR_BYE", "bye")
     await core.create_namespaced_pod(NS, pod("p1", script, volumes=vols))
-    await until(lambda: _ready(core, "p1"))
+    p1 = await until(lambda: _ready(core, "p1"))
+    assert p1.status.init_container_statuses is None
     home = cluster.pod_info("p1")["home"]
     (home / "mine.txt").write_text("kept")
     await core.delete_namespaced_pod("p1", NS, grace_period_seconds=1)
     await until(lambda: _gone(core, "p1"))
-    await core.create_namespaced_pod(NS, pod("p2", script, volumes=vols))
-    await until(lambda: _ready(core, "p2"))
+    body = pod("p2", script, volumes=vols)
+    body["spec"]["initContainers"] = [{"name": "setup", "image": f"{REPO}:1", "command": ["x"]}]
+    await core.create_namespaced_pod(NS, body)
+    p2 = await until(lambda: _ready(core, "p2"))
+    (init,) = p2.status.init_container_statuses
+    assert (init.name, init.state.terminated.reason) == ("setup", "Completed")
     assert (cluster.pod_info("p2")["home"] / "mine.txt").read_text() == "kept"
     await core.delete_namespaced_persistent_volume_claim("claim-a", NS)
 

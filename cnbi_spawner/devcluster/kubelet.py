@@ -42,6 +42,7 @@ from .podspec import (
     container_port,
     container_statuses,
     image_repository,
+    init_container_statuses,
     main_container,
     pod_conditions,
 )
@@ -179,6 +180,8 @@ class Kubelet:
                 startTime=R.now_rfc3339(),
                 conditions=pod_conditions(False),
             )
+            if p["spec"].get("initContainers"):  # reported as done; they are not run
+                p["status"]["initContainerStatuses"] = init_container_statuses(p)
 
         pod = self._update(pod, schedule) or pod
         self.event(
