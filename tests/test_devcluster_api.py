@@ -453,3 +453,45 @@ async def test_system_namespaces_cannot_be_deleted(core):
         code, body = await status_of(core.delete_namespace(ns))
         assert (code, body["reason"]) == (403, "Forbidden")
     assert (await core.read_namespace("default")).status.phase == "Active"
+
+
+HOSTILE = [
+    ("configmaps", b"not json"),
+    ("configmaps", b"[1, 2]"),
+    ("configmaps", b'{"metadata": {"name": 5}}'),
+    ("configmaps", b'{"metadata": {"name": "x", "labels": ["a"]}}'),
+    ("configmaps", b'{"metadata": {"name": "x", "labels": {"a": 1}}}'),
+    ("configmaps", b'{"metadata": {"name": "x", "annotations": "a"}}'),
+    ("configmaps", b'{"metadata": {"name": "x", "finalizers": "a"}}'),
+    ("configmaps", b'{"metadata": {"name": "x", "ownerReferences": [1]}}'),
+    ("configmaps", b'{"metadata": {"name": "x"}, "data": {"a": {"b": 1}}}'),
+    ("configmaps", b'{"metadata": {"name": "../x"}}'),
+    ("configmaps", b'{"metadata": {"name": "' + b"a" * 300 + b'"}}'),
+    ("pods", b'{"metadata": {"name": "x"}, "spec": "no"}'),
+    ("pods", b'{"metadata": {"name": "x"}, "spec": {"containers": {"name": "a"}}}'),
+    ("pods", b'{"metadata": {"name": "x"}, "spec": {"containers": [{"name": "a"}]}}'),
+    (
+        "pods",
+        b'{"metadata": {"name": "x"}, "spec": {"containers": [{"name": "a", "image": "i",'
+        b' "command": "rm -rf /"}]}}',
+    ),
+    (
+        "pods",
+        b'{"metadata": {"name": "x"}, "spec": {"containers": [{"name": "a", "image": "i",'
+        b' "ports": [{"containerPort": 99999}]}]}}',
+    ),
+    ("pods", b'{"kind": "Secret", "metadata": {"name": "x"}}'),
+    ("pods", b'{"metadata": {"name": "x", "namespace": "other"}, "spec": {}}'),
+]
+
+
+@pytest.mark.parametrize("plural, body", HOSTILE)
+async def test_hostile_bodies_get_4xx_status_and_create_nothing(cluster, plural, body):
+    headers = {"Authorization": f"Bearer {cluster.token}", "Content-Type": "application/json"}
+    url = f"{cluster.url}/api/v1/namespaces/{NS}/{plural}"
+    async with aiohttp.ClientSession(headers=headers) as s:
+        async with s.post(url, data=body) as r:
+            assert 400 <= r.status < 500, await r.text()
+            status = await r.json()
+            assert status["kind"] == "Status" and status["code"] == r.status
+    assert cluster.list("v1", plural, NS) == []

@@ -219,35 +219,109 @@ def _qualified_key_ok(key: str) -> bool:
 def validate_object(rt: ResourceType, obj: dict) -> None:
     """The structural checks the API server does on every write; raises 422 ``ApiError``."""
     meta = obj.get("metadata") or {}
-    name = meta.get("name") or meta.get("generateName") or ""
-    causes = name_problems(rt, meta["name"]) if meta.get("name") else []
-    for key, value in (meta.get("labels") or {}).items():
-        if not _qualified_key_ok(str(key)):
-            causes.append(("metadata.labels", f'Invalid value: "{key}": not a qualified name'))
-        if not isinstance(value, str) or len(value) > 63 or not _LABEL_VALUE.match(value):
-            causes.append(("metadata.labels", f'Invalid value: "{value}": not a label value'))
-    for key, value in (meta.get("annotations") or {}).items():
-        if not _qualified_key_ok(str(key)):
-            causes.append(("metadata.annotations", f'Invalid value: "{key}": not a qualified name'))
-        if not isinstance(value, str):
-            causes.append(("metadata.annotations", f"Invalid value: {key}: must be a string"))
-    for ref in meta.get("ownerReferences") or []:
+    raw_name = meta.get("name") or meta.get("generateName") or ""
+    name = raw_name if isinstance(raw_name, str) else ""
+    causes: list[tuple[str, str]] = []
+    for key in ("name", "generateName", "namespace"):
+        if meta.get(key) is not None and not isinstance(meta[key], str):
+            causes.append((f"metadata.{key}", "Invalid value: must be a string"))
+    if not causes and meta.get("name"):
+        causes += name_problems(rt, meta["name"])
+    causes += _map_problems(meta, "labels", label_values=True)
+    causes += _map_problems(meta, "annotations", label_values=False)
+    refs = meta.get("ownerReferences")
+    if refs is not None and not isinstance(refs, list):
+        causes.append(("metadata.ownerReferences", "Invalid value: must be a list"))
+    for ref in refs if isinstance(refs, list) else []:
+        if not isinstance(ref, dict):
+            causes.append(("metadata.ownerReferences", "Invalid value: must be an object"))
+            continue
         missing = [k for k in ("apiVersion", "kind", "name", "uid") if not ref.get(k)]
         if missing:
             causes.append(("metadata.ownerReferences", f"Required value: {', '.join(missing)}"))
+    finalizers = meta.get("finalizers")
+    if finalizers is not None and (
+        not isinstance(finalizers, list) or not all(isinstance(f, str) for f in finalizers)
+    ):
+        causes.append(("metadata.finalizers", "Invalid value: must be a list of strings"))
+    for section in ("spec", "status"):
+        if obj.get(section) is not None and not isinstance(obj[section], dict | list):
+            causes.append((section, "Invalid value: must be an object"))
     if rt.kind == "Pod":
-        containers = (obj.get("spec") or {}).get("containers") or []
-        if not containers:
-            causes.append(("spec.containers", "Required value"))
-        for i, c in enumerate(containers):
-            if not isinstance(c, dict) or not c.get("name"):
-                causes.append((f"spec.containers[{i}].name", "Required value"))
-            elif not c.get("image"):
-                causes.append((f"spec.containers[{i}].image", "Required value"))
+        causes += _pod_problems(obj.get("spec"))
     if rt.kind in ("Secret", "ConfigMap"):
         for section in ("data", "stringData", "binaryData"):
             data = obj.get(section)
             if data is not None and not isinstance(data, dict):
                 causes.append((section, "Invalid value: must be a map"))
+            elif data and not all(isinstance(v, str) for v in data.values()):
+                causes.append((section, "Invalid value: values must be strings"))
     if causes:
         raise invalid(rt, name, causes)
+
+
+def _map_problems(meta: dict, key: str, *, label_values: bool) -> list[tuple[str, str]]:
+    value = meta.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, dict):
+        return [(f"metadata.{key}", "Invalid value: must be a map of strings")]
+    out = []
+    for k, v in value.items():
+        if not _qualified_key_ok(str(k)):
+            out.append((f"metadata.{key}", f'Invalid value: "{k}": not a qualified name'))
+        if not isinstance(v, str):
+            out.append((f"metadata.{key}", f"Invalid value: {k}: must be a string"))
+        elif label_values and (len(v) > 63 or not _LABEL_VALUE.match(v)):
+            out.append((f"metadata.{key}", f'Invalid value: "{v}": not a label value'))
+    return out
+
+
+def _pod_problems(spec: object) -> list[tuple[str, str]]:
+    """What the kubelet relies on: well-typed containers, ports, env, command, volumes."""
+    if not isinstance(spec, dict):
+        return [("spec", "Required value")]
+    out: list[tuple[str, str]] = []
+    for section in ("containers", "initContainers"):
+        containers = spec.get(section)
+        if section == "containers" and not containers:
+            out.append(("spec.containers", "Required value"))
+        if containers is not None and not isinstance(containers, list):
+            out.append((f"spec.{section}", "Invalid value: must be a list"))
+            continue
+        for i, c in enumerate(containers or []):
+            where = f"spec.{section}[{i}]"
+            if not isinstance(c, dict):
+                out.append((where, "Invalid value: must be an object"))
+                continue
+            for key in ("name", "image"):
+                if not isinstance(c.get(key), str) or not c.get(key):
+                    out.append((f"{where}.{key}", "Required value"))
+            for key in ("command", "args"):
+                v = c.get(key)
+                if v is not None and (
+                    not isinstance(v, list) or not all(isinstance(a, str) for a in v)
+                ):
+                    out.append((f"{where}.{key}", "Invalid value: must be a list of strings"))
+            for key in ("ports", "env", "envFrom", "volumeMounts"):
+                v = c.get(key)
+                if v is not None and (
+                    not isinstance(v, list) or not all(isinstance(x, dict) for x in v)
+                ):
+                    out.append((f"{where}.{key}", "Invalid value: must be a list of objects"))
+            for j, port in enumerate(
+                c.get("ports") or [] if isinstance(c.get("ports"), list) else []
+            ):
+                number = port.get("containerPort") if isinstance(port, dict) else None
+                if (
+                    not isinstance(number, int)
+                    or isinstance(number, bool)
+                    or not 0 < number < 65536
+                ):
+                    out.append((f"{where}.ports[{j}].containerPort", "Invalid value: 1-65535"))
+    volumes = spec.get("volumes")
+    if volumes is not None and (
+        not isinstance(volumes, list) or not all(isinstance(v, dict) for v in volumes)
+    ):
+        out.append(("spec.volumes", "Invalid value: must be a list of objects"))
+    return out
