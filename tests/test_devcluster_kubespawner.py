@@ -138,3 +138,34 @@ async def test_kubespawner_spawns_real_singleuser_and_stops_it(devcluster, start
 
 async def _false_async(value: bool) -> bool:
     return not value
+
+
+async def test_kubespawner_on_the_stub_runtime(stub_devcluster, start_hub, tmp_path):
+    """The stub runtime answers what the hub and the proxy need, for many users cheaply."""
+    content = tmp_path / "content"
+    content.mkdir()
+    stub_devcluster.add_image(IMAGE_REPO, content)
+    hub = await start_hub(HUB_CONFIG, kubeconfig=stub_devcluster.kubeconfig)
+    users = [f"u{i}" for i in range(4)]
+    for name in users:
+        assert (await api(hub, "POST", f"/users/{name}"))[0] == 201
+        assert (await api(hub, "POST", f"/users/{name}/server"))[0] in (201, 202)
+
+    async def all_ready():
+        ready = [(await api(hub, "GET", f"/users/{n}"))[1]["servers"] for n in users]
+        return all(s.get("", {}).get("ready") for s in ready)
+
+    await wait_until(all_ready, "all stub servers ready")
+    async with aiohttp.ClientSession() as s:
+        for name in users:
+            async with s.get(f"{hub.url}/user/{name}/api/status") as r:
+                assert r.status == 200 and "last_activity" in await r.json()
+            async with s.get(f"{hub.url}/user/{name}/lab/tree/notes.ipynb") as r:
+                assert r.status == 200 and "text/html" in r.headers["Content-Type"]
+    for name in users:
+        assert (await api(hub, "DELETE", f"/users/{name}/server"))[0] in (202, 204)
+
+    async def none_left():
+        return not stub_devcluster.list("v1", "pods", "default")
+
+    await wait_until(none_left, "all stub pods deleted", timeout=60)
