@@ -21,6 +21,9 @@ A thin wiring of ``selection.plan_launch`` into KubeSpawner's hooks; the decisio
   ``extra_resource_*``, ``node_selector``, ``tolerations``, ``node_affinity_required``,
   ``extra_labels``/``extra_annotations``) on top of the configured values; KubeSpawner
   builds the pod. ``profile_list`` is not used by this spawner.
+- Failed launches are explained: ``start`` is watched by ``launch_guard.guard_start``
+  (plain-language reason, author hint, the pod's last events and log lines on the hub's
+  pages; ``c.LaunchDiagnostics.*``), and progress events are reworded for learners.
 
 Migrating an MIT-style hub: ``c.CNBiSpawner.known_images = KNOWN_IMAGES`` (a dict
 ``{course: image_ref}``) is the one-line equivalent of ``c.ImageRegistry.static_images =
@@ -30,6 +33,7 @@ explicitly): courses resolve case-insensitively from the dict, nothing else can 
 
 from __future__ import annotations
 
+import asyncio
 import html
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -44,6 +48,8 @@ from .anonymous import is_anonymous
 from .errors import LaunchError, RegistryNotReady
 from .images.model import KnownImage
 from .images.registry import ImageRegistry
+from .launch_failures import progress_message
+from .launch_guard import LaunchDiagnostics, guard_start
 from .selection import LaunchPlan, ResourcePackage, plan_launch
 from .sizes import ResourcePolicy
 
@@ -362,4 +368,16 @@ class CNBiSpawner(KubeSpawner):
         if message:
             yield {"progress": 5, "message": message}
         async for event in super().progress():
+            plain = progress_message(event.get("raw_event") or {})
+            if plain:  # plain language for the learner; Kubernetes' text stays in raw_event
+                event = {**event, "message": plain}
             yield event
+
+    def start(self):
+        """KubeSpawner's start, watched so a failed launch says why (``launch_guard``)."""
+        future = super().start()
+        settings = LaunchDiagnostics(parent=self)
+        if not settings.enabled:
+            return future
+        self._start_future = asyncio.ensure_future(guard_start(self, future, settings))
+        return self._start_future
