@@ -82,9 +82,9 @@ class Kubelet:
             self.store.listeners.remove(self._on_change)
         for t in list(self._tasks):
             t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         stops = [p["container"].stop(1.0) for p in self.pods.values() if p.get("container")]
         await asyncio.gather(*stops, return_exceptions=True)
-        await asyncio.gather(*self._tasks, return_exceptions=True)
         self.pods.clear()
 
     def _spawn(self, coro) -> None:
