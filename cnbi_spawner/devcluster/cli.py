@@ -16,7 +16,10 @@ from .cluster import DevCluster
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="cnbi-hub devcluster", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="cnbi-hub devcluster",
+        description="Serve the dev cluster (an embedded Kubernetes API emulator) until SIGTERM.",
+    )
     p.add_argument("--port", type=int, default=0, help="API port on 127.0.0.1 (0: a free one)")
     p.add_argument(
         "--kubeconfig",
