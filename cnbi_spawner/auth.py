@@ -230,15 +230,31 @@ class TmpLoginHandler(BaseHandler):
         name = new_anonymous_name()
         auth.reserve(name)
         try:
+            if not auth.manage_groups:  # with manage_groups the hub applies auth_model["groups"]
+                # The user row and its group membership are only added to the session here:
+                # the hub's login finds the pending user and commits it with its spawner row.
+                # This saves the SQLite commit (an fsync) a separate group update would cost.
+                auth.add_to_group(self._pending_user(name), self.db, commit=False)
             user = await self.login_user({_ANONYMOUS_LOGIN: name})
             if user is None:  # refused by blocked_users, username_pattern or a post_auth_hook
                 raise LaunchError("Guest access is not allowed on this hub.", status=403)
-            if not auth.manage_groups:  # with manage_groups the hub applied auth_model["groups"]
-                auth.add_to_group(user, self.db)
+            if not auth.manage_groups:  # the hub saw an existing user: call its new-user hook
+                await maybe_future(auth.add_user(user))
         except BaseException:
+            self.db.rollback()
             auth.release(name)
             raise
         return user
+
+    def _pending_user(self, name: str) -> Any:
+        """A new, uncommitted ``orm.User`` (what the hub's ``user_from_username`` makes)."""
+        from jupyterhub import orm
+        from jupyterhub.metrics import TOTAL_USERS
+
+        orm_user = orm.User(name=name)
+        self.db.add(orm_user)
+        TOTAL_USERS.inc()
+        return orm_user
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exception = (kwargs.get("exc_info") or (None, None, None))[1]
@@ -457,17 +473,20 @@ class TmpLoginMixin(LoggingConfigurable):
                 status=503,
             )
 
-    def add_to_group(self, user: Any, db: Any) -> None:
-        """Put ``user`` in the anonymous group through the ORM (creating the group once)."""
+    def add_to_group(self, user: Any, db: Any, *, commit: bool = True) -> None:
+        """Put ``user`` (a hub ``User`` or an ``orm.User``) in the anonymous group through
+        the ORM (creating the group once)."""
         from jupyterhub import orm
 
+        orm_user = getattr(user, "orm_user", user)
         group = orm.Group.find(db, self.anonymous_group)
         if group is None:
             group = orm.Group(name=self.anonymous_group)
             db.add(group)
-        if group not in user.orm_user.groups:
-            user.orm_user.groups.append(group)
-        db.commit()
+        if group not in orm_user.groups:
+            orm_user.groups.append(group)
+        if commit:
+            db.commit()
 
     # --- Authenticator hooks -------------------------------------------------------------
 
