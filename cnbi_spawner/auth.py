@@ -238,7 +238,10 @@ class TmpLoginHandler(BaseHandler):
             user = await self.login_user({_ANONYMOUS_LOGIN: name})
             if user is None:  # refused by blocked_users, username_pattern or a post_auth_hook
                 raise LaunchError("Guest access is not allowed on this hub.", status=403)
-            if not auth.manage_groups:  # the hub saw an existing user: call its new-user hook
+            if not auth.manage_groups:  # the hub saw an existing user: do what it does for new
+                from jupyterhub.metrics import TOTAL_USERS
+
+                TOTAL_USERS.inc()
                 await maybe_future(auth.add_user(user))
         except BaseException:
             self.db.rollback()
@@ -249,11 +252,9 @@ class TmpLoginHandler(BaseHandler):
     def _pending_user(self, name: str) -> Any:
         """A new, uncommitted ``orm.User`` (what the hub's ``user_from_username`` makes)."""
         from jupyterhub import orm
-        from jupyterhub.metrics import TOTAL_USERS
 
         orm_user = orm.User(name=name)
         self.db.add(orm_user)
-        TOTAL_USERS.inc()
         return orm_user
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
