@@ -207,6 +207,9 @@ def make_app(ctx: ServiceContext, hub_auth: HubOAuth) -> web.Application:
         builds = None
     if builds is not None:
         handlers[1:1] = builds.handlers(p)
+    from . import sessions  # own servers + launch diagnostics (issue 13)
+
+    handlers[1:1] = sessions.handlers(p)
     return web.Application(
         handlers,
         cnbi=ctx,
@@ -233,6 +236,7 @@ def _optional_classes() -> list:
     for module, name in (
         ("cnbi_spawner.images.registry", "ImageRegistry"),
         ("cnbi_spawner.service.builds", "BuildSettings"),
+        ("cnbi_spawner.service.rebuilds", "RebuildSettings"),
     ):
         try:
             out.append(getattr(importlib.import_module(module), name))
@@ -350,6 +354,13 @@ class ServiceApp(Application):
             tasks.append(asyncio.create_task(self._start_registry(ctx.registry)))
         if settings.cull_every > 0:
             tasks.append(asyncio.create_task(ctx.culler.run_forever(settings.cull_every, stop)))
+        if ctx.registry is not None and ctx.kube is not None:
+            from .rebuilds import RebuildLoop, RebuildSettings
+
+            rebuild_settings = RebuildSettings(parent=self)
+            if rebuild_settings.enabled:  # ctx.rebuilds.notes feed the catalog's rebuild line
+                ctx.rebuilds = RebuildLoop(ctx.kube, ctx.registry, ctx.namespace, rebuild_settings)
+                tasks.append(asyncio.create_task(ctx.rebuilds.run(stop)))
         await stop.wait()
         self.log.info("Shutting down")
         server.stop()

@@ -61,6 +61,19 @@ def image_json(image: KnownImage) -> dict:
     }
 
 
+def rebuilt_lines(images: list[KnownImage], rebuilds) -> dict[str, str]:
+    """``{image key: "rebuilt on <date> because base X changed"}`` from the rebuild loop's
+    notes (``service/rebuilds.py``), for images whose stream a finished rebuild published."""
+    notes = getattr(rebuilds, "notes", None) or {}
+    out = {}
+    for image in images:
+        note = notes.get(image.source.rsplit("/", 1)[-1]) if image.source else None
+        if note and note.get("phase") == "Success":
+            when = (image.created or note.get("requested_at") or "")[:10]
+            out[image.key] = f"rebuilt on {when} because {note['because']}"
+    return out
+
+
 @dataclass(frozen=True)
 class LinkRequest:
     course: str = ""
@@ -205,6 +218,7 @@ class CatalogHandler(_Base):
             signing=bool(settings.link_signing_key),
             synced=bool(self.ctx.registry is not None and self.ctx.registry.synced),
             user_model=self.current_user,
+            rebuilt=rebuilt_lines(images, getattr(self.ctx, "rebuilds", None)),
         )
         self.set_header("Cache-Control", "no-store")
         self.write(html)
