@@ -268,7 +268,7 @@ async def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="small N for a fast check")
     p.add_argument("--changes", type=int, default=None, help="watch updates to time")
     p.add_argument("--kubeconfig", help="use this cluster instead of starting a dev cluster")
-    p.add_argument("--page-size", type=int, default=2000, help="ImageRegistry.list_page_size")
+    p.add_argument("--page-size", type=int, default=1000, help="ImageRegistry.list_page_size")
     args = p.parse_args(argv)
     n = args.n or (200 if args.quick else 10_000)
     changes = args.changes or (20 if args.quick else 200)

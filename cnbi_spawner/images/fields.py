@@ -21,6 +21,7 @@ MAX_NAME_CHARS = 256
 MAX_LIST_ITEMS = 256
 MAX_IMAGE_REF_CHARS = 512
 MAX_NOTEBOOK_PATH_BYTES = 1024
+_INTERN_LIMIT = 100_000  # entries in each de-duplication table (cleared when full)
 
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _LABEL = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?"
@@ -79,12 +80,24 @@ def is_digest(value: object) -> bool:
     return isinstance(value, str) and _DIGEST_RE.fullmatch(value) is not None
 
 
+_SHARED: dict[str, str] = {}
+
+
 def text(value: object, limit: int = MAX_TEXT_CHARS) -> str:
-    """An annotation as display text: a string, control characters replaced, capped."""
+    """An annotation as display text: a string, control characters replaced, capped.
+
+    Equal texts come back as one shared object (streams made from one manifest repeat
+    descriptions, creators and URLs), bounded so hostile input cannot grow it forever.
+    """
     if not isinstance(value, str):
         return ""
-    value = _CONTROL_RE.sub(" ", value).strip()
-    return value[:limit]
+    value = _CONTROL_RE.sub(" ", value).strip()[:limit]
+    found = _SHARED.get(value)
+    if found is None:
+        if len(_SHARED) >= _INTERN_LIMIT:
+            _SHARED.clear()
+        found = _SHARED[value] = value
+    return found
 
 
 def flag(value: object) -> bool:
@@ -123,7 +136,6 @@ def load_json(value: object, what: str) -> tuple[object, str | None]:
 
 _PACKAGES: dict[tuple[str, str], Package] = {}
 _PACKAGE_LISTS: dict[str, tuple[Package, ...]] = {}
-_INTERN_LIMIT = 100_000
 
 
 def _package(name: str, version: str) -> Package:

@@ -36,7 +36,7 @@ YIELD_EVERY = 50  # streams parsed between two yields to the event loop
 @dataclass(frozen=True)
 class ReflectorSettings:
     label_selector: str
-    page_size: int = 2000
+    page_size: int = 1000
     resync_period: float = 30.0
     request_timeout: float = 30.0
     backoff_max: float = 30.0
@@ -116,6 +116,8 @@ async def list_namespace(
     finally:
         if pending is not None:
             pending.cancel()
+        # the generated client keeps the last response body (a whole page) alive
+        api.api_client.last_response = None
     sink._replace_namespace(ns, listed, parsed)
     return rv
 
