@@ -97,7 +97,7 @@ _CONTAINER_ERRORS = (
     "RunContainerError",
     "InvalidImageName",
 )
-_INSUFFICIENT = re.compile(r"Insufficient ([A-Za-z0-9./_-]+)")
+_INSUFFICIENT = re.compile(r"Insufficient ([A-Za-z0-9/_-]+(?:\.[A-Za-z0-9/_-]+)*)")
 
 
 @dataclass(frozen=True, slots=True)

@@ -85,9 +85,13 @@ class Decision:
         return out
 
 
+def _meta(cr: dict) -> dict:
+    meta = cr.get("metadata")
+    return meta if isinstance(meta, dict) else {}
+
+
 def _annotations(cr: dict) -> dict:
-    meta = cr.get("metadata") if isinstance(cr.get("metadata"), dict) else {}
-    ann = meta.get("annotations")
+    ann = _meta(cr).get("annotations")
     return ann if isinstance(ann, dict) else {}
 
 
@@ -159,7 +163,7 @@ def decide(
     previous: Mapping[str, KnownImage] | None = None,
 ) -> Decision:
     """The decision for one CR, ignoring the concurrency budget (see ``plan``)."""
-    meta = cr.get("metadata") if isinstance(cr.get("metadata"), dict) else {}
+    meta = _meta(cr)
     name = meta.get("name") if isinstance(meta.get("name"), str) else ""
     if not opted_in(cr, default_opt_in):
         return Decision(name, "skip", "not opted in")
@@ -207,7 +211,7 @@ def plan(
     """Decisions for every CR (sorted by name), rebuilds beyond the budget ``deferred``."""
     crs = sorted(
         (c for c in crs if isinstance(c, dict)),
-        key=lambda c: str((c.get("metadata") or {}).get("name", "")),
+        key=lambda c: str(_meta(c).get("name", "")),
     )
     images = list(images)
     budget = max(0, max_in_flight - sum(1 for c in crs if rebuilding(c)))
