@@ -180,8 +180,14 @@ def test_rbac_is_namespaced_only():
     "group,resource,verbs",
     [
         ("image.openshift.io", "imagestreams", {"get", "list", "watch"}),
-        ("meteor.zone", "customnbimages", {"get", "list", "watch", "create", "delete"}),
+        # builds API (rbac-builds.yaml) + rebuild loop (service/rebuilds.py: GET + PUT)
+        ("meteor.zone", "customnbimages", {"get", "list", "watch", "create", "delete", "update"}),
+        ("meteor.zone", "customnbimages/status", {"update"}),
         ("", "persistentvolumeclaims", {"get", "list", "delete"}),
+        # launch diagnostics (launch_guard.py) and the sessions API (service/sessions.py)
+        ("", "pods", {"get", "list"}),
+        ("", "pods/log", {"get"}),
+        ("", "events", {"list", "create"}),
     ],
 )
 def test_hub_service_account_gets_exactly_what_it_needs(group, resource, verbs):
@@ -192,7 +198,11 @@ def test_hub_service_account_gets_nothing_else():
     assert set(hub_grants()) == {
         ("image.openshift.io", "imagestreams"),
         ("meteor.zone", "customnbimages"),
+        ("meteor.zone", "customnbimages/status"),
         ("", "persistentvolumeclaims"),
+        ("", "pods"),
+        ("", "pods/log"),
+        ("", "events"),
     }
 
 
