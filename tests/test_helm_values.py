@@ -356,33 +356,28 @@ Z2JH_VALUES_SUBSET = closed(
                     {"type": "array", "items": {"type": "object", "required": ["name"]}},
                 ]
             },
+            # entries are open in the chart's schema (any JupyterHub service/role key)
             services={
                 "type": "object",
-                "additionalProperties": keys(
-                    "admin",
-                    "command",
-                    "url",
-                    "apiToken",
-                    "oauth_redirect_uri",
-                    "oauth_client_id",
-                    "oauth_no_confirm",
-                    "oauth_roles",
-                    "info",
-                    "environment",
-                    "name",
-                    display=BOOL,
-                ),
+                "additionalProperties": {
+                    "type": "object",
+                    "properties": {
+                        "display": BOOL,
+                        "url": STR,
+                        "command": {"type": ["array", "string"]},
+                        "oauth_no_confirm": BOOL,
+                    },
+                },
             },
             loadRoles={
                 "type": "object",
-                "additionalProperties": keys(
-                    "name",
-                    "description",
-                    scopes={"type": "array", "items": STR},
-                    users={"type": "array", "items": STR},
-                    groups={"type": "array", "items": STR},
-                    services={"type": "array", "items": STR},
-                ),
+                "additionalProperties": {
+                    "type": "object",
+                    "properties": {
+                        k: {"type": "array", "items": STR}
+                        for k in ("scopes", "users", "groups", "services")
+                    },
+                },
             },
             labels={"type": "object", "additionalProperties": STR},
             networkPolicy=NETWORK_POLICY,
