@@ -375,3 +375,23 @@ async def test_pods_created_before_start_run(tmp_path):
         await until(running, what="the early pod to run and the claim to bind")
     finally:
         await cluster.stop()
+
+
+async def test_events_expire_after_ttl_and_beyond_the_cap(cluster, core):
+    body = pod("evt", "raise SystemExit(0)")
+    body["spec"]["restartPolicy"] = "Never"
+    await core.create_namespaced_pod(NS, body)
+
+    async def done():
+        p = await read(core, "evt")
+        return p.status.phase == "Succeeded"
+
+    await until(done, what="the pod to finish")
+    events = cluster.list("v1", "events", NS)
+    assert len(events) >= 5  # Scheduled, Pulling, Pulled, Created, Started
+    cluster.max_events = len(events) - 2
+    assert cluster.expire_events() == 2  # the oldest beyond the cap
+    assert len(cluster.list("v1", "events", NS)) == len(events) - 2
+    assert cluster.expire_events(now=time.time() + cluster.event_ttl / 2) == 0
+    assert cluster.expire_events(now=time.time() + cluster.event_ttl + 60) == len(events) - 2
+    assert cluster.list("v1", "events", NS) == []

@@ -15,7 +15,9 @@ import inspect
 import logging
 import secrets
 import socket
+import time
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from pathlib import Path
 
 import yaml
@@ -68,6 +70,9 @@ class DevCluster:
         self._tasks: list[asyncio.Task] = []
         self.started = False
         self.bookmark_interval = 5.0  # seconds between BOOKMARKs on watches that allow them
+        self.event_ttl = 3600.0  # Events are deleted this long after they were last seen
+        self.max_events = 20_000  # and the oldest beyond this many (kube-apiserver: --event-ttl)
+        self._builds_added = False
         for ns in DEFAULT_NAMESPACES:
             self.store.create(R.NAMESPACE_TYPE, "", {"metadata": {"name": ns}})
         self.store.listeners.append(self._on_change)
@@ -99,13 +104,15 @@ class DevCluster:
         self.write_kubeconfig(self.kubeconfig)
         self.kubelet.start()
         self.started = True
-        if self._builds:
+        if self._builds and not self._builds_added:
             with contextlib.suppress(ImportError):
                 from .builds import controller_for
 
                 self._controllers.append(controller_for(self))  # started just below
+                self._builds_added = True
         for factory in self._controllers:
             self._start_controller(factory)
+        self._tasks.append(asyncio.get_running_loop().create_task(self._expire_events()))
         log.info(
             "devcluster: API at %s (runtime %s), kubeconfig %s",
             self.url,
@@ -199,6 +206,30 @@ class DevCluster:
                     await asyncio.sleep(1)
 
         self._tasks.append(asyncio.get_running_loop().create_task(supervise()))
+
+    async def _expire_events(self, every: float = 30.0) -> None:
+        """Delete Events older than ``event_ttl`` and beyond ``max_events`` (oldest first)."""
+        while True:
+            await asyncio.sleep(every)
+            self.expire_events()
+
+    def expire_events(self, now: float | None = None) -> int:
+        now = time.time() if now is None else now
+        events = self.store.list(R.EVENT_TYPE, None)[0]
+
+        def seen(e: dict) -> float:
+            stamp = (
+                e.get("lastTimestamp") or e.get("eventTime") or e["metadata"]["creationTimestamp"]
+            )
+            return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+        events.sort(key=seen)
+        excess = max(0, len(events) - self.max_events)
+        doomed = [e for i, e in enumerate(events) if i < excess or now - seen(e) > self.event_ttl]
+        for e in doomed:
+            with contextlib.suppress(R.ApiError):
+                self.store.delete(R.EVENT_TYPE, e["metadata"]["namespace"], e["metadata"]["name"])
+        return len(doomed)
 
     # ---- CRDs and namespaces -----------------------------------------------------------
     def _on_change(self, kind: str, rt: R.ResourceType, obj: dict, old: dict | None) -> None:
