@@ -17,6 +17,7 @@ Reasons recognised, strongest first (the first that applies wins):
                        event ("0/3 nodes are available: 3 Insufficient cpu.")
 ``ContainerError``     CreateContainerConfigError / CreateContainerError / StartError /
                        a container that exited with an error and is not restarted
+                       (an error exit under restartPolicy Always/OnFailure: CrashLoopBackOff)
 ``Timeout``            none of the above, but the caller says the start timed out
 =====================  =================================================================
 
@@ -189,7 +190,11 @@ def diagnose(
             return failure("ContainerError", _s(waiting.get("message")) or waiting["reason"])
         if term and term.get("exitCode") not in (0, None):
             detail = _s(term.get("message")) or f"exit code {term.get('exitCode')}"
-            return failure("ContainerError", f"{_s(term.get('reason'))}: {detail}".strip(": "))
+            detail = f"{_s(term.get('reason'))}: {detail}".strip(": ")
+            # restarted by the kubelet (restartPolicy Always/OnFailure): the first turn of a
+            # crash loop, seen before the CrashLoopBackOff wait
+            restarts = _s(_d(pod.get("spec")).get("restartPolicy")) or "Always"
+            return failure("ContainerError" if restarts == "Never" else "CrashLoopBackOff", detail)
         if int(cs.get("restartCount") or 0) > 0 and not cs.get("ready"):
             last = _d(_d(cs.get("lastState")).get("terminated"))
             return failure("CrashLoopBackOff", f"exit code {last.get('exitCode')}")

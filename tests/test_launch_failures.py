@@ -71,7 +71,13 @@ EV_SCHED = {
         # scheduled after an earlier FailedScheduling: not unschedulable any more
         ({"status": {"phase": "Pending"}}, [EV_SCHED, {"reason": "Scheduled"}], False, None),
         (pod(waiting="CreateContainerConfigError"), [], False, "ContainerError"),
-        (pod(terminated=("Error", 2)), [], False, "ContainerError"),
+        (pod(terminated=("Error", 2)), [], False, "CrashLoopBackOff"),  # will be restarted
+        (
+            {**pod(terminated=("Error", 2)), "spec": {"restartPolicy": "Never"}},
+            [],
+            False,
+            "ContainerError",
+        ),
         (pod(terminated=("Completed", 0)), [], False, None),
         (pod(), [], False, None),
         (pod(), [], True, "Timeout"),

@@ -12,8 +12,9 @@ Routes (under the service prefix, e.g. ``/services/cnbi/``):
   author) when it is failing. After a failed launch the hub deletes the pod; the diagnosis
   the spawner recorded as an Event (:mod:`cnbi_spawner.launch_guard`) is still returned.
 
-Both take ``?user=<name>``: anyone may name themselves; only hub admins may name someone
-else (403 otherwise, before anything is looked up). The pod is found by KubeSpawner's
+Both take ``?user=<name>``: anyone may name themselves; only hub admins (``admin`` flag, or
+``admin:servers`` on the token) may name someone else (403 otherwise, before anything is
+looked up). The pod is found by KubeSpawner's
 ``hub.jupyter.org/username`` annotation (the exact, unescaped name) among
 ``component=singleuser-server`` pods, never by a name taken from the request.
 
@@ -105,6 +106,12 @@ class _SessionsBase(HubOAuthenticated, web.RequestHandler):
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps({"status": status_code, "message": reason}))
 
+    def is_admin(self) -> bool:
+        """A hub admin: the model's ``admin`` flag, or unrestricted ``admin:servers`` on the
+        token (an OAuth token only carries ``admin`` when its scopes allow reading it)."""
+        user = self.current_user
+        return bool(user.get("admin")) or "admin:servers" in (user.get("scopes") or ())
+
     def target_user(self) -> str:
         """The user asked about: the caller, or (admins only) ``?user=``."""
         me = self.current_user["name"]
@@ -116,7 +123,7 @@ class _SessionsBase(HubOAuthenticated, web.RequestHandler):
         asked = values[0]
         if not asked or len(asked) > MAX_NAME:
             raise web.HTTPError(400, "bad user name")
-        if not self.current_user.get("admin"):
+        if not self.is_admin():
             raise web.HTTPError(403, "you may only read your own sessions")
         return asked
 
