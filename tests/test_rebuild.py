@@ -156,3 +156,42 @@ def test_rebuild_note():
     note = rebuild_note(done)
     assert note["because"] == "base Base changed" and note["phase"] == "Success"
     assert note["imagestream"] == "cnbi-c1-package-list"
+
+
+def test_catalog_page_shows_the_rebuild_line():
+    """The catalog template renders ``rebuilt_lines`` (escaped) under the image."""
+    from types import SimpleNamespace
+
+    from cnbi_spawner.service.catalog import LinkRequest, rebuilt_lines
+    from cnbi_spawner.service.context import ServiceContext, make_jinja
+
+    built = KnownImage(
+        key="cnbi-c1-package-list:latest",
+        image=f"registry.example/cnbi/cnbi-c1-package-list@{C}",
+        display_name="Course <1>",
+        stream="cnbi-c1-package-list",
+        tag="latest",
+        pinned=True,
+        source="imagestream:default/cnbi-c1-package-list",
+        created="2026-11-25T10:00:00Z",
+    )
+    done = cr(ann={"cnbi.meteor.zone/rebuilt-because": "base <Base> changed", REQUESTED_AT: "t"})
+    loop = SimpleNamespace(notes={"cnbi-c1-package-list": rebuild_note(done)})
+    lines = rebuilt_lines([built, OTHER], loop)
+    assert lines == {built.key: "rebuilt on 2026-11-25 because base <Base> changed"}
+    assert rebuilt_lines([built], None) == {}
+    ctx = ServiceContext(settings=None, hub=None, metrics=None, namespace="default")
+    ctx.jinja = make_jinja()
+    page = ctx.render(
+        "catalog.html",
+        images=[built, OTHER],
+        req=LinkRequest(),
+        result=None,
+        sizes=[],
+        selected=None,
+        signing=False,
+        synced=True,
+        rebuilt=lines,
+    )
+    assert "rebuilt on 2026-11-25 because base &lt;Base&gt; changed" in page
+    assert page.count('class="cnbi-rebuilt') == 1
