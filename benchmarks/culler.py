@@ -59,7 +59,9 @@ from cnbi_spawner.service.kubeapi import UserStorage
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "bench-admin-token-" + uuid.uuid4().hex
-IDLE_TIMEOUT = 600
+# Idle learners were last seen 2 h ago, active ones 30 s before their hub starts: with a
+# 1 h timeout the verdicts cannot flip however slow a loaded machine makes the setup.
+IDLE_TIMEOUT = 3600
 
 
 def free_port() -> int:
@@ -74,8 +76,12 @@ def proxy_command() -> str:
     )
 
 
-def seed_db(path: Path, n: int, stub_port: int) -> tuple[set[str], set[str]]:
-    """Write N anonymous users with running servers; returns (idle names, active names)."""
+def seed_db(path: Path, names: list[str], stub_port: int) -> tuple[set[str], set[str]]:
+    """Write the users (every other one idle) with running servers, timestamps from now.
+
+    Returns (idle names, active names). Called once per contender, right before its hub
+    starts, so "active" means the same thing for both.
+    """
     from jupyterhub import orm
 
     session = orm.new_session_factory(f"sqlite:///{path}")()
@@ -84,17 +90,16 @@ def seed_db(path: Path, n: int, stub_port: int) -> tuple[set[str], set[str]]:
     session.add(group)
     idle, active = set(), set()
     users = []
-    for i in range(n):
-        name = str(uuid.uuid4())
+    for i, name in enumerate(names):
         is_idle = i % 2 == 0
         (idle if is_idle else active).add(name)
-        seen = now - (timedelta(hours=1) if is_idle else timedelta(seconds=30))
-        user = orm.User(name=name, created=now - timedelta(hours=2), last_activity=seen)
+        seen = now - (timedelta(hours=2) if is_idle else timedelta(seconds=30))
+        user = orm.User(name=name, created=now - timedelta(hours=3), last_activity=seen)
         server = orm.Server(
             ip="127.0.0.1", port=stub_port, base_url=f"/user/{name}/", cookie_name="c"
         )
         spawner = orm.Spawner(
-            name="", server=server, state={"running": True}, started=now - timedelta(hours=1),
+            name="", server=server, state={"running": True}, started=now - timedelta(hours=2),
             last_activity=seen,
         )  # fmt: skip
         user._orm_spawners.append(spawner)
@@ -139,6 +144,7 @@ c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{proxy_api_port}"
 c.ConfigurableHTTPProxy.should_start = True
 c.JupyterHub.last_activity_interval = 0      # no activity updates during the run
 c.JupyterHub.init_spawners_timeout = -1
+c.JupyterHub.cleanup_servers = False         # quick shutdown with thousands of servers
 c.JupyterHub.services = [{{"name": "bench", "api_token": "{token}"}}]
 c.JupyterHub.load_roles = [{{"name": "bench", "services": ["bench"],
     "scopes": ["admin:users", "admin:servers", "admin:groups", "read:hub"]}}]
@@ -356,10 +362,7 @@ async def main(argv: list[str] | None = None) -> int:
     stub.listen(stub_port, "127.0.0.1")
 
     work = Path(tempfile.mkdtemp(prefix="cnbi-bench-culler-"))
-    template = work / "template.sqlite"
-    t0 = time.monotonic()
-    idle, active = seed_db(template, n, stub_port)
-    print(f"seeded {n} anonymous users ({len(idle)} idle) in {time.monotonic() - t0:.1f}s")
+    names = [str(uuid.uuid4()) for _ in range(n)]
 
     cluster = None
     if not args.no_pvcs:
@@ -376,11 +379,14 @@ async def main(argv: list[str] | None = None) -> int:
             workdir = work / name
             workdir.mkdir()
             db = workdir / "jupyterhub.sqlite"
-            shutil.copy(template, db)
             hub = Hub(workdir, db, stub_port)
             try:
                 if cluster is not None:
-                    await cluster.seed(sorted(idle | active))
+                    await cluster.seed(names)
+                t0 = time.monotonic()
+                idle, active = seed_db(db, names, stub_port)
+                took = time.monotonic() - t0
+                print(f"{name}: seeded {n} users ({len(idle)} idle) in {took:.1f}s")
                 startup = await hub.start(timeout=120 + n / 20)
                 t0 = time.monotonic()
                 note = await run(hub.api_url, args.concurrency, cluster)
