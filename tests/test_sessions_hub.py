@@ -22,6 +22,7 @@ import time
 
 import aiohttp
 import pytest
+from playwright.async_api import async_playwright
 
 from cnbi_spawner.launch_failures import REASONS
 
@@ -293,3 +294,35 @@ async def test_learners_only_read_their_own_sessions(stack):
     assert status == 200 and body["user"] == OK_USER and body["pod"], body
     status, body = await call(session, "GET", f"{svc}api/sessions/me?user=nobody-here", admin)
     assert status == 404
+
+
+async def test_browser_shows_the_reason_on_the_progress_page(stack):
+    """A learner opens a launch for an image that runs out of memory: the progress page ends
+    with the plain reason (not a bare "Spawn failed"), the author details fold away."""
+    hub, *_ = stack
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(
+            executable_path="/usr/bin/chromium",
+            args=["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"],
+        )
+        try:
+            page = await browser.new_page()
+            page.set_default_timeout(WAIT * 1000)
+            await page.goto(f"{hub.url}/hub/login?next=%2Fhub%2Fspawn%3Fcourse%3Dc-oom")
+            await page.fill("#username_input", "browser-learner")
+            await page.fill("#password_input", "x")
+            await page.click("#login_submit")
+            await page.wait_for_url("**/hub/spawn-pending/browser-learner**")
+            failure = page.locator("#progress-message .cnbi-launch-failure")
+            await failure.wait_for()
+            assert await failure.get_attribute("data-reason") == "OOMKilled"
+            message = await page.text_content("#progress-message .cnbi-failure-message")
+            assert message == REASONS["OOMKilled"][0]
+            # the hint for the course author is there, folded away
+            assert not await page.is_visible("#progress-message .cnbi-failure-hint")
+            await page.click("#progress-message .cnbi-failure-details summary")
+            assert await page.is_visible("#progress-message .cnbi-failure-hint")
+            log = await page.text_content("#progress-log")
+            assert "Downloading the course software" in log  # reworded progress events
+        finally:
+            await browser.close()
