@@ -40,6 +40,7 @@ class ServiceContext:
     kube: Any = None  # kubernetes_asyncio ApiClient
     storage: Any = None  # kubeapi.UserStorage
     culler: Any = None  # culler.Culler
+    rebuilds: Any = None  # rebuilds.RebuildLoop, when enabled
     prefix: str = "/services/cnbi/"
     hub_base_url: str = "/"
     sizes: list[str] = field(default_factory=list)
