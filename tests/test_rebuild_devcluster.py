@@ -221,3 +221,85 @@ async def test_base_change_rebuilds_each_opted_in_dependent_once(cluster):
 
 async def _true(value):
     return value
+
+
+@pytest.mark.slow
+async def test_service_rebuilds_and_catalog_says_why(cluster, start_hub, tmp_path):
+    """The same story through the real ``cnbi`` service process the hub starts: its rebuild
+    loop reacts to the base change and its catalog page says why the image was rebuilt."""
+    import socket
+    import sys
+
+    import aiohttp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    kubeconfig = str(cluster.kubeconfig)
+    cmd = [
+        sys.executable,
+        "-c",
+        "import sys; from cnbi_spawner.service.app import main; sys.exit(main())",
+        "--cull-every=0",
+        f"--namespace={NS}",
+        f"--kubeconfig={kubeconfig}",
+        "--RebuildSettings.resync_interval=0.5",
+    ]
+    hub = await start_hub(
+        f"""
+from cnbi_spawner.service.app import service_role
+c.JupyterHub.authenticator_class = "dummy"
+c.Authenticator.allow_all = True
+c.JupyterHub.services = [{{
+    "name": "cnbi", "url": "http://127.0.0.1:{port}", "command": {cmd!r},
+    "environment": {{"KUBECONFIG": {kubeconfig!r}}}, "oauth_no_confirm": True,
+}}]
+c.JupyterHub.load_roles = [service_role("cnbi")]
+""",
+        kubeconfig=cluster.kubeconfig,
+    )
+    api_client = await make_api_client(kubeconfig)
+    api = client.CustomObjectsApi(api_client)
+    headers = {"Authorization": f"token {hub.api_token}"}
+    svc = f"{hub.url}/services/cnbi/"
+    try:
+        async with aiohttp.ClientSession(
+            headers=headers, timeout=aiohttp.ClientTimeout(total=30)
+        ) as session:
+
+            async def catalog() -> str:
+                try:
+                    async with session.get(svc) as r:
+                        return await r.text() if r.status == 200 else ""
+                except aiohttp.ClientError:
+                    return ""
+
+            await api.create_namespaced_custom_object(*IS, BASE_STREAM)
+            await set_base(api, A)
+            body = {"displayName": "Stats", "baseImage": "base:latest", "packageVersions": ["x"]}
+            obj = customnbimage(validate_request(body, creator="author"), NS)
+            obj["metadata"]["name"] = "stats"
+            obj["metadata"]["annotations"][OPT_IN] = "true"
+            await api.create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, obj)
+
+            async def get() -> dict:
+                return await api.get_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "stats")
+
+            async def baseline():
+                o = await get()
+                return normalise(o).succeeded and o["metadata"]["annotations"].get(BASE_DIGEST) == A
+
+            await until(baseline, "the service to record the baseline", 60)
+            assert "cnbi-stats-package-list:latest" in await until(catalog, "catalog", 30)
+            assert "cnbi-rebuilt" not in await catalog()
+            await set_base(api, B)
+
+            async def says_why():
+                page = await catalog()
+                return "because base Lab base changed" in page and page
+
+            page = await until(says_why, "the catalog's rebuild line", 60)
+            assert "rebuilt on 20" in page
+            assert (await get())["metadata"]["annotations"][BASE_DIGEST] == B
+    finally:
+        await api_client.close()
