@@ -10,6 +10,7 @@ import os
 import shlex
 
 from cnbi_spawner.service.app import service_role
+from cnbi_spawner.service.sessions import learner_role
 
 c = get_config()  # noqa: F821 (provided by the traitlets config loader)
 
@@ -113,4 +114,6 @@ c.JupyterHub.load_roles = [
         "scopes": ["access:services!service=cnbi", "custom:cnbi:builds"],
         "groups": [env("CNBI_AUTHORS_GROUP", "course-authors")],
     },
+    # learners may ask the service why their own server failed (api/sessions/me[/logs])
+    learner_role(groups=[env("CNBI_ANONYMOUS_GROUP", "anonymous")]),
 ]
