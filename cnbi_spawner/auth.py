@@ -109,9 +109,15 @@ def wants_json(accept: str) -> bool:
 
 
 def spawn_url(hub_base_url: str, options: Mapping[str, str] | None) -> str:
-    """``<hub>/spawn`` carrying the validated options (never the raw request query)."""
+    """``<hub>/spawn`` carrying the validated options (never the raw request query).
+
+    Keys get the hub's ``opt-`` prefix (JupyterHub 5+), so they can never clash with the
+    hub's own spawn parameters; the hub strips it before ``options_from_query``.
+    """
     url = url_path_join(hub_base_url, "spawn")
-    return url + "?" + urlencode(dict(options), quote_via=quote) if options else url
+    if not options:
+        return url
+    return url + "?" + urlencode({f"opt-{k}": v for k, v in options.items()}, quote_via=quote)
 
 
 class LaunchRefused(web.HTTPError):

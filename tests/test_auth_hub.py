@@ -144,7 +144,7 @@ async def test_refusals_render_error_pages_and_create_nothing(start_hub):
         )
         assert code == 302
         assert headers["Location"] == (
-            f"/hub/spawn?course={COURSE}&notebook={quote(NOTEBOOK, safe='')}&size=small"
+            f"/hub/spawn?opt-course={COURSE}&opt-notebook={quote(NOTEBOOK, safe='')}&opt-size=small"
         )
         (name,) = await user_names(hub)
         assert re.fullmatch(
@@ -158,7 +158,10 @@ async def test_refusals_render_error_pages_and_create_nothing(start_hub):
         # again from the same browser (that user has no server: nothing to reuse):
         # a second user, and the browser's cookie now names it
         code, headers, _ = await tmplogin(b, hub, {"course": "ds"})
-        assert (code, headers["Location"]) == (302, "/hub/spawn?course=datascience&size=small")
+        assert (code, headers["Location"]) == (
+            302,
+            "/hub/spawn?opt-course=datascience&opt-size=small",
+        )
         (second,) = await user_names(hub) - {name}
         assert await whoami(b, hub) == second
 
@@ -203,7 +206,7 @@ async def test_signed_links_required_when_a_key_is_set(start_hub):
         assert KEY not in hub.log_text()
 
         code, headers, _ = await tmplogin(b, hub, good)
-        assert code == 302 and headers["Location"].startswith(f"/hub/spawn?course={COURSE}&")
+        assert code == 302 and headers["Location"].startswith(f"/hub/spawn?opt-course={COURSE}&")
         assert "sig=" not in headers["Location"]
     assert len(await user_names(hub)) == 1
     counts = await metrics(hub)
@@ -393,7 +396,7 @@ async def test_full_flow_to_the_notebook_reuse_and_capacity(start_hub, devcluste
         while (await api(hub, f"/users/{name}"))["servers"] and time.monotonic() < deadline:
             await asyncio.sleep(0.5)
         code, headers, _ = await tmplogin(other, hub, query)
-        assert code == 302 and headers["Location"].startswith(f"/hub/spawn?course={COURSE}&")
+        assert code == 302 and headers["Location"].startswith(f"/hub/spawn?opt-course={COURSE}&")
         assert len(await user_names(hub)) == 2
 
     counts = await metrics(hub)

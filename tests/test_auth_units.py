@@ -68,11 +68,11 @@ def test_wants_json(accept, expected):
     [
         ("/hub/", None, "/hub/spawn"),
         ("/hub/", {}, "/hub/spawn"),
-        ("/hub/", {"course": "c1", "size": "small"}, "/hub/spawn?course=c1&size=small"),
+        ("/hub/", {"course": "c1", "size": "small"}, "/hub/spawn?opt-course=c1&opt-size=small"),
         (
             "/prefix/hub/",
             {"course": "a:b", "notebook": "dir/a b?c#d&e=f.ipynb"},
-            "/prefix/hub/spawn?course=a%3Ab&notebook=dir%2Fa%20b%3Fc%23d%26e%3Df.ipynb",
+            "/prefix/hub/spawn?opt-course=a%3Ab&opt-notebook=dir%2Fa%20b%3Fc%23d%26e%3Df.ipynb",
         ),
     ],
 )
