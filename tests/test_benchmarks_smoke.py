@@ -1,0 +1,43 @@
+"""B1 and B2 still run end to end at tiny N (real hubs, proxies, stub dev clusters).
+
+Both stacks (cnbi and stock) are exercised, so a broken stock config fails here too.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def run(script: str, *args: str) -> str:
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    return proc.stdout
+
+
+def test_launch_storm_tiny():
+    out = run("launch_storm.py", "--n", "4", "--spread", "1", "--timeout", "90")
+    rows = dict(re.findall(r"^(cnbi|stock)\s+([\d.]+)\s", out, re.M))
+    assert rows == {"cnbi": "100.00", "stock": "100.00"}, out  # every learner reached 200
+    assert re.search(r"ratio cnbi/stock: launches/s [\d.]+x", out)
+    assert "targets (cnbi)" in out
+
+
+def test_tmplogin_throughput_tiny():
+    out = run("tmplogin_throughput.py", "--n", "20", "--rounds", "2", "--warmup", "2")
+    rows = re.findall(
+        r"^(cnbi|stock)\s+([\d.]+)\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+(\d+)", out, re.M
+    )
+    assert {name for name, _, _ in rows} == {"cnbi", "stock"}, out
+    for _name, rate, failed in rows:
+        assert float(rate) > 0 and failed == "0"
+    assert re.search(r"ratio cnbi/stock: logins/s [\d.]+x", out)
