@@ -71,7 +71,7 @@ class Outcome:
     seconds: float
     reason: str = ""
     ready_at: float = 0.0
-    login: float = 0.0  # link -> the hub's spawn page reached
+    login: float = 0.0  # link -> the browser asks for /hub/spawn
 
 
 async def wait_progress(s: aiohttp.ClientSession, base: str, name: str, timeout: float) -> None:
@@ -94,12 +94,12 @@ async def wait_progress(s: aiohttp.ClientSession, base: str, name: str, timeout:
 async def get(s: aiohttp.ClientSession, url, marks: dict) -> tuple[int, yarl.URL]:
     """GET following redirects one by one (like a browser); notes when /hub/spawn is reached."""
     for _ in range(10):
+        if yarl.URL(str(url)).path.startswith("/hub/spawn") and "login" not in marks:
+            marks["login"] = time.monotonic()  # logged in: the browser asks for the spawn
         async with s.get(url, allow_redirects=False) as r:
             status = r.status
             await r.read()
             location = r.headers.get("Location")
-        if r.url.path.startswith("/hub/spawn") and "login" not in marks:
-            marks["login"] = time.monotonic()
         if status not in (301, 302, 303, 307) or not location:
             return status, r.url
         url = r.url.join(yarl.URL(location))
@@ -194,7 +194,7 @@ def report(rows: list[dict], n: int, spread: float) -> None:
     header = ["stack", "success %", "p50 s", "p95 s", "p99 s", "launches/s"]
     header += ["hub CPU s", "hub CPU %", "hub RSS MB", "login p50", "login p99"]
     header += ["cluster CPU s", "proxy CPU s"]
-    note = "login = link -> the hub's /hub/spawn reached; CPU s over the whole run"
+    note = "login = link -> the browser requests /hub/spawn; CPU s over the whole run"
     print_table(
         f"B1 launch storm: {n} learners over {spread:.0f} s (stub runtime)",
         header,

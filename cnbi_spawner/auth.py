@@ -236,32 +236,41 @@ class TmpLoginHandler(BaseHandler):
         name = new_anonymous_name()
         auth.reserve(name)
         try:
-            if not auth.manage_groups:  # with manage_groups the hub applies auth_model["groups"]
-                # The user row and its group membership are only added to the session here:
-                # the hub's login finds the pending user and commits it with its spawner row.
-                # This saves the SQLite commit (an fsync) a separate group update would cost.
-                auth.add_to_group(self._pending_user(name), self.db, commit=False)
             user = await self.login_user({_ANONYMOUS_LOGIN: name})
             if user is None:  # refused by blocked_users, username_pattern or a post_auth_hook
                 raise LaunchError("Guest access is not allowed on this hub.", status=403)
-            if not auth.manage_groups:  # the hub saw an existing user: do what it does for new
-                from jupyterhub.metrics import TOTAL_USERS
-
-                TOTAL_USERS.inc()
-                await maybe_future(auth.add_user(user))
+            if not auth.manage_groups and not auth.in_group(user):  # e.g. a pre-existing name
+                auth.add_to_group(user, self.db)
         except BaseException:
-            self.db.rollback()
             auth.release(name)
             raise
         return user
 
-    def _pending_user(self, name: str) -> Any:
-        """A new, uncommitted ``orm.User`` (what the hub's ``user_from_username`` makes)."""
-        from jupyterhub import orm
+    def user_from_username(self, username: str) -> Any:
+        """The hub's ``user_from_username``, plus the anonymous group for a user this handler
+        minted, in the same SQLite commit as the user row (the default-role grant commits).
 
-        orm_user = orm.User(name=name)
+        A separate group update cost one more commit (an fsync) per login; and the session
+        must never be left dirty across an ``await``: any other request finishing meanwhile
+        rolls it back (the hub's ``BaseHandler.finish``), which also expires every ORM object
+        the hub holds. So this runs in one synchronous stretch, like the hub's own.
+        """
+        auth = self.authenticator
+        if auth.manage_groups or username not in getattr(auth, "_reservations", ()):
+            return super().user_from_username(username)
+        user = self.find_user(username)
+        if user is not None:
+            return user
+        from jupyterhub import orm, roles
+        from jupyterhub.metrics import TOTAL_USERS
+
+        orm_user = orm.User(name=username)
         self.db.add(orm_user)
-        return orm_user
+        auth.add_to_group(orm_user, self.db, commit=False)
+        roles.assign_default_roles(self.db, entity=orm_user)
+        TOTAL_USERS.inc()
+        self.db.commit()
+        return self._user_from_orm(orm_user)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exception = (kwargs.get("exc_info") or (None, None, None))[1]
@@ -494,6 +503,9 @@ class TmpLoginMixin(LoggingConfigurable):
             orm_user.groups.append(group)
         if commit:
             db.commit()
+
+    def in_group(self, user: Any) -> bool:
+        return any(g.name == self.anonymous_group for g in user.orm_user.groups)
 
     # --- Authenticator hooks -------------------------------------------------------------
 
