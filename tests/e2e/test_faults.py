@@ -112,21 +112,48 @@ async def assert_no_orphans(stack, timeout: float = 60) -> set[str]:
 
 
 @pytest_asyncio.fixture
-async def fault_stack(tmp_path):
-    stack = await start_stack(tmp_path, runtime="stub", start_timeout=FAULT_START_TIMEOUT)
+async def fault_stack(request, tmp_path):
+    start_timeout = getattr(request, "param", FAULT_START_TIMEOUT)
+    stack = await start_stack(tmp_path, runtime="stub", start_timeout=start_timeout)
     try:
         yield stack
     finally:
         await stack.stop()
 
 
-async def test_api_paused_30s_during_a_burst(fault_stack):
+@pytest.mark.parametrize(
+    "fault_stack",
+    [
+        pytest.param(FAULT_START_TIMEOUT, id="spawns-outlast-the-pause"),
+        pytest.param(
+            12,
+            id="spawns-time-out-during-the-pause",
+            marks=pytest.mark.xfail(
+                strict=False,
+                reason="KNOWN BUG (reported, issue 8): when start_timeout expires while the "
+                "Kubernetes API hangs, the hub can end with the server ready=True but no pod "
+                "and no proxy route; the learner gets '500: Redirect loop' (ghost server)",
+            ),
+        ),
+    ],
+    indirect=True,
+)
+async def test_api_paused_30s_during_a_burst(fault_stack, request):
     stack = fault_stack
+    must_fail = "time-out" in request.node.callspec.id
     learners = [Learner(stack) for _ in range(8)]
     try:
+        stack.cluster.faults.latency = 0.3  # slow API: spawns are surely mid-way at the pause
         burst = [asyncio.ensure_future(lr.launch()) for lr in learners]
-        await asyncio.sleep(0.5)  # some launches are in flight when the API stops answering
+
+        async def someone_spawning():
+            return any(
+                ((u.get("servers") or {}).get("") or {}).get("pending") for u in await stack.users()
+            )
+
+        await wait_for(someone_spawning, "the first spawn", 30, interval=0.1)
         stack.cluster.faults.pause("hang")
+        stack.cluster.faults.latency = 0
         await asyncio.sleep(5)
         # the fault really hit launches: requests still open, or spawns waiting on the API
         in_flight = sum(not task.done() for task in burst)
@@ -152,16 +179,24 @@ async def test_api_paused_30s_during_a_burst(fault_stack):
             if status == 200 and f"/user/{lr.user}/" in url:
                 reached += 1
             else:  # the hub's own "spawn failed" page, with the reason
-                assert "Spawn failed" in body or "failed" in body.lower(), (status, url, body[:500])
+                text = re.sub(r"\s+", " ", re.sub(r"(?s)<script.*?</script>|<[^>]+>", " ", body))
+                _, model = await stack.api("GET", f"/users/{lr.user}")
+                owners = pod_owners(stack)
+                server = (model.get("servers") or {}).get("") or {}
+                state = {k: server.get(k) for k in ("ready", "pending", "started", "stopped")}
+                assert "failed" in text.lower(), (status, text[:80], state, owners)
                 assert "Traceback" not in body
                 failed += 1
         assert reached + failed == len(launched)
+        if must_fail:  # start_timeout (12 s) < pause: every spawn in flight failed cleanly
+            assert failed >= len(pending) > 0, (reached, failed, pending)
         running = await assert_no_orphans(stack)
         assert running <= set(names)
         print(f"API pause: {in_flight} requests and {len(pending)} spawns in flight; "
               f"{reached} reached their server, {failed} got the error page")  # fmt: skip
     finally:
         stack.cluster.faults.resume()
+        stack.cluster.faults.latency = 0
         for lr in learners:
             await lr.close()
 
