@@ -43,7 +43,9 @@ c.JupyterHub.ip = env("CNBI_HUB_IP", "0.0.0.0")
 c.JupyterHub.port = env_int("CNBI_HUB_PORT", 8000)
 # SQLite is fine for a demo; use PostgreSQL in production:
 #   CNBI_DB_URL=postgresql+psycopg://jupyterhub:secret@db:5432/jupyterhub
-c.JupyterHub.db_url = env("CNBI_DB_URL", "sqlite:///jupyterhub.sqlite")
+# Unset: the hub's default (SQLite, or the Helm chart's hub.db settings) is kept.
+if env("CNBI_DB_URL"):
+    c.JupyterHub.db_url = env("CNBI_DB_URL")
 c.JupyterHub.spawner_class = "cnbi"
 c.JupyterHub.authenticator_class = "tmplogin"
 # Spawning is what the hub does most under a lecture-hall burst; bound it.
