@@ -8,10 +8,8 @@ validated on the server (``builds.validate``) and re-rendered with a message per
 
 from __future__ import annotations
 
-from kubernetes_asyncio.client.exceptions import ApiException
 from tornado import web
 
-from ..builds import GROUP, PLURAL, VERSION
 from ..builds.resource import creator_of
 from ..builds.validate import BuildRequestError
 from ..errors import LaunchError
@@ -114,17 +112,8 @@ class BuildPageHandler(_PageBase):
     @web.authenticated
     async def post(self, name: str) -> None:
         """The status page's "Delete" button (form POST, XSRF-checked)."""
-        cr = await self.get_cr(name)
-        if creator_of(cr) != self.user_name:
-            raise web.HTTPError(403, "only the creator may delete a build")
+        self.require_creator(await self.get_cr(name))
         if self.get_body_argument("action", "") != "delete":
             raise web.HTTPError(400, "unknown action")
-        try:
-            await self.api.delete_namespaced_custom_object(
-                GROUP, VERSION, self.ctx.namespace, PLURAL, name
-            )
-        except ApiException as exc:
-            if exc.status != 404:
-                raise web.HTTPError(503, f"cannot delete the build ({exc.status})") from None
-        self.log_event("deleted", name)
+        await self.delete_cr(name)
         self.redirect(f"{self.ctx.prefix}builds")

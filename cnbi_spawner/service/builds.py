@@ -202,6 +202,22 @@ class _BuildsBase(HubOAuthenticated, web.RequestHandler):
             raise web.HTTPError(404, "no such build")
         return cr
 
+    def require_creator(self, cr: dict) -> None:
+        """Only a build's creator may delete it (admins included): 403 otherwise."""
+        if creator_of(cr) != self.user_name:
+            raise web.HTTPError(403, "only the creator may delete a build")
+
+    async def delete_cr(self, name: str) -> None:
+        """Delete the CustomNBImage ``name`` (already gone is fine) and log it."""
+        try:
+            await self.api.delete_namespaced_custom_object(
+                GROUP, VERSION, self.ctx.namespace, PLURAL, name
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise web.HTTPError(503, f"cannot delete the build ({exc.status})") from None
+        self.log_event("deleted", name)
+
     def image_for(self, status: BuildStatus):
         """The registry image this build produced, if it is there yet."""
         reg = self.ctx.registry
@@ -341,17 +357,8 @@ class BuildAPIHandler(_APIBase):
 
     @web.authenticated
     async def delete(self, name: str) -> None:
-        cr = await self.get_cr(name)
-        if creator_of(cr) != self.user_name:
-            raise web.HTTPError(403, "only the creator may delete a build")
-        try:
-            await self.api.delete_namespaced_custom_object(
-                GROUP, VERSION, self.ctx.namespace, PLURAL, name
-            )
-        except ApiException as exc:
-            if exc.status != 404:
-                raise web.HTTPError(503, f"cannot delete the build ({exc.status})") from None
-        self.log_event("deleted", name)
+        self.require_creator(await self.get_cr(name))
+        await self.delete_cr(name)
         self.set_status(204)
         self.finish()
 
