@@ -100,6 +100,19 @@ def parse_quantity(value: str | int | float) -> float:
 
 # --- policy data --------------------------------------------------------------------------
 
+# ResourcePackage fields that are KubeSpawner traits of the same name (what a size sets).
+RESOURCE_FIELDS = (
+    "cpu_guarantee",
+    "cpu_limit",
+    "mem_guarantee",
+    "mem_limit",
+    "extra_resource_guarantees",
+    "extra_resource_limits",
+    "node_selector",
+    "tolerations",
+    "node_affinity_required",
+)
+
 
 @dataclass(frozen=True, eq=False)
 class ResourcePackage:

@@ -33,24 +33,12 @@ from typing import Any
 from traitlets import Dict, TraitError, Unicode, default, validate
 from traitlets.config import Configurable
 
-from .selection import LaunchPolicy, ResourcePackage, parse_quantity
+from .selection import RESOURCE_FIELDS, LaunchPolicy, ResourcePackage, parse_quantity
 
 _NAME_RE = re.compile(r"[a-z0-9](?:[-a-z0-9_.]{0,61}[a-z0-9])?\Z")
 _MEM_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([KMGT]i?)?\Z")
 _MEM_UNITS = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
-_FIELDS = {
-    "display_name",
-    "description",
-    "cpu_guarantee",
-    "cpu_limit",
-    "mem_guarantee",
-    "mem_limit",
-    "extra_resource_guarantees",
-    "extra_resource_limits",
-    "node_selector",
-    "tolerations",
-    "node_affinity_required",
-}
+_FIELDS = {"display_name", "description", *RESOURCE_FIELDS}
 
 DEFAULT_PACKAGES: dict[str, dict[str, Any]] = {
     "tiny": {

@@ -50,23 +50,11 @@ from .images.model import KnownImage
 from .images.registry import ImageRegistry
 from .launch_failures import progress_message
 from .launch_guard import LaunchDiagnostics, guard_start
-from .selection import LaunchPlan, ResourcePackage, plan_launch
+from .selection import RESOURCE_FIELDS, LaunchPlan, ResourcePackage, plan_launch
 from .sizes import ResourcePolicy
 
 # KubeSpawner traits a plan sets; their configured values are the base each plan adds to.
-_PLAN_TRAITS = (
-    "cpu_guarantee",
-    "cpu_limit",
-    "mem_guarantee",
-    "mem_limit",
-    "extra_resource_guarantees",
-    "extra_resource_limits",
-    "node_selector",
-    "tolerations",
-    "node_affinity_required",
-    "extra_labels",
-    "extra_annotations",
-)
+_PLAN_TRAITS = (*RESOURCE_FIELDS, "extra_labels", "extra_annotations")
 
 
 def http_error(error: LaunchError) -> web.HTTPError:
