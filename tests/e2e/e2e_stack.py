@@ -24,6 +24,7 @@ import asyncio
 import json
 import os
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +47,13 @@ NS = "default"
 PROD_CONFIG = REPO / "jupyterhub_config.py"
 AUTHOR = "author"
 AUTHOR_PASSWORD = "e2e-author-password"
-SCREENS = REPO / "docs" / "_static" / "screens"
+#: screenshots refresh the docs' pictures only when asked (CNBI_UPDATE_SCREENSHOTS=1), so
+#: a test run leaves the work tree clean; otherwise they go to a scratch folder.
+SCREENS = (
+    REPO / "docs" / "_static" / "screens"
+    if os.environ.get("CNBI_UPDATE_SCREENSHOTS") == "1"
+    else Path(tempfile.gettempdir()) / "cnbi-e2e-screens"
+)
 #: the MIT Open Learning example link, verbatim
 MITOL_LINK = "/tmplogin?course=uai_source-uai.intro&notebook=lectures%2Flecture1%2Fmod5_lec1.ipynb"
 CHROMIUM = "/usr/bin/chromium"
