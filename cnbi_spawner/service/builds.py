@@ -27,7 +27,6 @@ import asyncio
 import json
 import time
 
-from jupyterhub.services.auth import HubOAuthenticated
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 from tornado import iostream, web
@@ -46,6 +45,7 @@ from ..builds.validate import (
     validate_request,
 )
 from ..errors import LaunchError
+from .context import HubServiceHandler
 
 SCOPE = "custom:cnbi:builds"
 NAME_RE = r"([a-z0-9][a-z0-9-]{0,62})"
@@ -132,16 +132,8 @@ def build_json(cr: dict, status: BuildStatus, image=None, launch_url: str = "") 
     }
 
 
-class _BuildsBase(HubOAuthenticated, web.RequestHandler):
+class _BuildsBase(HubServiceHandler):
     hub_scopes = {SCOPE}
-
-    @property
-    def ctx(self):
-        return self.settings["cnbi"]
-
-    @property
-    def hub_auth(self):
-        return self.settings["hub_auth"]
 
     @property
     def build_settings(self) -> BuildSettings:

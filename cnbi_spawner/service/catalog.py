@@ -23,13 +23,13 @@ import time
 from dataclasses import dataclass
 from urllib.parse import unquote
 
-from jupyterhub.services.auth import HubOAuthenticated
 from tornado import web
 
 from .. import signing
 from ..errors import LaunchError
 from ..images.model import KnownImage
 from ..notebook_paths import listed_notebooks, normalise_notebook
+from .context import HubServiceHandler
 
 
 def image_json(image: KnownImage) -> dict:
@@ -134,15 +134,7 @@ def build_link(
     return LinkResult(signing.launch_link(hub_url, params), {}, bool(signing_key), expires)
 
 
-class _Base(HubOAuthenticated, web.RequestHandler):
-    @property
-    def ctx(self):
-        return self.settings["cnbi"]
-
-    @property
-    def hub_auth(self):
-        return self.settings["hub_auth"]
-
+class _Base(HubServiceHandler):
     def lookup(self, key: str) -> KnownImage | None:
         reg = self.ctx.registry
         return reg.get(key) if reg is not None else None

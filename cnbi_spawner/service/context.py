@@ -18,6 +18,8 @@ from urllib.parse import urlencode
 
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader, select_autoescape
 from jupyterhub._data import DATA_FILES_PATH
+from jupyterhub.services.auth import HubOAuthenticated
+from tornado import web
 
 HERE = Path(__file__).parent
 
@@ -96,3 +98,15 @@ def make_jinja() -> Environment:
         ),
         autoescape=select_autoescape(default=True),
     )
+
+
+class HubServiceHandler(HubOAuthenticated, web.RequestHandler):
+    """Base of the service's hub-authenticated handlers: ``ctx`` and ``hub_auth`` from settings."""
+
+    @property
+    def ctx(self) -> ServiceContext:
+        return self.settings["cnbi"]
+
+    @property
+    def hub_auth(self):
+        return self.settings["hub_auth"]

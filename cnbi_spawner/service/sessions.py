@@ -28,13 +28,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 
-from jupyterhub.services.auth import HubOAuthenticated
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 from tornado import web
 
 from ..launch_failures import LaunchFailure, diagnose, relevant_events, tail_lines
 from ..launch_guard import EVENT_COMPONENT, EVENT_REASON
+from .context import HubServiceHandler
 
 POD_SELECTOR = "component=singleuser-server"
 USER_ANNOTATION = "hub.jupyter.org/username"
@@ -86,15 +86,7 @@ def session_view(name: str, server: dict, registry, now: dt.datetime) -> dict:
     }
 
 
-class _SessionsBase(HubOAuthenticated, web.RequestHandler):
-    @property
-    def ctx(self):
-        return self.settings["cnbi"]
-
-    @property
-    def hub_auth(self):
-        return self.settings["hub_auth"]
-
+class _SessionsBase(HubServiceHandler):
     def get_login_url(self):
         raise web.HTTPError(403, "a hub token or login is required")
 
