@@ -1,0 +1,307 @@
+"""``/hub/tmplogin``: anonymous learners, carried straight to a validated course launch.
+
+The request handler that ``TmpLoginAuthenticator`` / ``TmpLoginMixin`` add to the hub (they
+live in :mod:`cnbi_spawner.auth`, with the knobs and state it uses).
+``GET /hub/tmplogin?course=…&notebook=…&size=…`` (the hub redirects ``/tmplogin`` there,
+query kept) runs, in this order, and stops at the first refusal:
+
+1. **Rate limit** (``ratelimit.py``): per client, then hub-wide -> 429 with ``Retry-After``.
+2. **Signature** (``signing.py``), only when ``link_signing_key`` is set -> 403.
+3. **Plan** the launch with the spawner's pure ``selection.plan_launch`` against the live
+   image registry -> 400 bad parameter, 404 unknown course, 503 registry not synced yet.
+   With no launch parameters, ``default_launch`` is used; if that is empty too, the learner
+   gets a fresh user and the hub's normal ``/hub/spawn`` (stock TmpAuthenticator behaviour).
+4. **Reuse** (``reuse_sessions``): a browser whose cookie names an anonymous user with a
+   running or starting server for the same course goes back to it; no new user.
+5. **Capacity**: at most ``max_anonymous_users`` anonymous users with a server (counted from
+   the hub's in-memory user cache, plus logins of the last few seconds that have not started
+   their spawn yet) -> 503 with ``Retry-After``.
+6. **Log in** a new user named by a UUID4, in group ``anonymous_group``, with a fresh hub
+   cookie (replacing any previous one), and redirect to ``/hub/spawn?<plan.user_options()>``:
+   the URL is built from the validated plan, never from the raw query.
+
+Nothing is created on any refusal. Errors render the hub's own ``error.html`` (the message
+is escaped by the template) or JSON ``{"status", "error", "message", …}`` when the client
+asks for ``application/json``. Each request bumps ``cnbi_tmplogin_total{result=…}`` in the
+hub's Prometheus registry (served at ``/hub/metrics``) and logs one line.
+
+Unlike the stock TmpAuthenticator, ``authenticate`` never invents a user for arbitrary
+login-form data: only this handler mints anonymous users, after the checks above.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urlencode
+
+from jupyterhub.handlers import BaseHandler
+from jupyterhub.utils import url_path_join
+from prometheus_client import REGISTRY, Counter
+from tornado import web
+from tornado.httputil import responses
+
+from .anonymous import new_anonymous_name
+from .errors import BadSignature, LaunchError, RegistryNotReady, Throttled
+from .ratelimit import client_key
+from .signing import verify_params
+
+if TYPE_CHECKING:
+    from .auth import TmpLoginMixin
+
+RESULTS = (
+    "ok",
+    "reused",
+    "bad_request",
+    "unknown_course",
+    "bad_signature",
+    "rate_limited",
+    "at_capacity",
+    "not_ready",
+)
+#: query parameters that are not launch options: the hub's ``next`` and the signature
+NOT_OPTIONS = frozenset({"next", "sig", "exp"})
+
+
+def _counter() -> Counter:
+    try:
+        counter = Counter(
+            "cnbi_tmplogin", "Requests to /hub/tmplogin by outcome", ["result"], registry=REGISTRY
+        )
+    except ValueError:  # this module was imported twice (e.g. reloaded): reuse the collector
+        counter = REGISTRY._names_to_collectors["cnbi_tmplogin_total"]  # type: ignore[attr-defined]
+    for result in RESULTS:
+        counter.labels(result=result)
+    return counter
+
+
+TMPLOGIN_TOTAL = _counter()
+
+
+def result_for(error: LaunchError) -> str:
+    """The metric label for a refusal."""
+    if isinstance(error, Throttled):
+        return "rate_limited" if error.status == 429 else "at_capacity"
+    if isinstance(error, RegistryNotReady):
+        return "not_ready"
+    if isinstance(error, BadSignature):
+        return "bad_signature"
+    if error.status == 404:
+        return "unknown_course"
+    return "bad_request"
+
+
+def wants_json(accept: str) -> bool:
+    """Does the client ask for JSON rather than a page? (Browsers always list text/html.)"""
+    accept = accept.lower()
+    return "application/json" in accept and "text/html" not in accept
+
+
+def spawn_url(hub_base_url: str, options: Mapping[str, str] | None) -> str:
+    """``<hub>/spawn`` carrying the validated options (never the raw request query).
+
+    Keys get the hub's ``opt-`` prefix (JupyterHub 5+), so they can never clash with the
+    hub's own spawn parameters; the hub strips it before ``options_from_query``.
+    """
+    url = url_path_join(hub_base_url, "spawn")
+    if not options:
+        return url
+    return url + "?" + urlencode({f"opt-{k}": v for k, v in options.items()}, quote_via=quote)
+
+
+class LaunchRefused(web.HTTPError):
+    """A ``LaunchError`` on its way to the hub's error page (or JSON)."""
+
+    def __init__(self, error: LaunchError) -> None:
+        super().__init__(
+            error.status,
+            log_message=f"tmplogin refused: {type(error).__name__}",
+            reason=responses.get(error.status, "Error"),
+        )
+        self.launch_error = error
+        self.jupyterhub_message = error.message  # shown (escaped) by the hub's error.html
+        retry_after = getattr(error, "retry_after", None)
+        self.headers = {"Retry-After": str(retry_after)} if retry_after else {}
+
+
+def _peer_address(request: Any) -> str:
+    """The TCP peer (not ``remote_ip``: the hub runs tornado with ``xheaders=True``)."""
+    address = getattr(getattr(request.connection, "context", None), "address", None)
+    if isinstance(address, tuple) and address:
+        return str(address[0])
+    return "unix"
+
+
+class TmpLoginHandler(BaseHandler):
+    """``GET /hub/tmplogin``: see the module docstring."""
+
+    async def get(self) -> None:
+        from .auth import TmpLoginMixin  # auth imports this module
+
+        auth = self.authenticator
+        if not isinstance(auth, TmpLoginMixin):
+            raise web.HTTPError(500, "tmplogin handler used without TmpLoginMixin")
+        self.set_header("Cache-Control", "no-store")
+        client = client_key(
+            self.request.headers.get("X-Forwarded-For"),
+            _peer_address(self.request),
+            auth.trusted_proxy_count,
+        )
+        try:
+            result, url, who = await self._launch(auth, client)
+        except LaunchError as error:
+            result = result_for(error)
+            TMPLOGIN_TOTAL.labels(result=result).inc()
+            self.log.warning("tmplogin %s status=%d client=%s", result, error.status, client)
+            raise LaunchRefused(error) from None
+        TMPLOGIN_TOTAL.labels(result=result).inc()
+        self.log.info("tmplogin %s %s client=%s", result, who, client)
+        self.redirect(url)
+
+    async def _launch(self, auth: TmpLoginMixin, client: str) -> tuple[str, str, str]:
+        decision = auth.rate_limiter.check(client)
+        if not decision.allowed:
+            message = (
+                "Too many launches from your network."
+                if decision.scope == "client"
+                else "The hub is handling too many launches right now."
+            )
+            raise Throttled(message, retry_after=decision.retry_after, status=429)
+
+        query = self.request.query_arguments
+        key = auth.signing_key
+        if key:
+            verify_params(query, key, time.time(), max_ttl=auth.link_max_ttl or None)
+        options: dict[str, Any] = {k: v for k, v in query.items() if k not in NOT_OPTIONS}
+        if not options and auth.default_launch:
+            options = {k: str(v) for k, v in auth.default_launch.items()}
+
+        user = self.current_user
+        named = user is not None and not auth.user_is_anonymous(user)
+        as_self = named and auth.named_users_launch_as_self
+        plan = None
+        if options:
+            from .selection import plan_launch
+
+            plan = plan_launch(
+                options, await auth.ready_registry(), auth.launch_policy(), anonymous=not as_self
+            )
+        course = plan.user_options()["course"] if plan else "-"
+
+        if as_self:  # a named user launches the course in their own server
+            url = spawn_url(self.hub.base_url, plan.user_options() if plan else None)
+            return "ok", url, f"user={user.name} course={course} named"
+
+        if user is not None and auth.reuse_sessions:
+            url = self._reuse_url(user, plan)
+            if url:
+                return "reused", url, f"user={user.name} course={course}"
+
+        auth.check_capacity(self.users)
+        new_user = await self._login_anonymous(auth)
+        if plan is not None:
+            url = spawn_url(self.hub.base_url, plan.user_options())
+        else:  # the hub's own check of ?next= (same host, path only; "" when refused)
+            url = self._validate_next_url(self.get_argument("next", "")) or spawn_url(
+                self.hub.base_url, None
+            )
+        return "ok", url, f"user={new_user.name} course={course}"
+
+    def _reuse_url(self, user: Any, plan: Any) -> str | None:
+        """Where to send a browser back to its own live session for this course, if any."""
+        spawner = user.spawners.get("")
+        if spawner is None or not spawner.active or spawner.pending == "stop":
+            return None
+        if plan is not None:
+            course = (spawner.user_options or {}).get("course")
+            if course != plan.user_options()["course"]:
+                return None
+        target = user.url if plan is None else url_path_join(user.url, plan.default_url)
+        if spawner.ready:
+            return target
+        pending = url_path_join(self.hub.base_url, "spawn-pending", user.escaped_name)
+        return pending + "?" + urlencode({"next": target}, quote_via=quote)
+
+    async def _login_anonymous(self, auth: TmpLoginMixin) -> Any:
+        """Create the UUID user (in the anonymous group) and set its cookie."""
+        name = new_anonymous_name()
+        auth.reserve(name)
+        try:
+            user = await self.login_user({_ANONYMOUS_LOGIN: name})
+            if user is None:  # refused by blocked_users, username_pattern or a post_auth_hook
+                raise LaunchError("Guest access is not allowed on this hub.", status=403)
+            if not auth.manage_groups and not auth.in_group(user):  # e.g. a pre-existing name
+                auth.add_to_group(user, self.db)
+        except BaseException:
+            auth.release(name)
+            raise
+        return user
+
+    def user_from_username(self, username: str) -> Any:
+        """The hub's ``user_from_username``, plus the anonymous group for a user this handler
+        minted, in the same SQLite commit as the user row (the default-role grant commits).
+
+        A separate group update cost one more commit (an fsync) per login; and the session
+        must never be left dirty across an ``await``: any other request finishing meanwhile
+        rolls it back (the hub's ``BaseHandler.finish``), which also expires every ORM object
+        the hub holds. So this runs in one synchronous stretch, like the hub's own.
+        """
+        auth = self.authenticator
+        if auth.manage_groups or username not in getattr(auth, "_reservations", ()):
+            return super().user_from_username(username)
+        user = self.find_user(username)
+        if user is not None:
+            return user
+        from jupyterhub import orm, roles
+        from jupyterhub.metrics import TOTAL_USERS
+
+        orm_user = orm.User(name=username)
+        self.db.add(orm_user)
+        auth.add_to_group(orm_user, self.db, commit=False)
+        roles.assign_default_roles(self.db, entity=orm_user)
+        TOTAL_USERS.inc()
+        self.db.commit()
+        return self._user_from_orm(orm_user)
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exception = (kwargs.get("exc_info") or (None, None, None))[1]
+        if not isinstance(exception, LaunchRefused):
+            super().write_error(status_code, **kwargs)
+            return
+        for name, value in exception.headers.items():
+            self.set_header(name, value)
+        if wants_json(self.request.headers.get("Accept", "")):
+            body = exception.launch_error.to_json()
+            if "Retry-After" in exception.headers:
+                body["retry_after"] = int(exception.headers["Retry-After"])
+            self.set_header("Content-Type", "application/json; charset=UTF-8")
+            self.finish(json.dumps(body))
+            return
+        # the hub's error.html, not e.g. its 404.html whose fixed text would hide our message
+        self.set_header("Content-Type", "text/html; charset=UTF-8")
+        html = self.render_template(
+            "error.html",
+            sync=True,
+            status_code=status_code,
+            status_message=exception.reason,
+            message=exception.jupyterhub_message,  # autoescaped by the template
+            message_html="",
+            extra_error_html="",
+            exception=exception,
+            no_spawner_check=True,  # the page must not create a spawner as a side effect
+        )
+        self.finish(html)
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        if isinstance(value, LaunchRefused):
+            return  # already logged as one line by get()
+        super().log_exception(typ, value, tb)
+
+
+class _AnonymousLoginKey:
+    """Key of the login data this handler passes; no form field can be this object."""
+
+
+_ANONYMOUS_LOGIN = _AnonymousLoginKey()
