@@ -17,7 +17,7 @@ import logging
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from .culler import PVC_COMPONENT_SELECTOR
+from .cull_policy import PVC_COMPONENT_SELECTOR
 
 log = logging.getLogger("cnbi.kube")
 
