@@ -43,7 +43,9 @@ class UnknownImage(LaunchError):
         self.suggestions = tuple(suggestions)
         self.ambiguous = ambiguous
         if ambiguous:
-            message = "That course name matches more than one image; please use one of the full names."
+            message = (
+                "That course name matches more than one image; please use one of the full names."
+            )
         else:
             message = "There is no course image with that name."
         if self.suggestions:
@@ -75,4 +77,6 @@ class Throttled(LaunchError):
 
     def __init__(self, message: str, *, retry_after: int, status: int = 429) -> None:
         self.retry_after = max(1, int(retry_after))
-        super().__init__(f"{message} Please try again in {self.retry_after} seconds.", status=status)
+        super().__init__(
+            f"{message} Please try again in {self.retry_after} seconds.", status=status
+        )
