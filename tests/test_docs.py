@@ -91,7 +91,9 @@ def test_every_option_named_in_the_docs_exists():
 
 
 def code_text() -> str:
+    # the test suite's own switches (e.g. CNBI_UPDATE_SCREENSHOTS) count as code too
     files = [CONFIG, *sorted((ROOT / "cnbi_spawner").rglob("*.py"))]
+    files += sorted((ROOT / "tests").rglob("*.py"))
     return "\n".join(p.read_text() for p in files if p.is_file())
 
 
