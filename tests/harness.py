@@ -72,6 +72,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+async def wait_for(predicate, what: str, timeout: float = 30) -> None:
+    """Poll the async ``predicate`` every 0.3 s; fail the test after ``timeout`` seconds."""
+
+    async def loop():
+        while not await predicate():
+            await asyncio.sleep(0.3)
+
+    try:
+        await asyncio.wait_for(loop(), timeout)
+    except TimeoutError:
+        import pytest  # only here: benchmarks import this module outside pytest
+
+        pytest.fail(f"timed out after {timeout}s waiting for {what}")
+
+
 def proxy_command() -> str:
     return os.environ.get("CNBI_PROXY_COMMAND") or str(
         REPO / "node_modules" / ".bin" / "configurable-http-proxy"

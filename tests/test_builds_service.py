@@ -12,12 +12,12 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import socket
 import sys
 from urllib.parse import urlparse
 
 import aiohttp
 import pytest
+from harness import free_port, wait_for
 
 from cnbi_spawner.devcluster.builds import DELAY_ENV
 
@@ -26,12 +26,6 @@ pytestmark = [pytest.mark.slow]
 NS = "default"
 WAIT = 90
 BASE = "registry.example/courses/minimal:v1"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def hub_config(kubeconfig: str, port: int) -> str:
@@ -107,17 +101,6 @@ async def stack(fast_cluster, start_hub):
 
     await wait_for(service_up, "the cnbi service", 60)
     return hub, cluster, svc
-
-
-async def wait_for(predicate, what: str, timeout: float = 30) -> None:
-    async def loop():
-        while not await predicate():
-            await asyncio.sleep(0.3)
-
-    try:
-        await asyncio.wait_for(loop(), timeout)
-    except TimeoutError:
-        pytest.fail(f"timed out after {timeout}s waiting for {what}")
 
 
 async def hub_api(hub, method: str, path: str, body=None):

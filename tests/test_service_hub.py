@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import socket
 import sys
 import time
 import uuid
@@ -25,6 +24,7 @@ from datetime import UTC, datetime
 
 import aiohttp
 import pytest
+from harness import free_port
 from kubernetes_asyncio import client as k8s
 
 from cnbi_spawner.kube import make_api_client
@@ -35,12 +35,6 @@ NS = "default"
 REPO = "registry.example/courses/cull-test"
 IDLE = 8  # anonymous idle timeout and abandoned-login grace, seconds
 WAIT = 90
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def hub_config(kubeconfig: str, port: int, cull_every: float = 1) -> str:

@@ -16,12 +16,12 @@ import asyncio
 import html
 import json
 import re
-import socket
 import sys
 import time
 
 import aiohttp
 import pytest
+from harness import free_port
 from playwright.async_api import async_playwright
 
 from cnbi_spawner.launch_failures import REASONS
@@ -56,12 +56,6 @@ FAULTS = {
     "learner-slow": ("c-slow", "registry.example/faults/slow", "Timeout", {"Timeout"}),
 }
 OK_USER, OK_COURSE, OK_REPO = "learner-ok", "c-ok", "registry.example/faults/fine"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def config(kubeconfig: str, port: int, service_config: str) -> str:

@@ -19,6 +19,7 @@ from urllib.parse import quote, unquote, urlparse
 
 import aiohttp
 import pytest
+from harness import wait_for
 from kubernetes_asyncio import client as k8s
 
 from cnbi_spawner.kube import make_api_client
@@ -234,17 +235,6 @@ async def progress_events(hub, user: str, server: str = "") -> list[dict]:
                 if event.get("ready") or event.get("failed"):
                     break
     return events
-
-
-async def wait_for(predicate, what: str, timeout: float = 30) -> None:
-    async def loop():
-        while not await predicate():
-            await asyncio.sleep(0.3)
-
-    try:
-        await asyncio.wait_for(loop(), timeout)
-    except TimeoutError:
-        pytest.fail(f"timed out after {timeout}s waiting for {what}")
 
 
 async def stop_server(hub, user: str, server: str = "") -> None:
