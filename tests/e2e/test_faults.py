@@ -130,9 +130,16 @@ async def fault_stack(request, tmp_path):
             id="spawns-time-out-during-the-pause",
             marks=pytest.mark.xfail(
                 strict=False,
-                reason="KNOWN BUG (reported, issue 8): when start_timeout expires while the "
-                "Kubernetes API hangs, the hub can end with the server ready=True but no pod "
-                "and no proxy route; the learner gets '500: Redirect loop' (ghost server)",
+                reason="KNOWN BUG in stock KubeSpawner 7.1 + JupyterHub 6.1 (issue 8; also with "
+                "c.LaunchDiagnostics.enabled=False): spawns started while the pod/event "
+                "reflectors' first list hangs all await the SHARED reflector.first_load_future "
+                "unshielded (kubespawner/spawner.py:2860, via _start's gather :3191-3193). "
+                "Cancelling one spawn's _start (hub's wait_for at start_timeout, user.py:982, or "
+                "our guard 3 s earlier) cancels that shared future, so every other waiting spawn "
+                "ends with CancelledError, which user.spawn's `except Exception` (user.py:1056) "
+                "does not catch: no stop(), orm server kept (set at user.py:859); "
+                "_clear_spawn_future (handlers/base.py:1238-1241) treats 'cancelled' as done and "
+                "clears _spawn_pending -> ready=True, no pod, no route: '500: Redirect loop'",
             ),
         ),
     ],
