@@ -32,7 +32,7 @@ from traitlets.config import LoggingConfigurable
 from .anonymous import ANONYMOUS_GROUP, is_anonymous
 from .errors import Throttled
 from .ratelimit import Rate, RateLimiter
-from .signing import as_key
+from .signing import SIGNING_KEY_ENV, as_key
 
 # the handler side, importable from here as before
 from .tmplogin import (  # noqa: F401
@@ -49,7 +49,6 @@ from .tmplogin import (  # noqa: F401
 
 #: seconds a freshly minted user counts against capacity before its spawn shows up
 RESERVATION_SECONDS = 30.0
-SIGNING_KEY_ENV = "CNBI_LINK_SIGNING_KEY"
 
 
 class TmpLoginMixin(LoggingConfigurable):

@@ -38,6 +38,8 @@ from urllib.parse import quote, urlencode
 
 from .errors import BadSignature
 
+#: where the hub (TmpLoginMixin) and the cnbi service read the key when it is not configured
+SIGNING_KEY_ENV = "CNBI_LINK_SIGNING_KEY"
 SIG_PARAM = "sig"
 EXP_PARAM = "exp"
 _DOMAIN = b"cnbi-tmplogin-v1\n"

@@ -58,6 +58,7 @@ from tornado.log import LogFormatter
 from traitlets import Bool, Float, Int, Unicode, default
 from traitlets.config import Application, Configurable
 
+from ..signing import SIGNING_KEY_ENV
 from .context import HERE, ServiceContext, make_jinja
 from .culler import Culler, CullPolicy, Thresholds
 from .hubapi import HubClient
@@ -153,7 +154,7 @@ class CullerSettings(Configurable):
 
     @default("link_signing_key")
     def _key_default(self) -> str:
-        return os.environ.get("CNBI_LINK_SIGNING_KEY", "")
+        return os.environ.get(SIGNING_KEY_ENV, "")
 
     link_ttl = Int(14 * 24 * 3600, help="Lifetime of signed launch links (s).").tag(config=True)
     public_hub_url = Unicode(
