@@ -361,6 +361,19 @@ class CNBiSpawner(KubeSpawner):
                 event = {**event, "message": plain}
             yield event
 
+    async def _start_reflector(self, *args: Any, **kwargs: Any):
+        """KubeSpawner's shared reflector start, shielded from any one spawn's cancellation.
+
+        Every spawn awaits the same shared reflector start (its ``first_load_future``) with a
+        plain ``await`` (KubeSpawner 7.1). Cancelling one spawn (the hub's start timeout, or
+        our launch guard) while the Kubernetes API hangs therefore cancels that shared future,
+        and every other spawn waiting on it ends in ``CancelledError``, which JupyterHub's
+        ``User.spawn`` does not treat as a failure: the server stays "ready" with no pod and
+        no route ("ghost server", learner sees "500: Redirect loop"). Shielded, only the
+        cancelled spawn stops waiting; the others fail or succeed on their own.
+        """
+        return await asyncio.shield(super()._start_reflector(*args, **kwargs))
+
     def start(self):
         """KubeSpawner's start, watched so a failed launch says why (``launch_guard``)."""
         future = super().start()

@@ -125,23 +125,10 @@ async def fault_stack(request, tmp_path):
     "fault_stack",
     [
         pytest.param(FAULT_START_TIMEOUT, id="spawns-outlast-the-pause"),
-        pytest.param(
-            12,
-            id="spawns-time-out-during-the-pause",
-            marks=pytest.mark.xfail(
-                strict=False,
-                reason="KNOWN BUG in stock KubeSpawner 7.1 + JupyterHub 6.1 (issue 8; also with "
-                "c.LaunchDiagnostics.enabled=False): spawns started while the pod/event "
-                "reflectors' first list hangs all await the SHARED reflector.first_load_future "
-                "unshielded (kubespawner/spawner.py:2860, via _start's gather :3191-3193). "
-                "Cancelling one spawn's _start (hub's wait_for at start_timeout, user.py:982, or "
-                "our guard 3 s earlier) cancels that shared future, so every other waiting spawn "
-                "ends with CancelledError, which user.spawn's `except Exception` (user.py:1056) "
-                "does not catch: no stop(), orm server kept (set at user.py:859); "
-                "_clear_spawn_future (handlers/base.py:1238-1241) treats 'cancelled' as done and "
-                "clears _spawn_pending -> ready=True, no pod, no route: '500: Redirect loop'",
-            ),
-        ),
+        # Spawns time out while the API hangs. Stock KubeSpawner 7.1 + JupyterHub 6.1 left
+        # "ghost" servers here (ready, no pod, no route): cancelling one spawn cancelled the
+        # shared reflector start the others awaited (CNBiSpawner._start_reflector shields it).
+        pytest.param(12, id="spawns-time-out-during-the-pause"),
     ],
     indirect=True,
 )
