@@ -8,8 +8,9 @@ in practice ``images.registry.ImageRegistry``.
 
 Rules (the URL contract of DESIGN §3, decided here):
 
-- Keys: ``course`` (alias ``image``), ``notebook``, ``size``, plus ``sig``/``exp`` which are
-  accepted and ignored (the authenticator checks signatures). Any other key -> 400.
+- Keys: ``course`` (alias ``image``), ``notebook``, ``size``, plus ``sig``/``exp``/``ticket``
+  which are accepted and ignored here (the authenticator checks signatures, the spawner
+  checks tickets). Any other key -> 400.
   A key given twice -> 400; ``course`` and ``image`` together -> 400 (they are one parameter).
 - Values: a string, bytes (UTF-8, else 400) or a one-element list of those. Anything else
   (numbers, objects, empty or longer lists) -> 400.
@@ -48,7 +49,7 @@ from .notebook_paths import listed_notebooks, normalise_notebook, notebook_url
 
 LABEL_PREFIX = "cnbi.meteor.zone/"
 COURSE_KEYS = ("course", "image")
-KNOWN_KEYS = frozenset({"course", "image", "notebook", "size", "sig", "exp"})
+KNOWN_KEYS = frozenset({"course", "image", "notebook", "size", "sig", "exp", "ticket"})
 MAX_COURSE_CHARS = 256  # the registry's own bound on names (images/index.py)
 _COURSE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@+/-]*\Z")
 _SIZE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z")
@@ -275,7 +276,7 @@ def parse(options: Mapping[str, Any]) -> LaunchRequest:
         values[key] = _single_value(key, raw)
     if "course" in values and "image" in values:
         raise SelectionError("Give either 'course' or 'image' (they mean the same), not both.")
-    for key in ("sig", "exp"):
+    for key in ("sig", "exp", "ticket"):
         value = values.get(key, "")
         if len(value) > _MAX_IGNORED_CHARS or not value.isprintable():
             raise SelectionError(f"The launch parameter '{key}' is malformed.")

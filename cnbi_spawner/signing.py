@@ -20,6 +20,13 @@ and well-formed, ``exp`` present and an integer, the signature matches (compared
 away than ``max_ttl`` (so a leaked key cannot mint links that live for ever). Every
 parameter is covered, so changing, adding or removing one invalidates the link.
 
+Launch tickets: on a hub with a signing key, the checked link's launch is bound to the
+anonymous user ``/tmplogin`` creates for it. The handler adds ``ticket`` =
+``base64url(HMAC-SHA256(key, "cnbi-ticket-v1\n" + user + "\n" + canonical options))`` to
+the spawn options, and the spawner starts an anonymous user's server only with a ticket for
+exactly those options (:func:`verify_ticket`), so a signed-in learner cannot swap the
+course afterwards through ``/hub/spawn``, the form or the REST API.
+
 The key is never logged or echoed. ``cnbi-hub sign-link`` (:func:`main`) prints a link.
 """
 
@@ -43,6 +50,8 @@ SIGNING_KEY_ENV = "CNBI_LINK_SIGNING_KEY"
 SIG_PARAM = "sig"
 EXP_PARAM = "exp"
 _DOMAIN = b"cnbi-tmplogin-v1\n"
+_TICKET_DOMAIN = b"cnbi-ticket-v1\n"
+TICKET_PARAM = "ticket"
 _SIG_LEN = 43  # base64url of 32 bytes, unpadded
 
 
@@ -124,6 +133,26 @@ def verify_params(
         raise BadSignature("This launch link has expired. Please ask for a new one.")
     if max_ttl and exp - now > max_ttl:
         raise BadSignature("This launch link is valid for longer than this hub allows.")
+
+
+def launch_ticket(key: bytes | str, user: str, options: Mapping[str, str]) -> str:
+    """The ticket binding ``user`` to these canonical launch options (see module doc)."""
+    body = {k: v for k, v in options.items() if k != TICKET_PARAM}
+    message = _TICKET_DOMAIN + user.encode("utf-8") + b"\n" + canonical(body)
+    digest = hmac.new(as_key(key), message, hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+def verify_ticket(key: bytes | str, user: str, options: Mapping[str, str], ticket: str) -> None:
+    """Raise :class:`BadSignature` unless ``ticket`` binds ``user`` to ``options``."""
+    expected = launch_ticket(key, user, options)
+    if not isinstance(ticket, str) or not hmac.compare_digest(
+        ticket.encode("utf-8", "replace"), expected.encode("ascii")
+    ):
+        raise BadSignature(
+            "This guest session may only start the course its link was made for. "
+            "Open the course link again to start another course."
+        )
 
 
 def launch_link(base_url: str, params: Mapping[str, str]) -> str:

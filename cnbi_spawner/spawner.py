@@ -51,6 +51,7 @@ from .images.registry import ImageRegistry
 from .launch_failures import progress_message
 from .launch_guard import LaunchDiagnostics, guard_start
 from .selection import RESOURCE_FIELDS, LaunchPlan, ResourcePackage, plan_launch
+from .signing import TICKET_PARAM, verify_ticket
 from .sizes import ResourcePolicy
 
 # KubeSpawner traits a plan sets; their configured values are the base each plan adds to.
@@ -140,6 +141,15 @@ def _applied_in_load_user_options(spawner: Any, user_options: dict) -> None:
     They are validated and applied in ``load_user_options``, which KubeSpawner calls at the
     start of every ``start()`` on every JupyterHub version we support.
     """
+
+
+def _single_text(value: Any) -> str:
+    """One option value as text: the hub gives str, bytes or a one-element list."""
+    if isinstance(value, list | tuple):
+        value = value[0] if len(value) == 1 else ""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    return value if isinstance(value, str) else ""
 
 
 class CNBiSpawner(KubeSpawner):
@@ -245,13 +255,15 @@ class CNBiSpawner(KubeSpawner):
         """``plan_launch`` with this user's registry and policy; refusals as HTTPError."""
         try:
             reg = await self._ready_registry(self.registry_wait_timeout)
-            return plan_launch(
+            plan = plan_launch(
                 options,
                 reg,
                 self._policy(),
                 anonymous=self._anonymous(),
                 allow_outdated=restart,
             )
+            self._check_ticket(plan, options)
+            return plan
         except LaunchError as e:
             self.log.warning(
                 "Launch refused for %s: %s %s: %s",
@@ -262,14 +274,36 @@ class CNBiSpawner(KubeSpawner):
             )
             raise http_error(e) from None
 
+    def _signing_key(self) -> bytes:
+        return getattr(self.authenticator, "signing_key", b"") or b""
+
+    def _check_ticket(self, plan: LaunchPlan, options: Mapping[str, Any]) -> None:
+        """On a hub with signed links, a guest starts only the launch its link planned.
+
+        ``/tmplogin`` adds a ticket binding the new anonymous user to the checked options
+        (``signing.launch_ticket``); without it a signed-in learner could swap the course
+        through ``/hub/spawn``, the form or the REST API. Named users need no ticket.
+        """
+        key = self._signing_key()
+        if key and plan.anonymous:
+            ticket = _single_text(options.get(TICKET_PARAM))
+            verify_ticket(key, self.user.name, plan.user_options(), ticket)
+
+    def _canonical(self, plan: LaunchPlan, options: Mapping[str, Any]) -> dict[str, str]:
+        """The options the hub stores: the plan's, plus the checked ticket (restarts keep it)."""
+        canonical = plan.user_options()
+        if self._signing_key() and plan.anonymous:
+            canonical[TICKET_PARAM] = _single_text(options.get(TICKET_PARAM))
+        return canonical
+
     # -- hub hooks -----------------------------------------------------------------------
     async def options_from_query(self, query_data: Mapping[str, Any]) -> dict[str, str]:
         """``/hub/spawn?course=…``: validate and return the canonical options."""
-        return (await self._plan(query_data, restart=False)).user_options()
+        return self._canonical(await self._plan(query_data, restart=False), query_data)
 
     async def _cnbi_options_from_form(self, form_data: Mapping[str, Any]) -> dict[str, str]:
         """The spawn form: same rules as the query."""
-        return (await self._plan(form_data, restart=False)).user_options()
+        return self._canonical(await self._plan(form_data, restart=False), form_data)
 
     async def _cnbi_render_form(self) -> str:
         try:
@@ -295,7 +329,7 @@ class CNBiSpawner(KubeSpawner):
         """Re-plan from ``user_options`` at every start and apply the plan (see module doc)."""
         plan = await self._plan(self.user_options or {}, restart=True)
         self._apply_plan(plan)
-        canonical = plan.user_options()
+        canonical = self._canonical(plan, self.user_options or {})
         if self.user_options != canonical:
             # e.g. {"course": "uai-intro"} from the REST API: store the exact key, so the
             # next restart of this server gets this image, not whatever the name means then

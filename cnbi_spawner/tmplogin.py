@@ -46,7 +46,7 @@ from tornado.httputil import responses
 from .anonymous import new_anonymous_name
 from .errors import BadSignature, LaunchError, RegistryNotReady, Throttled
 from .ratelimit import client_key
-from .signing import verify_params
+from .signing import TICKET_PARAM, launch_ticket, verify_params
 
 if TYPE_CHECKING:
     from .auth import TmpLoginMixin
@@ -62,7 +62,7 @@ RESULTS = (
     "not_ready",
 )
 #: query parameters that are not launch options: the hub's ``next`` and the signature
-NOT_OPTIONS = frozenset({"next", "sig", "exp"})
+NOT_OPTIONS = frozenset({"next", "sig", "exp", "ticket"})
 
 
 def _counter() -> Counter:
@@ -202,7 +202,10 @@ class TmpLoginHandler(BaseHandler):
         auth.check_capacity(self.users)
         new_user = await self._login_anonymous(auth)
         if plan is not None:
-            url = spawn_url(self.hub.base_url, plan.user_options())
+            options = plan.user_options()
+            if key:  # bind the checked launch to this user (the spawner verifies it)
+                options[TICKET_PARAM] = launch_ticket(key, new_user.name, options)
+            url = spawn_url(self.hub.base_url, options)
         else:  # the hub's own check of ?next= (same host, path only; "" when refused)
             url = self._validate_next_url(self.get_argument("next", "")) or spawn_url(
                 self.hub.base_url, None

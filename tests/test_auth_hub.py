@@ -431,3 +431,48 @@ async def test_second_click_while_the_server_starts_goes_to_its_progress_page(
             url = f"{hub.api_url}/users/{name}/server"
             async with s.delete(url, headers={"Authorization": f"token {hub.api_token}"}) as r:
                 assert r.status in (202, 204)
+
+
+@pytest.mark.slow
+async def test_signed_launch_binds_the_guest_to_its_course(start_hub, stub_devcluster, tmp_path):
+    """With link signing on, a guest starts only what its signed link planned: swapping the
+    course afterwards (spawn page query, REST API) is refused and starts nothing."""
+    await maybe_await(stub_devcluster.add_image(IMAGE_REPO, tmp_path))
+    hub = await start_hub(
+        flow_config(link_max_ttl=3600),
+        env={"CNBI_LINK_SIGNING_KEY": KEY},
+        kubeconfig=stub_devcluster.kubeconfig,
+    )
+    link = sign_params({"course": COURSE, "notebook": FLOW_NOTEBOOK}, KEY, int(time.time()) + 600)
+    async with browser() as learner:
+        code, headers, _ = await tmplogin(learner, hub, link)
+        assert code == 302 and "opt-ticket=" in headers["Location"]
+        (name,) = await user_names(hub)
+        # the signed launch itself starts
+        async with learner.get(hub.url + headers["Location"]) as r:
+            assert r.status == 200
+        await wait_until_ready(hub, name)
+        options = (await api(hub, f"/users/{name}"))["servers"][""]["user_options"]
+        assert options["course"] == COURSE and options["ticket"]
+
+        async with aiohttp.ClientSession() as s:  # the learner leaves that server
+            auth = {"Authorization": f"token {hub.api_token}"}
+            async with s.delete(f"{hub.api_url}/users/{name}/server", headers=auth) as r:
+                assert r.status in (202, 204)
+            deadline = time.monotonic() + WAIT
+            while (await api(hub, f"/users/{name}"))["servers"] and time.monotonic() < deadline:
+                await asyncio.sleep(0.5)
+
+            # another course through the spawn page: refused, nothing starts
+            swap = "/hub/spawn?opt-course=datascience"
+            async with learner.get(hub.url + swap, allow_redirects=False) as r:
+                body = await r.text()
+                assert r.status == 403, body[:500]
+                assert "may only start the course its link was made for" in body
+            # ... or through the REST API with a made-up ticket
+            body = {"course": "datascience", "ticket": "x" * 43}
+            url = f"{hub.api_url}/users/{name}/server"
+            async with s.post(url, headers=auth, json=body) as r:
+                assert r.status == 403, await r.text()
+        assert not (await api(hub, f"/users/{name}"))["servers"]
+        assert stub_devcluster.list("v1", "pods", namespace="default") == []

@@ -9,7 +9,14 @@ import pytest
 
 from cnbi_spawner import cli
 from cnbi_spawner.errors import BadSignature
-from cnbi_spawner.signing import canonical, sign_params, signature, verify_params
+from cnbi_spawner.signing import (
+    canonical,
+    launch_ticket,
+    sign_params,
+    signature,
+    verify_params,
+    verify_ticket,
+)
 
 KEY = b"k" * 32
 NOW = 1_800_000_000
@@ -202,3 +209,30 @@ def test_sign_link_command_refuses_bad_arguments(argv, env, monkeypatch, capsys)
         cli.main(["sign-link", *argv])
     assert info.value.code == 2
     assert capsys.readouterr().out == ""
+
+
+TICKET_OPTIONS = {"course": "uai-intro:2026.1", "notebook": "a b/c.ipynb", "size": "small"}
+
+
+@pytest.mark.parametrize(
+    "user, options, change",
+    [
+        ("u1", {**TICKET_OPTIONS, "course": "data-science:2026.2"}, "another course"),
+        ("u1", {**TICKET_OPTIONS, "size": "large"}, "another size"),
+        ("u1", {k: v for k, v in TICKET_OPTIONS.items() if k != "notebook"}, "no notebook"),
+        ("u2", TICKET_OPTIONS, "another user"),
+    ],
+)
+def test_launch_ticket_binds_user_and_options(user, options, change):
+    ticket = launch_ticket("key", "u1", TICKET_OPTIONS)
+    verify_ticket("key", "u1", {**TICKET_OPTIONS, "ticket": ticket}, ticket)  # the ticket key
+    with pytest.raises(BadSignature):
+        verify_ticket("key", user, options, ticket)
+    with pytest.raises(BadSignature):
+        verify_ticket("other key", "u1", TICKET_OPTIONS, ticket)
+
+
+@pytest.mark.parametrize("ticket", ["", "x" * 43, "é" * 43, None])
+def test_launch_ticket_refuses_made_up_tickets(ticket):
+    with pytest.raises(BadSignature):
+        verify_ticket("key", "u1", TICKET_OPTIONS, ticket)
