@@ -33,6 +33,25 @@ from pathlib import Path
 
 import aiohttp
 
+#: Debian's Chromium (Playwright cannot download its own here) and the flags it needs as root
+#: on a machine with no network beyond loopback.
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-dev-shm-usage",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+async def launch_chromium(playwright):
+    """A headless Chromium browser from a ``playwright.async_playwright()`` context."""
+    return await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 

@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 
 import aiohttp
 import pytest
-from harness import free_port, wait_for
+from harness import free_port, launch_chromium, wait_for
 
 from cnbi_spawner.devcluster.builds import DELAY_ENV
 
@@ -371,10 +371,7 @@ async def test_status_page_updates_live_and_ends_with_launch(stack):
     playwright = pytest.importorskip("playwright.async_api")
     hub, _cluster, svc = stack
     async with playwright.async_playwright() as p:
-        browser = await p.chromium.launch(
-            executable_path="/usr/bin/chromium",
-            args=["--no-sandbox", "--disable-dev-shm-usage"],
-        )
+        browser = await launch_chromium(p)
         try:
             page = await browser.new_page()
             page.set_default_timeout(WAIT * 1000)

@@ -21,7 +21,7 @@ import time
 
 import aiohttp
 import pytest
-from harness import free_port
+from harness import free_port, launch_chromium
 from playwright.async_api import async_playwright
 
 from cnbi_spawner.launch_failures import REASONS
@@ -295,10 +295,7 @@ async def test_browser_shows_the_reason_on_the_progress_page(stack):
     with the plain reason (not a bare "Spawn failed"), the author details fold away."""
     hub, *_ = stack
     async with async_playwright() as p:
-        browser = await p.chromium.launch(
-            executable_path="/usr/bin/chromium",
-            args=["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"],
-        )
+        browser = await launch_chromium(p)
         try:
             page = await browser.new_page()
             page.set_default_timeout(WAIT * 1000)

@@ -56,16 +56,6 @@ SCREENS = (
 )
 #: the MIT Open Learning example link, verbatim
 MITOL_LINK = "/tmplogin?course=uai_source-uai.intro&notebook=lectures%2Flecture1%2Fmod5_lec1.ipynb"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-dev-shm-usage",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 # The production config, then only what a loopback test box needs on top of it.
 E2E_OVERRIDES = """

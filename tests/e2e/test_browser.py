@@ -18,14 +18,13 @@ import pytest_asyncio
 from e2e_stack import (
     AUTHOR,
     AUTHOR_PASSWORD,
-    CHROMIUM,
-    CHROMIUM_ARGS,
     MITOL_LINK,
     NS,
     SCREENS,
     http_status,
     wait_for,
 )
+from harness import launch_chromium
 
 playwright_api = pytest.importorskip("playwright.async_api")
 
@@ -39,7 +38,7 @@ USER_RE = re.compile(r"/(?:user|spawn-pending)/([0-9a-f-]{36})")
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def browser():
     async with playwright_api.async_playwright() as p:
-        b = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        b = await launch_chromium(p)
         try:
             yield b
         finally:
