@@ -274,8 +274,10 @@ class CNBiSpawner(KubeSpawner):
             )
             raise http_error(e) from None
 
-    def _signing_key(self) -> bytes:
-        return getattr(self.authenticator, "signing_key", b"") or b""
+    def _ticket_key(self, plan: LaunchPlan) -> bytes:
+        """The link signing key when this launch needs a ticket (a guest), else ``b""``."""
+        key = getattr(self.authenticator, "signing_key", b"") or b""
+        return key if plan.anonymous else b""
 
     def _check_ticket(self, plan: LaunchPlan, options: Mapping[str, Any]) -> None:
         """On a hub with signed links, a guest starts only the launch its link planned.
@@ -284,15 +286,15 @@ class CNBiSpawner(KubeSpawner):
         (``signing.launch_ticket``); without it a signed-in learner could swap the course
         through ``/hub/spawn``, the form or the REST API. Named users need no ticket.
         """
-        key = self._signing_key()
-        if key and plan.anonymous:
+        key = self._ticket_key(plan)
+        if key:
             ticket = _single_text(options.get(TICKET_PARAM))
             verify_ticket(key, self.user.name, plan.user_options(), ticket)
 
     def _canonical(self, plan: LaunchPlan, options: Mapping[str, Any]) -> dict[str, str]:
         """The options the hub stores: the plan's, plus the checked ticket (restarts keep it)."""
         canonical = plan.user_options()
-        if self._signing_key() and plan.anonymous:
+        if self._ticket_key(plan):
             canonical[TICKET_PARAM] = _single_text(options.get(TICKET_PARAM))
         return canonical
 
