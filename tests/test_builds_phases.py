@@ -42,7 +42,12 @@ FIXTURE_CASES = [
         "Building",
         "cnbi-s2i-minimal-py38-sample-1-package-list",
     ),
-]
+    # the CNBi design's samples, just applied (no status yet)
+    ("design-sample-package-list", "package-list", "Pending",
+     "cnbi-ubi8-py38-sample-3-package-list"),
+    ("design-sample-import", "import", "Importing", "cnbi-osc-pytorch-import"),
+    ("design-draft-action-build", "package-list", "Pending", "cnbi-ubi8-py38-pd-package-list"),
+]  # fmt: skip
 
 
 def test_every_fixture_is_covered():

@@ -10,13 +10,16 @@ anonymous learners get 403; nobody sees or deletes other people's builds.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import sys
+from pathlib import Path
 from urllib.parse import urlparse
 
 import aiohttp
 import pytest
+import yaml
 from harness import free_port, launch_chromium, wait_for
 
 from cnbi_spawner.devcluster.builds import DELAY_ENV
@@ -155,6 +158,24 @@ class Client:
                     elif line.startswith("data: ") and event in ("end", "gone"):
                         break
         return seen
+
+
+@contextlib.asynccontextmanager
+async def form_session(hub, svc: str):
+    """A cookie session logged in as ``author`` on the build form: (session, XSRF, page)."""
+    jar = aiohttp.CookieJar(unsafe=True)
+    async with aiohttp.ClientSession(
+        cookie_jar=jar, timeout=aiohttp.ClientTimeout(total=WAIT)
+    ) as browser:
+        async with browser.get(f"{hub.url}/hub/login") as r:
+            xsrf = re.search(r'name="_xsrf" value="([^"]+)"', await r.text()).group(1)
+        form = {"username": "author", "password": "x", "_xsrf": xsrf}
+        async with browser.post(f"{hub.url}/hub/login", data=form) as r:
+            assert r.status == 200
+        async with browser.get(svc + "builds/new") as r:
+            page = await r.text()
+            assert r.status == 200, page
+        yield browser, re.search(r'name="_xsrf" value="([^"]+)"', page).group(1), page
 
 
 async def test_author_builds_an_image_and_learners_can_launch_it(stack):
@@ -301,19 +322,7 @@ async def test_refusals_failures_and_the_form(stack):
     assert events[-1]["launch_url"] is None
 
     # the form, through the hub's login + OAuth: server-side errors, then a failing build
-    jar = aiohttp.CookieJar(unsafe=True)
-    async with aiohttp.ClientSession(
-        cookie_jar=jar, timeout=aiohttp.ClientTimeout(total=WAIT)
-    ) as browser:
-        async with browser.get(f"{hub.url}/hub/login") as r:
-            xsrf = re.search(r'name="_xsrf" value="([^"]+)"', await r.text()).group(1)
-        form = {"username": "author", "password": "x", "_xsrf": xsrf}
-        async with browser.post(f"{hub.url}/hub/login", data=form) as r:
-            assert r.status == 200
-        async with browser.get(svc + "builds/new") as r:
-            page = await r.text()
-            assert r.status == 200, page
-        xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page).group(1)
+    async with form_session(hub, svc) as (browser, xsrf, _):
         form = {
             "_xsrf": xsrf,
             "kind": "package-list",
@@ -402,3 +411,66 @@ async def test_status_page_updates_live_and_ends_with_launch(stack):
             assert "/tmplogin?course=cnbi-browser-build-" in href
         finally:
             await browser.close()
+
+
+FIXTURES = Path(__file__).parent / "fixtures" / "customnbimages"
+# the CNBi design's samples, verbatim: (file, flow, ImageStream suffix)
+DESIGN_SAMPLES = [
+    ("design-sample-package-list.yaml", "build", "package-list"),
+    ("design-sample-import.yaml", "import", "import"),
+    ("design-draft-action-build.yaml", "build", "package-list"),
+]
+
+
+async def test_design_samples_through_the_api_and_the_form(stack):
+    """Each design sample, as written, is accepted by the API (YAML and JSON) and the form,
+    and runs its whole flow to a launchable image (``pipelines: [prepare]`` included)."""
+    hub, cluster, svc = stack
+    author = Client(
+        svc, await token_for(hub, "author", ["custom:cnbi:builds", "access:services!service=cnbi"])
+    )
+
+    async def finishes(name: str, flow: str, suffix: str) -> dict:
+        events = await asyncio.wait_for(author.events(name), WAIT)
+        final = events[-1]
+        assert final["phase"] == "Success" and final["flow"] == flow, events
+        if flow == "build":  # the whole prepare-and-build flow ran, not just "prepare"
+            done = {c["type"] for c in final["conditions"] if c["status"] == "True"}
+            assert {"PipelineRunPrepare", "PipelineRunBuild"} <= done, final["conditions"]
+        assert final["launchable"] and final["image"].startswith(f"cnbi-{name}-{suffix}:")
+        assert (await author.call("DELETE", f"api/builds/{name}"))[0] == 204  # quota room
+        return final
+
+    for file, flow, suffix in DESIGN_SAMPLES:
+        text = (FIXTURES / file).read_text()
+        manifest = yaml.safe_load(text)
+        expected_name = manifest["spec"].get("displayName") or manifest["spec"]["name"]
+        for how, kw in [
+            ("yaml", {"data": text, "headers": {"Content-Type": "application/yaml"}}),
+            ("json", {"json": manifest}),
+        ]:
+            status, build = await author.call("POST", "api/builds", **kw)
+            assert status == 201, (file, how, build)
+            assert build["name"].startswith(manifest["metadata"]["name"] + "-")
+            assert build["creator"] == "author" and build["display_name"] == expected_name
+            if "action" in manifest["spec"]:  # read leniently, and told what to write
+                assert any("pipelines: [prepare, build]" in w for w in build["warnings"])
+            await finishes(build["name"], flow, suffix)
+
+    # the form's "paste a CustomNBImage" choice, through the hub's login + OAuth
+    async with form_session(hub, svc) as (browser, xsrf, page):
+        assert 'value="manifest"' in page
+        for file, flow, suffix in DESIGN_SAMPLES:
+            text = (FIXTURES / file).read_text()
+            data = {"_xsrf": xsrf, "kind": "manifest", "manifest": text}
+            async with browser.post(svc + "builds/new", data=data) as r:
+                assert r.status == 200, await r.text()
+                name = str(r.url).rstrip("/").rsplit("/", 1)[1]
+            assert name.startswith(yaml.safe_load(text)["metadata"]["name"] + "-")
+            await finishes(name, flow, suffix)
+        # a pasted manifest that is not one: the form again, with the reason, nothing created
+        data = {"_xsrf": xsrf, "kind": "manifest", "manifest": "kind: Pod\nspec: {}\n"}
+        async with browser.post(svc + "builds/new", data=data) as r:
+            page = await r.text()
+            assert r.status == 400 and "must be CustomNBImage" in page
+    assert (await author.call("GET", "api/builds"))[1]["builds"] == []

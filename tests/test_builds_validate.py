@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
+import yaml
 
 from cnbi_spawner.builds.resource import customnbimage
 from cnbi_spawner.builds.validate import (
@@ -75,6 +77,12 @@ GOOD = [
         ("prepare", "build"),
     ),
     (
+        "draft action import",
+        {"name": "Draft", "action": "import", "baseImage": BASE},
+        "import",
+        ("import",),
+    ),
+    (
         "unicode display name",
         {"displayName": "Données — 数据 课程", "baseImage": BASE},
         "import",
@@ -141,10 +149,64 @@ BAD = [
         "pipelines",
     ),
     (
-        "prepare only",
+        "prepare only, no packages",
         {"displayName": "x", "pipelines": ["prepare"], "baseImage": BASE},
-        "pipelines",
+        "packageVersions",
     ),
+    (
+        "manifest of another kind",
+        {"apiVersion": "v1", "kind": "Pod", "spec": {"displayName": "x", "baseImage": BASE}},
+        "kind",
+    ),
+    (
+        "manifest of another group",
+        {"apiVersion": "evil/v1", "kind": "CustomNBImage", "spec": {"displayName": "x"}},
+        "apiVersion",
+    ),
+    (
+        "manifest without apiVersion",
+        {"kind": "CustomNBImage", "spec": {"displayName": "x", "baseImage": BASE}},
+        "apiVersion",
+    ),
+    (
+        "spec without a manifest",
+        {"spec": {"displayName": "x", "baseImage": BASE}},
+        "body",
+    ),
+    (
+        "manifest without a spec",
+        {"kind": "CustomNBImage", "apiVersion": "meteor.zone/v1alpha1", "metadata": {"name": "a"}},
+        "spec",
+    ),
+    (
+        "manifest spec a list",
+        {"kind": "CustomNBImage", "apiVersion": "meteor.zone/v1alpha1", "spec": ["displayName"]},
+        "spec",
+    ),
+    (
+        "manifest with a status",
+        {
+            "kind": "CustomNBImage",
+            "spec": {"displayName": "x", "baseImage": BASE},
+            "status": {"phase": "Ready"},
+        },
+        "body",
+    ),
+    (
+        "draft action and pipelines",
+        {
+            "name": "x",
+            "action": "build",
+            "pipelines": ["build"],
+            "baseImage": BASE,
+            "packageVersions": ["a"],
+        },
+        "action",
+    ),
+    ("draft action unknown", {"name": "x", "action": "deploy", "baseImage": BASE}, "action"),
+    ("draft action not a string", {"name": "x", "action": ["build"], "baseImage": BASE}, "action"),
+    ("draft name and displayName", {"name": "x", "displayName": "y", "baseImage": BASE}, "name"),
+    ("draft name not a string", {"name": {"a": 1}, "baseImage": BASE}, "displayName"),
     (
         "import with packages",
         {"displayName": "x", "pipelines": ["import"], "baseImage": BASE, "packageVersions": ["a"]},
@@ -341,6 +403,68 @@ def test_parse_body_refuses(raw, status):
 
 def test_parse_body_ok():
     assert parse_body(b'{"displayName": "x"}') == {"displayName": "x"}
+    assert parse_body(b"displayName: x\n", "application/yaml") == {"displayName": "x"}
+
+
+@pytest.mark.parametrize(
+    "raw,ctype,status",
+    [
+        (b"{}", "text/plain", 415),
+        (b"{}", "", 415),
+        (b"a: &x [1]\nb: *x\n", "application/yaml", 400),  # aliases: no expansion bombs
+        (b"a: !!python/object:os.system {}\n", "application/yaml", 400),
+        (b"a: 1\n---\nb: 2\n", "application/yaml", 400),
+        (b"a: [\n", "text/yaml", 400),
+    ],
+)
+def test_parse_body_refuses_media(raw, ctype, status):
+    with pytest.raises(BuildRequestError) as info:
+        parse_body(raw, ctype)
+    assert info.value.status == status
+
+
+FIXTURES = Path(__file__).parent / "fixtures" / "customnbimages"
+
+# the CNBi design's three samples, verbatim: (file, kind, pipelines, warning words)
+DESIGN_SAMPLES = [
+    ("design-sample-package-list.yaml", "package-list", ("prepare", "build"), ["creator"]),
+    ("design-sample-import.yaml", "import", ("import",), ["creator"]),
+    (
+        "design-draft-action-build.yaml",
+        "package-list",
+        ("prepare", "build"),
+        ["creator", "pipelines: [prepare, build]", "write displayName"],
+    ),
+]
+
+
+@pytest.mark.parametrize("file,kind,pipelines,warned", DESIGN_SAMPLES)
+@pytest.mark.parametrize("shape", ["manifest yaml", "manifest json", "spec json"])
+def test_design_samples_accepted_as_written(file, kind, pipelines, warned, shape):
+    text = (FIXTURES / file).read_text()
+    manifest = yaml.safe_load(text)
+    if shape == "manifest yaml":
+        body = parse_body(text.encode(), "application/yaml")
+    elif shape == "manifest json":
+        body = parse_body(json.dumps(manifest).encode())
+    else:
+        body = parse_body(json.dumps(manifest["spec"]).encode())
+    req = ok(body)
+    spec = manifest["spec"]
+    assert (req.kind, req.pipelines) == (kind, pipelines)
+    assert req.display_name == spec.get("displayName", spec.get("name"))
+    assert req.creator == "author"  # never the sample's creator
+    assert req.package_versions == tuple(spec.get("packageVersions", ()))
+    assert req.base_image == spec.get("baseImage", "")
+    if "runtimeEnvironment" in spec:
+        assert req.runtime_environment.to_spec() == spec["runtimeEnvironment"]
+    if shape != "spec json":  # metadata.name seeds the generated name
+        assert req.name == manifest["metadata"]["name"] + "-abcde"
+    for words in warned:
+        assert any(words in w for w in req.warnings), req.warnings
+    cr = customnbimage(req, "ns")
+    assert cr["spec"]["pipelines"] == list(pipelines)
+    assert "action" not in cr["spec"] and "name" not in cr["spec"]
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,8 @@ Design phases (DESIGN §4):
 
 Rules, in order:
 1. Kind: ``spec.buildType`` (ImageImport|PackageList|GitRepository) when valid, else
-   seed ``spec.pipelines`` containing ``import``, else ``repoURL``/``repository`` -> gitrepo,
+   seed ``spec.pipelines`` containing ``import`` (or the earlier draft's ``action: import``),
+   else ``repoURL``/``repository`` -> gitrepo,
    else package-list. Import kinds use the import flow, the others the build flow.
 2. Failure wins: ``status.phase`` Failed, or a condition that reports an error
    (status "True" on a type naming an error/invalid/missing thing, or status "False" on a
@@ -116,6 +117,8 @@ def build_kind(cr: dict) -> str:
         return kind
     pipelines = spec.get("pipelines")
     if isinstance(pipelines, list) and "import" in pipelines:
+        return "import"
+    if spec.get("action") == "import":  # the design's earlier draft
         return "import"
     if spec.get("repoURL") or spec.get("repository"):
         return "gitrepo"

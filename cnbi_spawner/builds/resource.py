@@ -76,10 +76,17 @@ def creator_of(cr: dict) -> str:
 
 
 def display_name_of(cr: dict) -> str:
+    """Seed ``spec.displayName``, else the operator annotation, else the earlier draft's
+    ``spec.name``, else the object's name."""
     spec = cr.get("spec") or {}
     name = spec.get("displayName") if isinstance(spec, dict) else None
     if isinstance(name, str) and name:
         return name
     annotations = (cr.get("metadata") or {}).get("annotations") or {}
     value = annotations.get(NAME_ANNOTATION, "") if isinstance(annotations, dict) else ""
-    return value if isinstance(value, str) and value else (cr.get("metadata") or {}).get("name", "")
+    if isinstance(value, str) and value:
+        return value
+    draft = spec.get("name") if isinstance(spec, dict) else None
+    if isinstance(draft, str) and draft:
+        return draft
+    return (cr.get("metadata") or {}).get("name", "")

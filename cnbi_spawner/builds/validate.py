@@ -2,7 +2,16 @@
 
 Policy (what a course author may ask for):
 
-- The body is a JSON object of at most ``MAX_BODY_BYTES``; unknown keys are refused (400).
+- The body is a JSON (or YAML: ``parse_body``) object of at most ``MAX_BODY_BYTES``; unknown
+  keys are refused (400). It is either the spec fields themselves or a whole CustomNBImage
+  manifest (``apiVersion: meteor.zone/v1alpha1`` and ``kind: CustomNBImage``, both
+  required, ``metadata``, ``spec``), as the CNBi design's samples are written: then
+  ``spec`` is the request and ``metadata.name`` only seeds the generated name (anything else
+  in ``metadata`` is ignored).
+- The design's earlier draft spelled ``pipelines`` as ``action: build|import`` and
+  ``displayName`` as ``name``. Both are read (``action: build`` -> ``[prepare, build]``,
+  ``action: import`` -> ``[import]``), with a warning saying what to write instead; giving
+  both spellings of one field, or another ``action``, is refused with that advice.
 - ``displayName`` (required): 1-63 characters after trimming, no control characters;
   unicode is fine, it is only shown to people. ``description``: at most 500 characters.
 - ``creator`` is ALWAYS the authenticated hub user. A ``creator`` key in the body is
@@ -12,11 +21,14 @@ Policy (what a course author may ask for):
   (a subset of import|prepare|build, inferred when absent):
     * import     ``pipelines: [import]``; needs ``baseImage`` (the image to import);
                  nothing else build-related.
-    * package-list  ``pipelines`` ⊆ {prepare, build} with build; needs ``packageVersions``
+    * package-list  ``pipelines`` ⊆ {prepare, build}; needs ``packageVersions``
                  and exactly one of ``baseImage`` / ``runtimeEnvironment``.
-    * gitrepo    ``pipelines`` ⊆ {prepare, build} with build; needs an ``https://`` ``repoURL``
+    * gitrepo    ``pipelines`` ⊆ {prepare, build}; needs an ``https://`` ``repoURL``
                  (optional ``ref``) and exactly one of ``baseImage`` / ``runtimeEnvironment``;
                  no ``packageVersions`` (the repository's own requirements are used).
+  ``pipelines: [prepare]`` alone is the design's own package-list sample: by its "multiple
+  Tasks, single PipelineRun" answer it means the whole flow, so it becomes
+  ``[prepare, build]`` (``[build]`` alone stays as asked: the build pipeline prepares itself).
 - ``packageVersions``: 1-200 PEP 508 requirement strings (``packaging``), each at most
   200 characters, no direct URL references (``name @ url``), no duplicate names.
 - ``baseImage``: an image reference by the distribution reference grammar
@@ -41,9 +53,11 @@ import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
+import yaml
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
+from cnbi_spawner.builds import GROUP, KIND, VERSION
 from cnbi_spawner.errors import LaunchError
 
 MAX_BODY_BYTES = 64 * 1024
@@ -74,6 +88,10 @@ ALLOWED_KEYS = frozenset(
         "ttl",
     }
 )
+ENVELOPE_KEYS = frozenset({"apiVersion", "kind", "metadata", "spec"})
+API_VERSION = f"{GROUP}/{VERSION}"
+#: the earlier draft's ``spec.action`` -> ``pipelines``
+DRAFT_ACTIONS = {"build": ("prepare", "build"), "import": ("import",)}
 RUNTIME_KEYS = frozenset({"osName", "osVersion", "pythonVersion"})
 
 # distribution/reference grammar (reference/regexp.go), anchored.
@@ -154,16 +172,43 @@ class BuildRequest:
     warnings: tuple[str, ...] = field(default=())
 
 
-def parse_body(raw: bytes | str) -> object:
-    """Decode a request body (bounded size, UTF-8 JSON); raise ``BuildRequestError``."""
+JSON_TYPES = frozenset({"application/json"})
+YAML_TYPES = frozenset({"application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml"})
+
+
+def _load_yaml(text: str) -> object:
+    """One YAML document, plain data only: no tags beyond the safe ones, no aliases.
+
+    Aliases are refused so a small body cannot expand into a huge structure.
+    """
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.AliasEvent):
+            raise ValueError("YAML aliases are not accepted")
+    return yaml.safe_load(text)
+
+
+def parse_body(raw: bytes | str, content_type: str = "application/json") -> object:
+    """Decode a request body (bounded size, UTF-8 JSON or YAML); raise ``BuildRequestError``.
+
+    ``content_type`` is the media type without parameters; anything but JSON or YAML is
+    refused with 415.
+    """
+    if content_type not in JSON_TYPES | YAML_TYPES:
+        raise BuildRequestError(
+            {"body": "send Content-Type: application/json (or application/yaml)"}, status=415
+        )
     if isinstance(raw, str):
         raw = raw.encode("utf-8", "surrogatepass")
     if len(raw) > MAX_BODY_BYTES:
         raise BuildRequestError({"body": f"must be at most {MAX_BODY_BYTES} bytes"}, status=413)
+    what = "a JSON object" if content_type in JSON_TYPES else "a YAML mapping"
     try:
-        return json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise BuildRequestError({"body": "must be a JSON object"}) from None
+        text = raw.decode("utf-8")
+        if content_type in JSON_TYPES:
+            return json.loads(text)
+        return _load_yaml(text)
+    except (UnicodeDecodeError, ValueError, RecursionError, yaml.YAMLError):
+        raise BuildRequestError({"body": f"must be {what}"}) from None
 
 
 def _has_control(text: str) -> bool:
@@ -320,9 +365,6 @@ def _kind(body: Mapping, pipelines: tuple[str, ...] | None, errors: dict) -> str
             return ""
         kind = "import"
     elif pipelines is not None:
-        if "build" not in pipelines:
-            errors["pipelines"] = "a build needs the build pipeline"
-            return ""
         kind = "gitrepo" if has["repoURL"] else "package-list"
     else:  # inferred
         if has["repoURL"]:
@@ -381,6 +423,55 @@ def generate_name(
     raise BuildRequestError({"displayName": "could not generate a unique name; try again"})
 
 
+def unwrap_manifest(body: dict, errors: dict) -> tuple[dict, str]:
+    """(spec fields, name hint) of a body that may be a whole CustomNBImage manifest."""
+    if "kind" not in body and "apiVersion" not in body:
+        return body, ""
+    unknown = sorted(str(k)[:40] for k in body if k not in ENVELOPE_KEYS)
+    if unknown:
+        errors["body"] = "unknown field(s) in the manifest: " + ", ".join(unknown[:10])
+    if body.get("kind") != KIND:
+        errors["kind"] = f"must be {KIND}"
+    if body.get("apiVersion") != API_VERSION:
+        errors["apiVersion"] = f"must be {API_VERSION}"
+    spec = body.get("spec")
+    if not isinstance(spec, dict):
+        errors["spec"] = "must be an object with the request's fields"
+        spec = {}
+    meta = body.get("metadata")
+    name = meta.get("name") if isinstance(meta, dict) else None
+    return spec, name if isinstance(name, str) else ""
+
+
+def read_draft(body: dict, errors: dict, warnings: list[str]) -> dict:
+    """``body`` with the earlier draft's ``action``/``name`` as ``pipelines``/``displayName``."""
+    out = dict(body)
+    if "action" in out:
+        action = out.pop("action")
+        pipelines = DRAFT_ACTIONS.get(action) if isinstance(action, str) else None
+        if "pipelines" in out:
+            errors["action"] = "is the earlier draft's spelling of pipelines; give pipelines only"
+        elif pipelines is None:
+            errors["action"] = (
+                "must be build or import (the earlier draft's spelling); write "
+                "pipelines: [prepare, build] or pipelines: [import] instead"
+            )
+        else:
+            out["pipelines"] = list(pipelines)
+            warnings.append(
+                f"action: {action} is the earlier draft's spelling; "
+                f"write pipelines: [{', '.join(pipelines)}] instead"
+            )
+    if "name" in out:
+        name = out.pop("name")
+        if "displayName" in out:
+            errors["name"] = "is the earlier draft's spelling of displayName; give displayName only"
+        else:
+            out["displayName"] = name
+            warnings.append("name is the earlier draft's spelling; write displayName instead")
+    return out
+
+
 def validate_request(
     body: object,
     *,
@@ -395,10 +486,12 @@ def validate_request(
     if not isinstance(body, dict):
         raise BuildRequestError({"body": "must be a JSON object"})
     errors: dict[str, str] = {}
+    warnings: list[str] = []
+    body, name_hint = unwrap_manifest(body, errors)
+    body = read_draft(body, errors, warnings)
     unknown = sorted(str(k)[:40] for k in body if k not in ALLOWED_KEYS)
     if unknown:
-        errors["body"] = "unknown field(s): " + ", ".join(unknown[:10])
-    warnings: list[str] = []
+        errors.setdefault("body", "unknown field(s): " + ", ".join(unknown[:10]))
     if "creator" in body:
         warnings.append("creator is always the signed-in user; the value sent was ignored")
 
@@ -446,10 +539,10 @@ def validate_request(
     if errors:
         raise BuildRequestError(errors)
 
-    if pipelines is None:
+    if pipelines is None or pipelines == ("prepare",):
         pipelines = ("import",) if kind == "import" else ("prepare", "build")
     return BuildRequest(
-        name=generate_name(display_name, existing_names, suffix=suffix),
+        name=generate_name(name_hint or display_name, existing_names, suffix=suffix),
         display_name=display_name,
         creator=creator,
         kind=kind,

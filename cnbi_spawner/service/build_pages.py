@@ -11,7 +11,7 @@ from __future__ import annotations
 from tornado import web
 
 from ..builds.resource import creator_of
-from ..builds.validate import BuildRequestError
+from ..builds.validate import BuildRequestError, parse_body
 from ..errors import LaunchError
 from .builds import _BuildsBase
 
@@ -52,12 +52,19 @@ FORM_FIELDS = (
     "repoURL",
     "ref",
     "pythonVersion",
+    "manifest",
 )
 
 
-def form_to_body(form: dict[str, str]) -> dict:
-    """The HTML form's flat fields -> an API body (pure; validation happens after)."""
+def form_to_body(form: dict[str, str]) -> object:
+    """The HTML form's flat fields -> an API body (pure; validation happens after).
+
+    ``kind=manifest`` takes the pasted CustomNBImage (YAML or JSON, e.g. one of the CNBi
+    design's samples as written) as the body, exactly as the API would.
+    """
     kind = form.get("kind", "")
+    if kind == "manifest":
+        return parse_body(form.get("manifest", ""), "application/yaml")
     body: dict = {"displayName": form.get("displayName", "")}
     if form.get("description", "").strip():
         body["description"] = form["description"]

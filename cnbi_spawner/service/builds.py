@@ -2,7 +2,8 @@
 
 Routes (under the service prefix, e.g. ``/services/cnbi/``):
 
-- ``POST api/builds`` (JSON body, see :mod:`cnbi_spawner.builds.validate`) -> 201 + build
+- ``POST api/builds`` (JSON or YAML body: the request's fields or a whole CustomNBImage
+  manifest, see :mod:`cnbi_spawner.builds.validate`) -> 201 + build
 - ``GET api/builds`` -> own builds (admins: all; ``?mine=1`` only their own)
 - ``GET api/builds/{name}`` -> phase, conditions, message, image key, launch URL
 - ``DELETE api/builds/{name}`` -> 204 (own builds only)
@@ -39,7 +40,6 @@ from ..builds import GROUP, PLURAL, VERSION
 from ..builds.phases import BuildStatus, count_in_progress, normalise
 from ..builds.resource import creator_of, customnbimage, display_name_of
 from ..builds.validate import (
-    BuildRequestError,
     check_quota,
     parse_body,
     validate_request,
@@ -333,9 +333,7 @@ class BuildsAPIHandler(_APIBase):
     @web.authenticated
     async def post(self) -> None:
         ctype = self.request.headers.get("Content-Type", "").split(";")[0].strip().lower()
-        if ctype != "application/json":
-            raise BuildRequestError({"body": "send Content-Type: application/json"}, status=415)
-        created, warnings = await self.create(parse_body(self.request.body))
+        created, warnings = await self.create(parse_body(self.request.body, ctype))
         data = self.view(created)
         data["warnings"] = list(warnings)
         self.set_header("Location", f"{self.ctx.prefix}api/builds/{created['metadata']['name']}")

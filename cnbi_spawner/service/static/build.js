@@ -8,6 +8,8 @@
       form.querySelectorAll(".cnbi-kind").forEach(function (el) {
         el.hidden = !el.classList.contains("cnbi-kind-" + kind);
       });
+      var name = document.getElementById("displayName");
+      if (name) { name.required = kind !== "manifest"; }
     };
     form.querySelectorAll("input[name=kind]").forEach(function (r) { r.addEventListener("change", show); });
     show();
