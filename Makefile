@@ -12,10 +12,12 @@ export CNBI_PROXY_COMMAND := $(CHP)
 
 deps: $(VENV)/.installed $(CHP)
 
-$(VENV)/.installed: pyproject.toml
+# Two distributions, both editable: the product (cnbi-spawner) and its dev cluster + demo
+# (cnbi-devcluster in devcluster/), which the product's [test] extra depends on.
+$(VENV)/.installed: pyproject.toml devcluster/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e ".[test,docs]"
+	$(BIN)/python -m pip install -q -e ".[test,docs]" -e ./devcluster
 	touch $@
 
 $(CHP): package.json
@@ -23,14 +25,14 @@ $(CHP): package.json
 	touch $@
 
 demo: deps
-	$(BIN)/cnbi-hub demo --port 8000 --state-dir .demo
+	$(BIN)/cnbi-devcluster demo --port 8000 --state-dir .demo
 
 test: deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: deps
-	$(BIN)/ruff check cnbi_spawner tests benchmarks
-	$(BIN)/ruff format --check cnbi_spawner tests benchmarks
+	$(BIN)/ruff check cnbi_spawner devcluster tests benchmarks
+	$(BIN)/ruff format --check cnbi_spawner devcluster tests benchmarks
 
 docs: deps
 	$(BIN)/sphinx-build -W --keep-going -b html docs docs/_build/html

@@ -1,6 +1,6 @@
 """Shared helpers for the hub benchmarks (B1 launch storm, B2 tmplogin throughput).
 
-- ``DevClusterProcess``: ``cnbi-hub devcluster --runtime stub`` in its own process, so the
+- ``DevClusterProcess``: ``cnbi-devcluster serve --runtime stub`` in its own process, so the
   API server's (and the stub pods') CPU is not counted against the hub or the load client.
 - ``start_hub(...)``: a real ``jupyterhub`` + configurable-http-proxy, via
   ``tests/harness.py``'s ``HubProcess`` (the same one the integration tests use).
@@ -79,7 +79,7 @@ def ratio(ours: float, stock: float) -> str:
 
 
 class DevClusterProcess:
-    """``cnbi-hub devcluster`` (stub runtime, no builds) in its own process group."""
+    """``cnbi-devcluster serve`` (stub runtime, no builds) in its own process group."""
 
     def __init__(self, workdir: Path, images: dict[str, Path] | None = None) -> None:
         self.workdir = Path(workdir)
@@ -89,7 +89,7 @@ class DevClusterProcess:
 
     async def __aenter__(self) -> DevClusterProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "cnbi_spawner.cli", "devcluster", "--runtime", "stub"]
+        cmd = [sys.executable, "-m", "cnbi_devcluster.cli", "serve", "--runtime", "stub"]
         cmd += ["--state-dir", str(self.workdir), "--kubeconfig", str(self.kubeconfig)]
         cmd += ["--no-builds", "--log-level", "WARNING"]
         for repo, folder in self.images.items():

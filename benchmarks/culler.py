@@ -16,7 +16,7 @@ concurrency (10 hub requests in flight):
 - ``idle-culler``: ``jupyterhub_idle_culler.cull_idle(..., cull_users=True)``, the
   function ``jupyterhub-idle-culler --cull-users`` runs every ``cull_every``.
 
-Storage: unless ``--no-pvcs``, a dev cluster (``cnbi-hub devcluster``, stub
+Storage: unless ``--no-pvcs``, a dev cluster (``cnbi-devcluster serve``, stub
 runtime, its own process) holds one KubeSpawner-labelled PVC per user, re-seeded
 before each contender. The cnbi culler deletes a deleted learner's PVCs itself
 (one LIST per pass, then DELETEs, inside the timed pass). The idle culler does not
@@ -211,7 +211,7 @@ NS = "default"
 
 
 class Cluster:
-    """``cnbi-hub devcluster`` (stub runtime) in its own process, holding the PVCs."""
+    """``cnbi-devcluster serve`` (stub runtime) in its own process, holding the PVCs."""
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
@@ -220,7 +220,7 @@ class Cluster:
         self.api = None
 
     async def start(self) -> None:
-        cmd = [sys.executable, "-m", "cnbi_spawner.cli", "devcluster", "--runtime", "stub"]
+        cmd = [sys.executable, "-m", "cnbi_devcluster.cli", "serve", "--runtime", "stub"]
         cmd += ["--state-dir", str(self.workdir), "--kubeconfig", str(self.kubeconfig)]
         cmd += ["--no-builds", "--log-level", "WARNING"]
         self.log = open(self.workdir.parent / "devcluster.log", "wb")

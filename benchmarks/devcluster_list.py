@@ -22,7 +22,7 @@ from pathlib import Path
 import aiohttp
 from kubernetes_asyncio import client as k8s
 
-from cnbi_spawner.devcluster import DevCluster
+from cnbi_devcluster import DevCluster
 from cnbi_spawner.kube import make_api_client
 
 

@@ -5,7 +5,7 @@
     .venv/bin/python benchmarks/launch_storm.py --quick          # 100 learners over 20 s
 
 For each contender, in the same invocation and with the same load, a fresh dev cluster
-(``cnbi-hub devcluster --runtime stub``, own process) and a fresh real ``jupyterhub`` +
+(``cnbi-devcluster serve --runtime stub``, own process) and a fresh real ``jupyterhub`` +
 configurable-http-proxy (``tests/harness.py``):
 
 - ``cnbi``: ``TmpLoginAuthenticator`` + ``CNBiSpawner``; link

@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/registry_scale.py --quick    # 200 streams, a few seconds
     .venv/bin/python benchmarks/registry_scale.py --kubeconfig PATH   # an existing cluster
 
-Starts ``cnbi-hub devcluster --runtime stub`` in a child process (so the API server's
+Starts ``cnbi-devcluster serve --runtime stub`` in a child process (so the API server's
 CPU and memory are not counted against the registry), seeds the streams through the
 real kubernetes_asyncio client, then measures in this process:
 
@@ -105,7 +105,7 @@ def make_stream(i: int, tags: int, template: dict) -> dict:
 
 
 class Cluster:
-    """``cnbi-hub devcluster`` in a child process (stub runtime), or an existing one."""
+    """``cnbi-devcluster serve`` in a child process (stub runtime), or an existing one."""
 
     def __init__(self, kubeconfig: str | None):
         self.kubeconfig = kubeconfig
@@ -120,7 +120,7 @@ class Cluster:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         self.kubeconfig = os.path.join(self.tmp, "kubeconfig")
-        cmd = [sys.executable, "-m", "cnbi_spawner.cli", "devcluster", "--port", str(port)]
+        cmd = [sys.executable, "-m", "cnbi_devcluster.cli", "serve", "--port", str(port)]
         cmd += ["--kubeconfig", self.kubeconfig, "--runtime", "stub", "--state-dir", self.tmp]
         self.log = open(os.path.join(self.tmp, "devcluster.log"), "w")
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)

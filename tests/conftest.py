@@ -17,7 +17,7 @@ import os
 import pytest
 from harness import HubProcess
 
-from cnbi_spawner.devcluster import DevCluster
+from cnbi_devcluster import DevCluster
 
 # the hub and pods talk over loopback only; never through a proxy from the environment
 os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")

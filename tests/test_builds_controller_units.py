@@ -6,15 +6,15 @@ import json
 
 import pytest
 
-from cnbi_spawner.builds.phases import normalise
-from cnbi_spawner.builds.resource import customnbimage
-from cnbi_spawner.builds.validate import validate_request
-from cnbi_spawner.devcluster.builds import (
+from cnbi_devcluster.builds import (
     INJECT_FAILURE,
     imagestream_for,
     plan_steps,
     unresolvable,
 )
+from cnbi_spawner.builds.phases import normalise
+from cnbi_spawner.builds.resource import customnbimage
+from cnbi_spawner.builds.validate import validate_request
 from cnbi_spawner.images.imagestreams import parse_imagestream
 
 BASE = "registry.example/courses/minimal:v1"

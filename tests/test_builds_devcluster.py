@@ -10,11 +10,11 @@ import pytest
 import yaml
 from kubernetes_asyncio import client
 
+from cnbi_devcluster.builds import DELAY_ENV, INJECT_FAILURE
 from cnbi_spawner.builds import GROUP, PLURAL, VERSION
 from cnbi_spawner.builds.phases import normalise
 from cnbi_spawner.builds.resource import customnbimage
 from cnbi_spawner.builds.validate import validate_request
-from cnbi_spawner.devcluster.builds import DELAY_ENV, INJECT_FAILURE
 from cnbi_spawner.kube import make_api_client
 
 NS = "default"

@@ -22,7 +22,7 @@ import pytest
 import yaml
 from harness import free_port, launch_chromium, wait_for
 
-from cnbi_spawner.devcluster.builds import DELAY_ENV
+from cnbi_devcluster.builds import DELAY_ENV
 
 pytestmark = [pytest.mark.slow]
 

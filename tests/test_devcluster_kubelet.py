@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 from kubernetes_asyncio import client as k8s
 
-from cnbi_spawner.devcluster import DevCluster
+from cnbi_devcluster import DevCluster
 from cnbi_spawner.kube import make_api_client
 
 NS = "default"

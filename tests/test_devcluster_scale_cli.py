@@ -1,4 +1,4 @@
-"""Dev cluster speed (list 10 000 objects with a label selector) and ``cnbi-hub devcluster``."""
+"""Dev cluster speed (list 10 000 objects with a label selector) and ``cnbi-devcluster serve``."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 from kubernetes_asyncio import client as k8s
 
-from cnbi_spawner.devcluster import DevCluster
+from cnbi_devcluster import DevCluster
 from cnbi_spawner.kube import make_api_client
 
 
@@ -50,8 +50,8 @@ async def test_cli_serves_until_sigterm(tmp_path):
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "cnbi_spawner.cli",
-        "devcluster",
+        "cnbi_devcluster.cli",
+        "serve",
         "--port",
         "0",
         "--kubeconfig",
@@ -91,8 +91,8 @@ async def test_cli_rejects_bad_arguments(tmp_path, argv):
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "cnbi_spawner.cli",
-        "devcluster",
+        "cnbi_devcluster.cli",
+        "serve",
         "--state-dir",
         str(tmp_path / "s"),
         *argv,

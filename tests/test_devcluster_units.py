@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cnbi_spawner.devcluster.patch import (
+from cnbi_devcluster.patch import (
     PatchError,
     UnsupportedPatch,
     apply_patch,
@@ -12,15 +12,15 @@ from cnbi_spawner.devcluster.patch import (
     merge_patch,
     strategic_merge_patch,
 )
-from cnbi_spawner.devcluster.podspec import (
+from cnbi_devcluster.podspec import (
     container_argv,
     container_env,
     image_repository,
     rewrite_service_url,
 )
-from cnbi_spawner.devcluster.routes import Route, parse_path
-from cnbi_spawner.devcluster.schema import prune, validate
-from cnbi_spawner.devcluster.selectors import (
+from cnbi_devcluster.routes import Route, parse_path
+from cnbi_devcluster.schema import prune, validate
+from cnbi_devcluster.selectors import (
     Selector,
     SelectorError,
     parse_field_selector,

@@ -17,7 +17,7 @@ import pytest
 from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio import watch
 
-from cnbi_spawner.devcluster import DevCluster
+from cnbi_devcluster import DevCluster
 from cnbi_spawner.kube import make_api_client
 
 NS = "default"

@@ -4,6 +4,8 @@
 - every ``CNBI_*`` variable the docs name is read by the code, and every one that
   ``jupyterhub_config.py`` reads is in the environment reference;
 - every configurable class of the package with options is in the configuration reference;
+- every ``cnbi-hub SUBCOMMAND`` / ``cnbi-devcluster SUBCOMMAND`` the docs and READMEs
+  name exists;
 - ``sphinx-build -W`` (warnings are errors) succeeds: broken links, missing files,
   autodoc import failures.
 """
@@ -25,8 +27,7 @@ import cnbi_spawner
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
-CONFIG = ROOT / "jupyterhub_config.py"
-SKIP_MODULES = ("cnbi_spawner.devcluster", "cnbi_spawner.demo")  # dev tools, not configured
+CONFIG = ROOT / "cnbi_spawner" / "config" / "jupyterhub_config.py"
 
 
 def doc_texts() -> dict[str, str]:
@@ -40,8 +41,6 @@ def doc_texts() -> dict[str, str]:
 def package_modules() -> list:
     out = []
     for info in pkgutil.walk_packages(cnbi_spawner.__path__, "cnbi_spawner."):
-        if info.name.startswith(SKIP_MODULES):
-            continue
         out.append(importlib.import_module(info.name))
     return out
 
@@ -92,8 +91,11 @@ def test_every_option_named_in_the_docs_exists():
 
 def code_text() -> str:
     # the test suite's own switches (e.g. CNBI_UPDATE_SCREENSHOTS) count as code too
-    files = [CONFIG, *sorted((ROOT / "cnbi_spawner").rglob("*.py"))]
-    files += sorted((ROOT / "tests").rglob("*.py"))
+    files = [
+        p
+        for top in ("cnbi_spawner", "devcluster", "tests")
+        for p in sorted((ROOT / top).rglob("*.py"))
+    ]
     return "\n".join(p.read_text() for p in files if p.is_file())
 
 
@@ -132,6 +134,23 @@ def test_every_configurable_class_is_in_the_configuration_reference():
         ]
     assert not missing, f"options missing from docs/reference/configuration.md: {missing}"
     assert len(documented) >= 6
+
+
+def test_every_command_named_in_the_docs_exists():
+    from cnbi_devcluster.cli import SUBCOMMANDS as DEV_SUBCOMMANDS
+    from cnbi_spawner.cli import SUBCOMMANDS
+
+    commands = {"cnbi-hub": SUBCOMMANDS, "cnbi-devcluster": DEV_SUBCOMMANDS}
+    texts = {**doc_texts(), "README.md": (ROOT / "README.md").read_text()}
+    texts["devcluster/README.md"] = (ROOT / "devcluster" / "README.md").read_text()
+    texts["benchmarks/README.md"] = (ROOT / "benchmarks" / "README.md").read_text()
+    wrong = sorted(
+        f"{page}: {prog} {sub}"
+        for page, text in texts.items()
+        for prog, sub in re.findall(r"\b(cnbi-hub|cnbi-devcluster) ([a-z][a-z-]*)", text)
+        if sub not in commands[prog]
+    )
+    assert not wrong, "commands the docs name but the CLIs lack:\n" + "\n".join(wrong)
 
 
 @pytest.mark.slow

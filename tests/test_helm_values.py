@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 HELM = ROOT / "helm-values"
 VALUES = HELM / "values.yaml"
 OPENSHIFT = HELM / "openshift" / "values.yaml"
-CONFIG = ROOT / "jupyterhub_config.py"
+CONFIG = ROOT / "cnbi_spawner" / "config" / "jupyterhub_config.py"
 VALUES_FILES = {VALUES, OPENSHIFT}
 K8S_VERSIONS = ("1.32.0", "1.37.0")  # z2jh's kubeVersion floor, newest schema bundled
 # env the chart's hub container defines before hub.extraEnv (templates/hub/deployment.yaml)

@@ -8,7 +8,7 @@ import asyncio
 import pytest
 from kubernetes_asyncio import client as k8s
 
-from cnbi_spawner.devcluster.faults import POD_FAULT_ANNOTATION
+from cnbi_devcluster.faults import POD_FAULT_ANNOTATION
 from cnbi_spawner.kube import make_api_client
 from cnbi_spawner.launch_failures import REASONS, diagnose
 

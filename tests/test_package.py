@@ -1,12 +1,21 @@
-"""The package as an operator meets it: installed entry points, the CLI, hub help."""
+"""The packages as an operator meets them: installed entry points, the CLIs, hub help.
 
+Two distributions: the product ``cnbi-spawner`` (``cnbi-hub``) and its dev cluster + demo
+``cnbi-devcluster`` (``cnbi-devcluster``), which the product never imports.
+"""
+
+import re
 import subprocess
 import sys
 from importlib.metadata import entry_points
 
 import pytest
 
+from cnbi_devcluster.cli import SUBCOMMANDS as DEV_SUBCOMMANDS
+from cnbi_devcluster.cli import main as dev_main
 from cnbi_spawner.cli import SUBCOMMANDS, main
+
+CLIS = {"cnbi_spawner.cli": (main, SUBCOMMANDS), "cnbi_devcluster.cli": (dev_main, DEV_SUBCOMMANDS)}
 
 
 @pytest.mark.parametrize(
@@ -15,6 +24,7 @@ from cnbi_spawner.cli import SUBCOMMANDS, main
         ("jupyterhub.spawners", "cnbi", "cnbi_spawner.spawner:CNBiSpawner"),
         ("jupyterhub.authenticators", "tmplogin", "cnbi_spawner.auth:TmpLoginAuthenticator"),
         ("console_scripts", "cnbi-hub", "cnbi_spawner.cli:main"),
+        ("console_scripts", "cnbi-devcluster", "cnbi_devcluster.cli:main"),
     ],
 )
 def test_entry_points_resolve(group, name, target):
@@ -23,29 +33,53 @@ def test_entry_points_resolve(group, name, target):
     assert callable(ep.load())
 
 
-def test_cli_help_lists_every_subcommand(capsys):
+@pytest.mark.parametrize("cli", sorted(CLIS))
+def test_cli_help_lists_every_subcommand(capsys, cli):
+    cli_main, subcommands = CLIS[cli]
     with pytest.raises(SystemExit) as exit_info:
-        main(["--help"])
+        cli_main(["--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    for name in SUBCOMMANDS:
+    for name in subcommands:
         assert name in out
 
 
-@pytest.mark.parametrize("name", sorted(SUBCOMMANDS))
-def test_every_subcommand_has_help(name):
+@pytest.mark.parametrize(
+    "cli, name", [(cli, name) for cli, (_, subs) in sorted(CLIS.items()) for name in sorted(subs)]
+)
+def test_every_subcommand_has_help(cli, name):
     result = subprocess.run(
-        [sys.executable, "-m", "cnbi_spawner.cli", name, "--help"],
+        [sys.executable, "-m", cli, name, "--help"],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert len(result.stdout.splitlines()) > 3, result.stdout  # real help text, not a stub
 
 
-def test_unknown_subcommand_fails(capsys):
+@pytest.mark.parametrize("cli", sorted(CLIS))
+def test_unknown_subcommand_fails(capsys, cli):
     with pytest.raises(SystemExit) as exit_info:
-        main(["no-such-command"])
+        CLIS[cli][0](["no-such-command"])
     assert exit_info.value.code == 2
+
+
+def test_product_cli_has_no_dev_subcommands():
+    """The dev cluster and the demo moved to ``cnbi-devcluster``; ``cnbi-hub`` is the product's."""
+    assert not {"demo", "devcluster", "serve"} & set(SUBCOMMANDS)
+
+
+def test_product_code_never_imports_the_dev_cluster():
+    import pathlib
+
+    import cnbi_spawner
+
+    root = pathlib.Path(cnbi_spawner.__file__).parent
+    offenders = [
+        str(p.relative_to(root))
+        for p in root.rglob("*.py")
+        if re.search(r"^\s*(from|import) cnbi_devcluster", p.read_text(), re.M)
+    ]
+    assert not offenders, offenders
 
 
 def test_jupyterhub_help_all_lists_our_traits():

@@ -16,12 +16,12 @@ import time
 import pytest
 from kubernetes_asyncio import client
 
+from cnbi_devcluster.builds import DELAY_ENV
 from cnbi_spawner.builds import GROUP, PLURAL, VERSION
 from cnbi_spawner.builds.phases import normalise
 from cnbi_spawner.builds.rebuild import BASE_DIGEST, OPT_IN, REBUILT_BECAUSE
 from cnbi_spawner.builds.resource import customnbimage
 from cnbi_spawner.builds.validate import validate_request
-from cnbi_spawner.devcluster.builds import DELAY_ENV
 from cnbi_spawner.images.registry import ImageRegistry
 from cnbi_spawner.kube import make_api_client
 from cnbi_spawner.service.catalog import rebuilt_lines

@@ -4,7 +4,7 @@ Pure code only (no I/O): ``validate`` turns an untrusted request body into a
 ``BuildRequest``, ``resource`` turns that into a CustomNBImage object, ``phases``
 reads either CustomNBImage dialect's status back into the phases people see.
 The service (``cnbi_spawner.service.builds``) and the dev cluster's build
-controller (``cnbi_spawner.devcluster.builds``) do the I/O around them.
+controller (``cnbi_devcluster.builds``) do the I/O around them.
 """
 
 GROUP = "meteor.zone"

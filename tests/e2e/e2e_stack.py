@@ -4,9 +4,9 @@
 
 1. a ``DevCluster`` (``process`` runtime: pods are real ``jupyterhub-singleuser``
    processes serving the demo courses; ``stub``: cheap fake servers) with the demo image
-   map and the three demo ImageStreams seeded (``cnbi_spawner.demo``);
+   map and the three demo ImageStreams seeded (``cnbi_devcluster.demo``);
 2. a real ``jupyterhub`` + configurable-http-proxy via ``tests/harness.HubProcess``, whose
-   config is the repository's production ``jupyterhub_config.py`` (``load_subconfig``),
+   config is the product's production ``jupyterhub_config.py`` (``load_subconfig``),
    configured through its ``CNBI_*`` environment like a deployment, plus the few overrides in
    ``E2E_OVERRIDES`` (authors can log in with a password, dev-cluster timeouts);
 3. the ``cnbi`` service, started by the hub from the production config's service entry.
@@ -36,15 +36,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/harness.py
 
 from harness import REPO, HubProcess, free_port  # noqa: E402
 
-from cnbi_spawner.demo import demo_image_map, seed_imagestreams  # noqa: E402
-from cnbi_spawner.devcluster import DevCluster  # noqa: E402
-from cnbi_spawner.devcluster.builds import DELAY_ENV  # noqa: E402
+from cnbi_devcluster import DevCluster  # noqa: E402
+from cnbi_devcluster.builds import DELAY_ENV  # noqa: E402
+from cnbi_devcluster.demo import demo_image_map, seed_imagestreams  # noqa: E402
 
 os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
 os.environ.setdefault("no_proxy", "127.0.0.1,localhost")
 
 NS = "default"
-PROD_CONFIG = REPO / "jupyterhub_config.py"
+PROD_CONFIG = REPO / "cnbi_spawner" / "config" / "jupyterhub_config.py"
 AUTHOR = "author"
 AUTHOR_PASSWORD = "e2e-author-password"
 #: screenshots refresh the docs' pictures only when asked (CNBI_UPDATE_SCREENSHOTS=1), so

@@ -28,7 +28,7 @@ import pytest
 import pytest_asyncio
 from e2e_stack import NS, http_status, start_hub_on, start_stack, wait_for
 
-from cnbi_spawner.demo import demo_imagestreams
+from cnbi_devcluster.demo import demo_imagestreams
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

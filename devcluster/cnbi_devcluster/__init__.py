@@ -8,7 +8,7 @@ in-process stubs (runtime ``stub``). Fidelity reference: /work/shared/KUBE_API_S
 
 Use::
 
-    from cnbi_spawner.devcluster import DevCluster
+    from cnbi_devcluster import DevCluster
 
     async with DevCluster(state_dir, images={"registry.example/courses/x": content}) as c:
         c.kubeconfig            # Path of a kubeconfig for kubernetes_asyncio / KubeSpawner
@@ -40,8 +40,10 @@ Modules: ``store`` (objects, resourceVersion, watch history), ``watchers``, ``st
 (per-kind defaults), ``discovery``, ``podspec`` (pure pod helpers), ``tls``, ``selectors``
 and ``patch`` (pure), ``routes`` (URL -> resource, pure), ``resources`` (types, Status
 errors, validation), ``server`` (tornado handlers), ``kubelet`` + ``runtimes`` (pods),
-``faults``, ``cluster`` (the facade), ``cli`` (``cnbi-hub devcluster``), ``builds`` (the
-CustomNBImage build controller).
+``faults``, ``cluster`` (the facade), ``builds`` (the CustomNBImage build controller),
+``serve`` (``cnbi-devcluster serve``), ``demo`` (``cnbi-devcluster demo``) and ``cli``
+(the ``cnbi-devcluster`` command). The CRDs served at start are the product's
+``helm-values/crds/``: ``crds/`` here is a symlink to it, packed into the wheel.
 """
 
 from .cluster import DevCluster

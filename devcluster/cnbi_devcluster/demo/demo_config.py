@@ -1,6 +1,6 @@
 """``make demo`` = the production ``jupyterhub_config.py`` + these dev-cluster overrides.
 
-Set by ``cnbi-hub demo`` in the environment: the production config's path, the dev
+Set by ``cnbi-devcluster demo`` in the environment: the production config's path, the dev
 cluster's ``KUBECONFIG``, ``CNBI_*`` values and the admin token it writes to demo.json.
 """
 
@@ -9,7 +9,7 @@ import os
 c = get_config()  # noqa: F821
 load_subconfig(os.environ["CNBI_PRODUCTION_CONFIG"])  # noqa: F821
 
-# Internal ports picked free by `cnbi-hub demo`, so nothing else on the machine clashes.
+# Internal ports picked free by `cnbi-devcluster demo`, so nothing else on the machine clashes.
 c.JupyterHub.hub_port = int(os.environ["CNBI_DEMO_HUB_PORT"])
 c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{os.environ['CNBI_DEMO_PROXY_API_PORT']}"
 

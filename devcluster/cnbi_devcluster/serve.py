@@ -1,4 +1,4 @@
-"""``cnbi-hub devcluster``: serve the dev cluster until SIGINT/SIGTERM.
+"""``cnbi-devcluster serve``: serve the dev cluster until SIGINT/SIGTERM.
 
 Prints where the API and the kubeconfig are, so other processes (a hub, the registry CLI)
 can use it: ``KUBECONFIG=<path> jupyterhub ...``.
@@ -17,7 +17,7 @@ from .cluster import DevCluster
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="cnbi-hub devcluster",
+        prog="cnbi-devcluster serve",
         description="Serve the dev cluster (an embedded Kubernetes API emulator) until SIGTERM.",
     )
     p.add_argument("--port", type=int, default=0, help="API port on 127.0.0.1 (0: a free one)")

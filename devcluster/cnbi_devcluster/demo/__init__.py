@@ -1,13 +1,14 @@
-"""``cnbi-hub demo``: the whole system on one machine, for trying it and for docs.
+"""``cnbi-devcluster demo``: the whole system on one machine, for trying it and for docs.
 
 Starts, in this order, and stops in reverse on Ctrl-C/SIGTERM:
 
-1. the embedded dev cluster (``cnbi_spawner.devcluster``), process runtime, with an
+1. the embedded dev cluster (``cnbi_devcluster``), process runtime, with an
    image map that serves each demo course repository from ``courses/<name>/``;
 2. the three demo course ImageStreams from ``imagestreams.yaml`` (one is the MIT Open
    Learning example, so ``/tmplogin?course=uai_source-uai.intro&notebook=…`` works);
-3. JupyterHub with the repository's production ``jupyterhub_config.py`` plus the
-   dev-cluster overrides in ``demo_config.py`` (which starts the ``cnbi`` service).
+3. JupyterHub with the product's production ``jupyterhub_config.py`` (shipped in the
+   ``cnbi_spawner`` package, so an installed wheel has it) plus the dev-cluster
+   overrides in ``demo_config.py`` (which starts the ``cnbi`` service).
 
 Once the hub answers it writes ``<state-dir>/demo.json`` with ``hub_url``, an admin
 ``api_token`` (local use only) and the ``kubeconfig`` path, and prints launch URLs.
@@ -28,8 +29,10 @@ from pathlib import Path
 
 import yaml
 
+import cnbi_spawner
+
 HERE = Path(__file__).parent
-REPO_CONFIG = HERE.parent.parent / "jupyterhub_config.py"
+PRODUCTION_CONFIG = Path(cnbi_spawner.__file__).parent / "config" / "jupyterhub_config.py"
 DEMO_LINKS = [
     ("uai_source-uai.intro", "lectures/lecture1/mod5_lec1.ipynb"),
     ("python-basics", "intro/01-hello.ipynb"),
@@ -97,7 +100,7 @@ async def wait_for_hub(url: str, proc: asyncio.subprocess.Process, timeout: floa
 
 
 async def run(port: int, state_dir: Path, config: Path) -> None:
-    from cnbi_spawner.devcluster import DevCluster
+    from cnbi_devcluster import DevCluster
 
     state_dir = state_dir.resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -128,6 +131,8 @@ async def run(port: int, state_dir: Path, config: Path) -> None:
             "CNBI_SERVICE_URL": f"http://127.0.0.1:{service_port}",
             "CNBI_DB_URL": f"sqlite:///{state_dir / 'jupyterhub.sqlite'}",
             "NO_PROXY": "127.0.0.1,localhost",
+            # the hub starts `cnbi-hub service`: find it beside this Python, venv active or not
+            "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
         }
         for key in ("KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT"):
             env.pop(key, None)
@@ -185,11 +190,13 @@ async def terminate(proc: asyncio.subprocess.Process, grace: float = 10) -> None
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="cnbi-hub demo", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="cnbi-devcluster demo", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--port", type=int, default=8000, help="public port (default 8000)")
     parser.add_argument("--state-dir", type=Path, default=Path(".demo"), help="where state goes")
     parser.add_argument(
-        "--config", type=Path, default=REPO_CONFIG, help="production jupyterhub_config.py"
+        "--config", type=Path, default=PRODUCTION_CONFIG, help="production jupyterhub_config.py"
     )
     args = parser.parse_args(argv)
     asyncio.run(run(args.port, args.state_dir, args.config.resolve()))

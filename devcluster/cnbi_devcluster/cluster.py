@@ -1,9 +1,10 @@
 """``DevCluster``: store + API server + kubelet + controllers, started and stopped as one.
 
 Also owns the kubeconfig it writes, the image map (repository -> content folder), the
-preloaded CRDs from ``helm-values/crds/`` and the in-process object API for tests
-(``create``/``get``/``list``/``replace``/``patch``/``delete``; synchronous, they hand out
-deep copies). CRDs created through the API (or ``create``) start being served at once.
+preloaded CRDs (``crds/`` in this package: the product's ``helm-values/crds/``) and the
+in-process object API for tests (``create``/``get``/``list``/``replace``/``patch``/
+``delete``; synchronous, they hand out deep copies). CRDs created through the API (or
+``create``) start being served at once.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from .store import Store
 
 log = logging.getLogger("cnbi.devcluster")
 
-CRD_DIR = Path(__file__).resolve().parents[2] / "helm-values" / "crds"
+CRD_DIR = Path(__file__).parent / "crds"
 DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public")
 
 

@@ -3,7 +3,7 @@
 :func:`plan_steps` turns a CustomNBImage into the ``status`` values its walk goes through
 (including injected and unresolvable-package failures), :func:`imagestream_for` into the
 ImageStream (and fake image reference) a successful build publishes. The controller that
-walks them over the cluster API is :mod:`cnbi_spawner.devcluster.builds`, whose docstring
+walks them over the cluster API is :mod:`cnbi_devcluster.builds`, whose docstring
 describes the phases, failures and ImageStream in full.
 """
 
