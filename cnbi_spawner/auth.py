@@ -46,6 +46,7 @@ from .tmplogin import (  # noqa: F401
     spawn_url,
     wants_json,
 )
+from .waiting_page import Lobby, WaitingRoomHandler, WaitingRoomSettings
 
 #: seconds a freshly minted user counts against capacity before its spawn shows up
 RESERVATION_SECONDS = 30.0
@@ -110,7 +111,8 @@ class TmpLoginMixin(LoggingConfigurable):
     max_anonymous_users = Integer(
         0,
         help="""Most anonymous users with a server (running or starting) at a time; over it,
-        /tmplogin answers 503 with Retry-After and creates nothing. 0: no limit.""",
+        a browser waits in the waiting room (WaitingRoomSettings) and a JSON client gets 503
+        with Retry-After; nothing is created meanwhile. 0: no limit.""",
     ).tag(config=True)
 
     capacity_retry_after = Integer(
@@ -146,6 +148,7 @@ class TmpLoginMixin(LoggingConfigurable):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._limiter: RateLimiter | None = None
+        self._lobby: Lobby | None = None
         self._policy: Any = None
         self._reservations: dict[str, float] = {}
         self._registry_task: asyncio.Future | None = None
@@ -166,6 +169,13 @@ class TmpLoginMixin(LoggingConfigurable):
                 max_clients=self.rate_limit_max_clients,
             )
         return self._limiter
+
+    @property
+    def lobby(self) -> Lobby:
+        """The hub's one waiting room (``WaitingRoomSettings`` from the same config)."""
+        if self._lobby is None:
+            self._lobby = Lobby(WaitingRoomSettings(parent=self))
+        return self._lobby
 
     def launch_policy(self) -> Any:
         if self._policy is None:
@@ -218,9 +228,18 @@ class TmpLoginMixin(LoggingConfigurable):
             del self._reservations[name]  # its spawn has begun: counted as active from now on
         return len(live | set(self._reservations))
 
-    def check_capacity(self, users: Any) -> None:
+    def capacity_headroom(self, users: Any) -> int | None:
+        """Anonymous launches ``max_anonymous_users`` allows now (None: no limit)."""
         limit = self.max_anonymous_users
-        if limit > 0 and self.live_anonymous(users) >= limit:
+        return None if limit <= 0 else limit - self.live_anonymous(users)
+
+    def starting(self) -> int:
+        """Logins still on their way to a spawn (as of the last ``live_anonymous``)."""
+        return len(self._reservations)
+
+    def check_capacity(self, users: Any) -> None:
+        headroom = self.capacity_headroom(users)
+        if headroom is not None and headroom <= 0:
             raise Throttled(
                 "The hub is at capacity right now.",
                 retry_after=self.capacity_retry_after,
@@ -280,7 +299,11 @@ class TmpLoginMixin(LoggingConfigurable):
             self.image_registry()  # start syncing with the hub, not on the first login
         except (ImportError, RuntimeError) as e:
             self.log.warning("tmplogin: image registry not started at startup: %s", e)
-        return [*super().get_handlers(app), ("/tmplogin", TmpLoginHandler)]
+        return [
+            *super().get_handlers(app),
+            ("/tmplogin", TmpLoginHandler),
+            ("/waiting-room", WaitingRoomHandler),
+        ]
 
 
 class TmpLoginAuthenticator(TmpLoginMixin, Authenticator):

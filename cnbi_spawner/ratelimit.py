@@ -6,10 +6,13 @@ Policy, in the order the login handler applies it:
    refills at ``rate`` tokens per second; a login takes one token. The default is generous
    (300 per minute, burst 300) because a whole class often sits behind one NAT address.
 2. **Global.** One bucket for the whole hub, so many clients together cannot exceed what the
-   hub's database and spawner can absorb.
+   hub's database and spawner can absorb. ``/tmplogin`` takes this token last, once a launch
+   can start (``check(key, hub_wide=False)`` first, :meth:`RateLimiter.take_global` later),
+   so learners queued in the waiting room do not use up the budget of those it admits.
 
-A refused request consumes nothing (neither bucket), so a client hammering the hub does not
-starve itself further, and a client refused by the global bucket keeps its own tokens.
+A refused check consumes nothing (neither bucket), so a client hammering the hub does not
+starve itself further, and a client refused by the global bucket in ``check`` keeps its own
+tokens.
 
 Memory is bounded: a bucket that has refilled to full is indistinguishable from a fresh one,
 so it is dropped when it reaches the front of the LRU order, and at most ``max_clients``
@@ -114,8 +117,12 @@ class RateLimiter:
         """Number of client buckets currently held in memory."""
         return len(self._clients)
 
-    def check(self, key: str) -> Decision:
-        """Take one token for ``key`` (and one global token), or say how long to wait."""
+    def check(self, key: str, *, hub_wide: bool = True) -> Decision:
+        """Take one token for ``key`` (and one global token), or say how long to wait.
+
+        ``hub_wide=False``: the client's bucket only; the caller takes the global token
+        later with :meth:`take_global` (the waiting room does, once a launch can start).
+        """
         now = self.clock()
         self._evict(now)
         bucket = None
@@ -132,7 +139,7 @@ class RateLimiter:
             wait = bucket.wait_for_one()
             if wait > 0:
                 return Decision(False, _retry_seconds(wait), "client")
-        if not self.global_rate.unlimited:
+        if hub_wide and not self.global_rate.unlimited:
             self._global.refill(now)
             wait = self._global.wait_for_one()
             if wait > 0:
@@ -141,6 +148,23 @@ class RateLimiter:
         if bucket is not None:
             bucket.tokens -= 1.0
         return ALLOW
+
+    def take_global(self, n: int = 1) -> Decision:
+        """Take ``n`` global tokens at once, or none and say how long until one is there."""
+        if self.global_rate.unlimited or n <= 0:
+            return ALLOW
+        self._global.refill(self.clock())
+        if self._global.tokens < n:
+            return Decision(False, _retry_seconds(self._global.wait_for_one()), "global")
+        self._global.tokens -= n
+        return ALLOW
+
+    def global_available(self) -> int | None:
+        """Whole global tokens there now (None: no hub-wide limit)."""
+        if self.global_rate.unlimited:
+            return None
+        self._global.refill(self.clock())
+        return int(self._global.tokens)
 
     def _evict(self, now: float) -> None:
         """Drop least-recently-used buckets that have refilled completely (lossless)."""

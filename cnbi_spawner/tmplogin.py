@@ -5,7 +5,12 @@ live in :mod:`cnbi_spawner.auth`, with the knobs and state it uses).
 ``GET /hub/tmplogin?course=…&notebook=…&size=…`` (the hub redirects ``/tmplogin`` there,
 query kept) runs, in this order, and stops at the first refusal:
 
-1. **Rate limit** (``ratelimit.py``): per client, then hub-wide -> 429 with ``Retry-After``.
+0. **Waiting room** (``waiting_page.py``): a browser whose place cookie names a waiting
+   place gets the waiting page again (a heartbeat; no other check runs); an admitted place
+   leaves the room and goes on to 2, past the rate limit and capacity (its slot and login
+   token were taken when it was admitted).
+1. **Rate limit** (``ratelimit.py``): per client -> 429 with ``Retry-After``. The hub-wide
+   budget is taken at 5, once the launch can start.
 2. **Signature** (``signing.py``), only when ``link_signing_key`` is set -> 403.
 3. **Plan** the launch with the spawner's pure ``selection.plan_launch`` against the live
    image registry -> 400 bad parameter, 404 unknown course, 503 registry not synced yet.
@@ -15,7 +20,10 @@ query kept) runs, in this order, and stops at the first refusal:
    running or starting server for the same course goes back to it; no new user.
 5. **Capacity**: at most ``max_anonymous_users`` anonymous users with a server (counted from
    the hub's in-memory user cache, plus logins of the last few seconds that have not started
-   their spawn yet) -> 503 with ``Retry-After``.
+   their spawn yet), fewer pending spawns than the hub's ``concurrent_spawn_limit``, no
+   learner already waiting, and a token of the hub-wide login budget. Otherwise a browser
+   takes a place in the waiting room (200, the waiting page) and a JSON client gets 503 (429
+   for the budget) with ``Retry-After``.
 6. **Log in** a new user named by a UUID4, in group ``anonymous_group``, with a fresh hub
    cookie (replacing any previous one), and redirect to ``/hub/spawn?<plan.user_options()>``:
    the URL is built from the validated plan, never from the raw query.
@@ -47,6 +55,8 @@ from .anonymous import new_anonymous_name
 from .errors import BadSignature, LaunchError, RegistryNotReady, Throttled
 from .ratelimit import client_key
 from .signing import TICKET_PARAM, launch_ticket, verify_params
+from .waiting_page import Waiting
+from .waiting_room import RoomFull
 
 if TYPE_CHECKING:
     from .auth import TmpLoginMixin
@@ -60,6 +70,7 @@ RESULTS = (
     "rate_limited",
     "at_capacity",
     "not_ready",
+    "waiting",
 )
 #: query parameters that are not launch options: the hub's ``next`` and the signature
 NOT_OPTIONS = frozenset({"next", "sig", "exp", "ticket"})
@@ -151,6 +162,14 @@ class TmpLoginHandler(BaseHandler):
         )
         try:
             result, url, who = await self._launch(auth, client)
+        except Waiting as waiting:
+            TMPLOGIN_TOTAL.labels(result="waiting").inc()
+            if waiting.joined:
+                self.log.info(
+                    "tmplogin waiting place=%s %s client=%s", waiting.place.id, waiting.why, client
+                )
+            self.finish(auth.lobby.render(self, waiting.place))
+            return
         except LaunchError as error:
             result = result_for(error)
             TMPLOGIN_TOTAL.labels(result=result).inc()
@@ -161,7 +180,15 @@ class TmpLoginHandler(BaseHandler):
         self.redirect(url)
 
     async def _launch(self, auth: TmpLoginMixin, client: str) -> tuple[str, str, str]:
-        decision = auth.rate_limiter.check(client)
+        lobby = auth.lobby
+        browser = lobby.enabled and not wants_json(self.request.headers.get("Accept", ""))
+        place = lobby.place_of(self) if browser else None
+        if place is not None:  # a reload (or the page's own reload) of a waiting browser
+            lobby.tick(auth, self.users, self.concurrent_spawn_limit)
+            if not lobby.consume(place):
+                raise Waiting(place)
+            lobby.forget(self)  # admitted: its slot and login token were taken for it
+        decision = auth.rate_limiter.check(client, hub_wide=False)
         if not decision.allowed:
             message = (
                 "Too many launches from your network."
@@ -199,7 +226,8 @@ class TmpLoginHandler(BaseHandler):
             if url:
                 return "reused", url, f"user={user.name} course={course}"
 
-        auth.check_capacity(self.users)
+        if place is None:
+            self._gate(auth, browser, f"course={course}")
         new_user = await self._login_anonymous(auth)
         if plan is not None:
             options = plan.user_options()
@@ -211,6 +239,22 @@ class TmpLoginHandler(BaseHandler):
                 self.hub.base_url, None
             )
         return "ok", url, f"user={new_user.name} course={course}"
+
+    def _gate(self, auth: TmpLoginMixin, browser: bool, what: str) -> None:
+        """Capacity, spawn limit and hub-wide rate for a newcomer; a browser that must wait
+        gets a place in the waiting room instead of the refusal."""
+        lobby = auth.lobby
+        lobby.tick(auth, self.users, self.concurrent_spawn_limit)
+        try:
+            lobby.gate(auth, self.users, self.concurrent_spawn_limit)
+        except Throttled as refusal:
+            if not browser:
+                raise
+            try:
+                place = lobby.join(self)
+            except RoomFull:
+                raise refusal from None
+            raise Waiting(place, why=f"{what} reason={result_for(refusal)}") from None
 
     def _reuse_url(self, user: Any, plan: Any) -> str | None:
         """Where to send a browser back to its own live session for this course, if any."""

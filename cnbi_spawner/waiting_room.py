@@ -259,3 +259,13 @@ class WaitingRoom:
         kept = [p for p in self._waiting if p.id not in ids]
         self._waiting = kept
         self._keys = [p.key for p in kept]
+
+
+def describe_wait(seconds: float | None) -> str:
+    """The estimated wait in words, for the waiting page."""
+    if seconds is None:
+        return "still being measured"
+    if seconds < 60:
+        return "less than a minute"
+    minutes = round(seconds / 60)
+    return "about 1 minute" if minutes == 1 else f"about {minutes} minutes"

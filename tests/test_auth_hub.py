@@ -271,26 +271,28 @@ async def test_registry_not_synced_is_503_with_retry_after(start_hub, tmp_path):
     assert (await metrics(hub))["not_ready"] == 1
 
 
-async def test_capacity_then_global_rate_refuse_with_retry_after(start_hub):
+async def test_global_rate_then_waiting_learners_refuse_json_with_retry_after(start_hub):
     hub = await start_hub(
-        hub_config(global_rate=6.0, global_burst=3, max_anonymous_users=2, capacity_retry_after=17)
+        hub_config(global_rate=6.0, global_burst=3, max_anonymous_users=4, capacity_retry_after=17)
     )
     async with browser() as b:
-        for _ in range(2):
+        for _ in range(3):
             assert (await tmplogin(b, hub, {"course": "ds"}))[0] == 302
-        # two learners are on their way to a server: the hub is full
-        code, headers, body = await tmplogin(b, hub, {"course": "ds"})
-        assert (code, headers["Retry-After"]) == (503, "17")
-        assert "at capacity" in body
-        # the hub-wide budget (3 at once, then one per 10 s) is spent: 429 for everyone
+        # the hub-wide budget (3 at once, then one per 10 s) is spent: 429 for a JSON client
         code, headers, body = await tmplogin(b, hub, {"course": "ds"}, json_=True)
         assert code == 429 and 1 <= int(headers["Retry-After"]) <= 10
         assert json.loads(body)["message"].startswith("The hub is handling too many launches")
-    async with browser() as other:
-        assert (await tmplogin(other, hub, {"course": "ds"}))[0] == 429
-    assert len(await user_names(hub)) == 2
+    async with browser() as other:  # a browser waits instead (test_waiting_room_hub.py)
+        code, _, body = await tmplogin(other, hub, {"course": "ds"})
+        assert code == 200 and "place in line" in body
+    async with browser() as robot:  # someone is waiting: a JSON client may not overtake
+        code, headers, body = await tmplogin(robot, hub, {"course": "ds"}, json_=True)
+        assert (code, headers["Retry-After"]) == (503, "17")
+        assert "Learners are waiting" in json.loads(body)["message"]
+    assert len(await user_names(hub)) == 3
     counts = await metrics(hub)
-    assert (counts["ok"], counts["at_capacity"], counts["rate_limited"]) == (2, 1, 2)
+    assert (counts["ok"], counts["rate_limited"], counts["at_capacity"]) == (3, 1, 1)
+    assert counts["waiting"] == 1
 
 
 # --- the whole story with real servers: dev cluster (process runtime) ---------------------
@@ -380,13 +382,16 @@ async def test_full_flow_to_the_notebook_reuse_and_capacity(start_hub, devcluste
         assert await user_names(hub) == {name}
         assert (await follow(learner, hub, hub.url + headers["Location"]))[0] == 200
 
-        # 3. the hub is at capacity (one live anonymous server): another learner waits
-        code, headers, body = await tmplogin(other, hub, query)
+        # 3. the hub is at capacity (one live anonymous server): a JSON client is refused,
+        # another learner's browser waits (test_waiting_room_hub.py has the whole story)
+        code, headers, body = await tmplogin(other, hub, query, json_=True)
         assert (code, headers["Retry-After"]) == (503, "9")
         assert "at capacity" in body
+        code, headers, body = await tmplogin(other, hub, query)
+        assert code == 200 and "place in line" in body
         assert await user_names(hub) == {name}
 
-        # 4. the first learner leaves: the slot is free again
+        # 4. the first learner leaves: the slot is free again, the waiting browser gets it
         async with aiohttp.ClientSession() as s:
             url = f"{hub.api_url}/users/{name}/server"
             headers = {"Authorization": f"token {hub.api_token}"}
@@ -400,7 +405,12 @@ async def test_full_flow_to_the_notebook_reuse_and_capacity(start_hub, devcluste
         assert len(await user_names(hub)) == 2
 
     counts = await metrics(hub)
-    assert (counts["ok"], counts["reused"], counts["at_capacity"]) == (2, 1, 1)
+    assert (counts["ok"], counts["reused"], counts["at_capacity"], counts["waiting"]) == (
+        2,
+        1,
+        1,
+        1,
+    )
 
 
 @pytest.mark.slow

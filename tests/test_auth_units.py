@@ -211,7 +211,7 @@ async def test_get_handlers_adds_tmplogin_and_starts_the_registry():
     a = CourseAuthenticator(config=c)
     try:
         paths = [h[0] for h in a.get_handlers(None)]
-        assert paths == ["/login", "/tmplogin"]
+        assert paths == ["/login", "/tmplogin", "/waiting-room"]
         registry = await a.ready_registry()
         assert registry.synced and registry.resolve("intro").key == "intro"
     finally:
@@ -224,6 +224,6 @@ def test_get_handlers_outside_an_event_loop_still_registers():
 
     ImageRegistry.clear_shared()
     try:
-        assert [h[0] for h in TmpLoginAuthenticator().get_handlers(None)][-1] == "/tmplogin"
+        assert [h[0] for h in TmpLoginAuthenticator().get_handlers(None)][-2:] == ["/tmplogin", "/waiting-room"]
     finally:
         ImageRegistry.clear_shared()

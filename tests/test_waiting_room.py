@@ -12,6 +12,7 @@ from cnbi_spawner.waiting_room import (
     RoomRules,
     WaitingRoom,
     admissible,
+    describe_wait,
     estimate_wait,
     poll_after,
 )
@@ -204,3 +205,18 @@ def test_estimate_wait(position, rate, spawn, expected):
 )
 def test_poll_after_grows_with_the_position_up_to_max_poll(position, expected):
     assert poll_after(position, max_poll=10.0) == expected
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (None, "still being measured"),
+        (0.0, "less than a minute"),
+        (59.0, "less than a minute"),
+        (80.0, "about 1 minute"),
+        (100.0, "about 2 minutes"),
+        (3600.0, "about 60 minutes"),
+    ],
+)
+def test_describe_wait(seconds, text):
+    assert describe_wait(seconds) == text

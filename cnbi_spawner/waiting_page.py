@@ -1,0 +1,380 @@
+"""The hub side of the lecture-hall waiting room: place cookie, admission round, page, poll.
+
+When ``/hub/tmplogin`` cannot start a launch now (``max_anonymous_users`` reached, the hub's
+``concurrent_spawn_limit`` of pending spawns reached, or the hub-wide login budget spent), a
+browser is not shown an error: it gets a place in the first-come queue of
+:mod:`cnbi_spawner.waiting_room` and the waiting page, which shows its position and an
+estimated wait and continues by itself once admitted. A client that asks for JSON gets the
+refusal as before (503/429 with ``Retry-After``). Nothing is created for a waiting learner:
+no user, no spawn; the place lives in this process's memory and in the browser's cookie.
+
+- **Place cookie.** ``cnbi-place`` holds the place's random id and its wall-clock arrival,
+  signed with the hub's cookie secret (tornado secure cookie), path ``/hub/``. A reload of the
+  launch link with it keeps the place (and counts as a heartbeat); after a hub restart the
+  place is re-inserted at its old arrival time (:meth:`WaitingRoom.restore`).
+- **Admission round** (:meth:`Lobby.tick`, at most once per ``TICK_SECONDS``, run by whichever
+  request comes: a poll, a reload or a new arrival): expire abandoned places, then admit from
+  the front as many as the hub can start now. Free slots are the smaller of the capacity
+  headroom (``TmpLoginMixin.capacity_headroom``: the one capacity rule) and the spawn
+  headroom (:func:`spawn_headroom`: the hub's own ``concurrent_spawn_limit`` count), and
+  admissions take their hub-wide login tokens as they are made.
+- **Newcomers** (:meth:`Lobby.gate`): while anyone waits or an admitted place is on its way,
+  a newcomer queues behind them (JSON: 503), even if a slot looks free.
+- **Poll** ``GET /hub/waiting-room``: JSON ``{"state": "waiting"|"admitted"|"gone", …}`` with
+  ``poll_seconds``, the server's hint for the next poll. A poll is a signed-cookie check and
+  a dict lookup: no database query, no user lookup (a plain tornado handler, not the hub's
+  ``BaseHandler``). The page needs no JavaScript: a ``<noscript>`` meta refresh reloads it.
+- **Metrics** (the hub's ``/hub/metrics``): ``cnbi_waiting_room_length``,
+  ``cnbi_waiting_room_wait_seconds`` (join to admission), ``cnbi_waiting_room_joined_total``,
+  ``cnbi_waiting_room_admitted_total``, ``cnbi_waiting_room_expired_total{reason}``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import secrets
+import time
+from collections import deque
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from jinja2 import ChoiceLoader, Environment, FileSystemLoader
+from jupyterhub.metrics import SERVER_SPAWN_DURATION_SECONDS
+from jupyterhub.utils import url_path_join
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from tornado import web
+from traitlets import Bool, Float, Integer
+from traitlets.config import LoggingConfigurable
+
+from .errors import Throttled
+from .waiting_room import (
+    Place,
+    RoomFull,
+    RoomRules,
+    WaitingRoom,
+    describe_wait,
+    estimate_wait,
+    poll_after,
+)
+
+if TYPE_CHECKING:
+    from .auth import TmpLoginMixin
+
+PLACE_COOKIE = "cnbi-place"
+#: shortest time between two admission rounds (a round walks the hub's user list once)
+TICK_SECONDS = 1.0
+TEMPLATES = Path(__file__).with_name("templates")
+_PLACE_VALUE = re.compile(r"([A-Za-z0-9_-]{16,64})\|(\d{1,12}(?:\.\d{1,6})?)")
+
+QUEUE_LENGTH = Gauge(
+    "cnbi_waiting_room_length", "Browsers waiting for a launch slot", registry=REGISTRY
+)
+QUEUE_WAIT = Histogram(
+    "cnbi_waiting_room_wait_seconds",
+    "Time from joining the waiting room to admission",
+    buckets=(1, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600),
+    registry=REGISTRY,
+)
+QUEUE_JOINED = Counter(
+    "cnbi_waiting_room_joined", "Places taken in the waiting room", registry=REGISTRY
+)
+QUEUE_ADMITTED = Counter(
+    "cnbi_waiting_room_admitted", "Places admitted to launch", registry=REGISTRY
+)
+QUEUE_EXPIRED = Counter(
+    "cnbi_waiting_room_expired",
+    "Places dropped: abandoned (no heartbeat) or lapsed (admitted, never came back)",
+    ["reason"],
+    registry=REGISTRY,
+)
+for _reason in ("abandoned", "lapsed"):
+    QUEUE_EXPIRED.labels(reason=_reason)
+
+
+class WaitingRoomSettings(LoggingConfigurable):
+    """Knobs of the waiting room (``c.WaitingRoomSettings.<option>``)."""
+
+    enabled = Bool(
+        True,
+        help="""Browsers whose launch cannot start now (max_anonymous_users, the hub's
+        concurrent_spawn_limit, the hub-wide login rate) wait in a first-come queue on a
+        page that continues by itself. False: they get the 503/429 error page, as JSON
+        clients always do.""",
+    ).tag(config=True)
+
+    expire_seconds = Float(
+        40.0,
+        help="""A waiting place with no poll or reload for this long is abandoned and
+        dropped (keep it well above max_poll_seconds).""",
+    ).tag(config=True)
+
+    admit_seconds = Float(
+        30.0,
+        help="""An admitted browser must come back to /tmplogin within this long, or its
+        slot goes to the next in line.""",
+    ).tag(config=True)
+
+    max_poll_seconds = Float(
+        10.0,
+        help="""Longest poll interval the page is told to use (the front of the queue polls
+        every second, the back less often).""",
+    ).tag(config=True)
+
+    max_waiting = Integer(
+        10_000,
+        help="Most places in the queue; beyond it, browsers get the error page.",
+    ).tag(config=True)
+
+    def rules(self) -> RoomRules:
+        return RoomRules(
+            expire_after=self.expire_seconds,
+            admit_timeout=self.admit_seconds,
+            max_poll=self.max_poll_seconds,
+            restore_grace=2 * self.max_poll_seconds + TICK_SECONDS,
+            max_waiting=self.max_waiting,
+        )
+
+
+class Waiting(Exception):
+    """This browser holds a waiting place: answer with the waiting page."""
+
+    def __init__(self, place: Place, *, why: str = "") -> None:
+        super().__init__(place.id)
+        self.place = place
+        self.why = why  # set when the place was just taken: what was asked, and the refusal
+
+    @property
+    def joined(self) -> bool:
+        return bool(self.why)
+
+
+def spawn_headroom(counts: dict[str, int], limit: int, starting: int) -> int | None:
+    """Spawns the hub's ``concurrent_spawn_limit`` still allows (None: no limit).
+
+    The hub counts ``spawn_pending + proxy_pending`` servers (``BaseHandler.
+    spawn_single_user``); logins on their way to ``/hub/spawn`` (``starting``) will be too.
+    """
+    if not limit:
+        return None
+    return limit - counts.get("spawn_pending", 0) - counts.get("proxy_pending", 0) - starting
+
+
+def _cookie_path(handler: web.RequestHandler) -> str:
+    return handler.settings["hub"].base_url  # /hub/: both /tmplogin and /waiting-room
+
+
+def _spawn_totals() -> tuple[float, float]:
+    """(sum, count) of the hub's successful spawn durations so far."""
+    total = count = 0.0
+    for metric in SERVER_SPAWN_DURATION_SECONDS.collect():
+        for sample in metric.samples:
+            if sample.labels.get("status") != "success":
+                continue
+            if sample.name.endswith("_sum"):
+                total += sample.value
+            elif sample.name.endswith("_count"):
+                count += sample.value
+    return total, count
+
+
+class Lobby:
+    """The hub's one waiting room: see the module docstring."""
+
+    def __init__(self, settings: WaitingRoomSettings, clock: Any = time.monotonic) -> None:
+        self.settings = settings
+        self.log = settings.log
+        self.clock = clock
+        self.room = WaitingRoom(settings.rules(), clock=clock)
+        self._next_tick = -math.inf
+        self._spawns: deque[tuple[float, float, float]] = deque()
+        self._env: Environment | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.settings.enabled
+
+    # --- the place cookie ----------------------------------------------------------------
+
+    def place_of(self, handler: web.RequestHandler) -> Place | None:
+        """The live place the request's cookie names (a heartbeat), restored after a hub
+        restart; None without a (valid, live) one."""
+        raw = handler.get_secure_cookie(PLACE_COOKIE, max_age_days=1)
+        match = _PLACE_VALUE.fullmatch(raw.decode("ascii", "replace")) if raw else None
+        if match is None:
+            return None
+        place_id, arrived = match.group(1), float(match.group(2))
+        place = self.room.heartbeat(place_id)
+        if place is None:
+            try:
+                place = self.room.restore(place_id, arrived)
+            except RoomFull:
+                return None
+            if place is not None:
+                self.log.info("waiting-room restored place=%s after a hub restart", place_id)
+        return place
+
+    def join(self, handler: web.RequestHandler) -> Place:
+        """A new place at the back, and its cookie (raises ``RoomFull``)."""
+        place = self.room.join(secrets.token_urlsafe(18), time.time())
+        QUEUE_JOINED.inc()
+        QUEUE_LENGTH.set(len(self.room))
+        handler.set_secure_cookie(
+            PLACE_COOKIE,
+            f"{place.id}|{place.arrived:.3f}",
+            expires_days=None,  # a session cookie: closing the browser gives the place up
+            path=_cookie_path(handler),
+            httponly=True,
+            samesite="Lax",
+            secure=handler.request.protocol == "https",
+        )
+        return place
+
+    def forget(self, handler: web.RequestHandler) -> None:
+        handler.clear_cookie(PLACE_COOKIE, path=_cookie_path(handler))
+
+    # --- admission -----------------------------------------------------------------------
+
+    def gate(self, auth: TmpLoginMixin, users: Any, spawn_limit: int) -> None:
+        """Raise ``Throttled`` unless a newcomer's launch may start now (then it has taken
+        its hub-wide login token)."""
+        if self.room.busy:
+            raise Throttled(
+                "Learners are waiting for a place on this hub.",
+                retry_after=self.retry_after(auth),
+                status=503,
+            )
+        auth.check_capacity(users)
+        spawns = spawn_headroom(users.count_active_users(), spawn_limit, auth.starting())
+        if spawns is not None and spawns <= 0:
+            raise Throttled(
+                "The hub is starting many servers right now.",
+                retry_after=self.retry_after(auth),
+                status=503,
+            )
+        decision = auth.rate_limiter.take_global()
+        if not decision.allowed:
+            raise Throttled(
+                "The hub is handling too many launches right now.",
+                retry_after=decision.retry_after,
+                status=429,
+            )
+
+    def tick(self, auth: TmpLoginMixin, users: Any, spawn_limit: int) -> None:
+        """One admission round, unless one ran less than ``TICK_SECONDS`` ago."""
+        now = self.clock()
+        if now < self._next_tick:
+            return
+        self._next_tick = now + TICK_SECONDS
+        self._sample_spawns(now)
+        done = self.room.expire()
+        for place in done.expired:
+            self.log.info("waiting-room expired place=%s (no heartbeat)", place.id)
+        for place in done.lapsed:
+            self.log.info("waiting-room lapsed place=%s (admitted, never came back)", place.id)
+        QUEUE_EXPIRED.labels(reason="abandoned").inc(len(done.expired))
+        QUEUE_EXPIRED.labels(reason="lapsed").inc(len(done.lapsed))
+        if len(self.room):
+            capacity = auth.capacity_headroom(users)
+            spawns = spawn_headroom(users.count_active_users(), spawn_limit, auth.starting())
+            limits = [n for n in (capacity, spawns) if n is not None]
+            slots = min(limits) if limits else None
+            admitted = self.room.admit(slots, auth.rate_limiter.global_available())
+            auth.rate_limiter.take_global(len(admitted))
+            wall = time.time()
+            for place in admitted:
+                waited = max(0.0, wall - place.arrived)
+                QUEUE_WAIT.observe(waited)
+                self.log.info("waiting-room admitted place=%s waited=%.1fs", place.id, waited)
+            QUEUE_ADMITTED.inc(len(admitted))
+        QUEUE_LENGTH.set(len(self.room))
+
+    def consume(self, place: Place) -> bool:
+        used = self.room.consume(place.id)
+        QUEUE_LENGTH.set(len(self.room))
+        return used
+
+    # --- estimates -----------------------------------------------------------------------
+
+    def _sample_spawns(self, now: float) -> None:
+        total, count = _spawn_totals()
+        self._spawns.append((now, total, count))
+        while len(self._spawns) > 2 and now - self._spawns[1][0] > self.room.rules.rate_window:
+            self._spawns.popleft()
+
+    def spawn_seconds(self) -> float | None:
+        """Mean duration of the hub's successful spawns in the window (else overall)."""
+        if not self._spawns:
+            return None
+        _, total, count = self._spawns[-1]
+        _, total0, count0 = self._spawns[0]
+        if count > count0:
+            return (total - total0) / (count - count0)
+        return total / count if count else None
+
+    def wait_seconds(self, position: int) -> float | None:
+        return estimate_wait(position, self.room.admissions_per_second(), self.spawn_seconds())
+
+    def retry_after(self, auth: TmpLoginMixin) -> int:
+        """Retry-After for a JSON client: the wait at the back of the queue, if measured."""
+        wait = self.wait_seconds(len(self.room))
+        if wait is None:
+            return auth.capacity_retry_after
+        return max(1, min(3600, math.ceil(wait)))
+
+    def status(self, place: Place | None) -> dict[str, Any]:
+        """What the page shows and the poll answers."""
+        if place is None or self.room.find(place.id) is None:
+            return {"state": "gone", "poll_seconds": 1.0}
+        if place.admitted:
+            return {"state": "admitted", "poll_seconds": 0.0}
+        ahead = self.room.position(place)
+        wait = self.wait_seconds(ahead)
+        return {
+            "state": "waiting",
+            "position": ahead + 1,
+            "wait_seconds": None if wait is None else round(wait),
+            "wait": describe_wait(wait),
+            "poll_seconds": poll_after(ahead, self.room.rules.max_poll),
+        }
+
+    # --- the page ------------------------------------------------------------------------
+
+    def render(self, handler: Any, place: Place) -> str:
+        """The waiting page in the hub's look (``page.html``), for a ``BaseHandler``."""
+        if self._env is None:
+            hub_env: Environment = handler.settings["jinja2_env_sync"]
+            self._env = hub_env.overlay(
+                loader=ChoiceLoader([FileSystemLoader(str(TEMPLATES)), hub_env.loader])
+            )
+        status = self.status(place)
+        namespace = dict(handler.template_namespace)
+        namespace.update(
+            xsrf_token=handler.xsrf_token.decode("ascii"),
+            no_spawner_check=True,  # the page must not create a spawner as a side effect
+            status=status,
+            poll_url=url_path_join(handler.hub.base_url, "waiting-room"),
+        )
+        return self._env.get_template("waiting-room.html").render(**namespace)
+
+
+class WaitingRoomHandler(web.RequestHandler):
+    """``GET /hub/waiting-room``: the place's status as JSON (see the module docstring)."""
+
+    def get(self) -> None:
+        from .auth import TmpLoginMixin  # auth imports this module
+
+        self.set_header("Cache-Control", "no-store")
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        auth = self.settings.get("authenticator")
+        if not isinstance(auth, TmpLoginMixin):
+            raise web.HTTPError(404)
+        lobby = auth.lobby
+        place = lobby.place_of(self)
+        if place is not None:
+            lobby.tick(auth, self.settings["users"], self.settings["concurrent_spawn_limit"])
+        status = lobby.status(place)
+        if status["state"] == "gone":
+            self.set_status(404)
+        self.finish(json.dumps(status))

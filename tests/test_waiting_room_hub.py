@@ -1,0 +1,167 @@
+"""The waiting room against a real JupyterHub + proxy + dev cluster (stub runtime).
+
+A full hub (``max_anonymous_users`` = 1, one learner's server running): browsers get the
+waiting page (200) and a place, JSON clients get 503 + Retry-After, a reload keeps the place,
+an abandoned place expires, a hub restart re-derives the places from their cookies in their
+old order and creates nothing, and when the running server stops the first in line is
+admitted first; only then is a user created for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+
+import aiohttp
+import pytest
+from harness import wait_for
+from test_auth_hub import (
+    COURSE,
+    IMAGE_REPO,
+    api,
+    browser,
+    flow_config,
+    maybe_await,
+    tmplogin,
+    user_names,
+    wait_until_ready,
+)
+
+EXPIRE = 4.0  # seconds without a poll before a place is dropped (short for the test)
+LINK = {"course": COURSE}
+
+
+def room_config(**auth: object) -> str:
+    return flow_config(max_anonymous_users=1, capacity_retry_after=11, **auth) + (
+        f"c.WaitingRoomSettings.expire_seconds = {EXPIRE}\n"
+        "c.WaitingRoomSettings.max_poll_seconds = 1.0\n"
+        "c.WaitingRoomSettings.admit_seconds = 20.0\n"
+    )
+
+
+async def poll(session, hub) -> tuple[int, dict]:
+    """What the waiting page's JavaScript does."""
+    url = f"{hub.url}/hub/waiting-room"
+    async with session.get(url, headers={"Accept": "application/json"}) as r:
+        assert r.headers["Cache-Control"] == "no-store"
+        return r.status, json.loads(await r.text())
+
+
+def position_on_page(body: str) -> int:
+    match = re.search(r'id="cnbi-position">(\d+)<', body)
+    assert match, body[:3000]
+    return int(match.group(1))
+
+
+async def queue_metrics(hub) -> dict[str, float]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as s:
+        headers = {"Authorization": f"token {hub.api_token}"}
+        async with s.get(hub.url + "/hub/metrics", headers=headers) as r:
+            text = await r.text()
+    return {
+        m.group(1): float(m.group(2))
+        for m in re.finditer(r"^(cnbi_waiting_room_[\w{}=\"]+) (\S+)$", text, re.M)
+    }
+
+
+async def stop_server(hub, name: str) -> None:
+    async with aiohttp.ClientSession() as s:
+        url = f"{hub.api_url}/users/{name}/server"
+        async with s.delete(url, headers={"Authorization": f"token {hub.api_token}"}) as r:
+            assert r.status in (202, 204)
+
+
+@pytest.mark.slow
+async def test_waiting_room_at_a_full_hub(start_hub, stub_devcluster, tmp_path):
+    await maybe_await(stub_devcluster.add_image(IMAGE_REPO, tmp_path))
+    hub = await start_hub(room_config(), kubeconfig=stub_devcluster.kubeconfig)
+    async with browser() as a, browser() as b, browser() as c, browser() as gone:
+        # A fills the hub
+        code, headers, _ = await tmplogin(a, hub, LINK)
+        assert code == 302
+        async with a.get(hub.url + headers["Location"]) as r:
+            assert r.status == 200
+        (first,) = await user_names(hub)
+        await wait_until_ready(hub, first)
+
+        # B and C: the waiting page (200, not an error), a place each, nothing created
+        for session, expected in ((b, 1), (c, 2)):
+            code, headers, body = await tmplogin(session, hub, LINK)
+            assert code == 200, body[:2000]
+            assert headers["Content-Type"].startswith("text/html")
+            assert headers["Cache-Control"] == "no-store"
+            assert position_on_page(body) == expected
+            assert 'http-equiv="refresh"' in body  # works without JavaScript too
+            assert "jupyterhub" in body.lower()  # the hub's page
+            assert any(cookie.key == "cnbi-place" for cookie in session.cookie_jar)
+        # a JSON client keeps getting the refusal, with Retry-After; it holds no place
+        async with browser() as robot:
+            code, headers, body = await tmplogin(robot, hub, LINK, json_=True)
+            assert code == 503 and int(headers["Retry-After"]) >= 1
+            assert json.loads(body)["error"] == "Throttled"
+            assert not any(cookie.key == "cnbi-place" for cookie in robot.cookie_jar)
+            assert (await poll(robot, hub))[0] == 404
+        code, _, body = await tmplogin(gone, hub, LINK)  # joins, then never polls again
+        assert (code, position_on_page(body)) == (200, 3)
+        assert await user_names(hub) == {first}
+
+        # a reload keeps the place; the poll says the same
+        code, _, body = await tmplogin(b, hub, LINK)
+        assert (code, position_on_page(body)) == (200, 1)
+        status, data = await poll(c, hub)
+        assert status == 200 and data["state"] == "waiting" and data["position"] == 2
+        assert 0 < data["poll_seconds"] <= 1.0
+
+        # the abandoned place expires while B and C keep polling
+        deadline = time.monotonic() + EXPIRE + 2.5
+        while time.monotonic() < deadline:
+            assert (await poll(b, hub))[1]["state"] == "waiting"
+            assert (await poll(c, hub))[1]["state"] == "waiting"
+            await asyncio.sleep(0.5)
+        assert (await poll(gone, hub))[0] == 404
+        counts = await queue_metrics(hub)
+        assert counts['cnbi_waiting_room_expired_total{reason="abandoned"}'] == 1
+        assert counts["cnbi_waiting_room_length"] == 2
+        assert counts["cnbi_waiting_room_joined_total"] == 3
+
+        # the hub restarts: places come back from their cookies, in their old order (C
+        # polls first), and nothing is created for them
+        pods = len(stub_devcluster.list("v1", "pods", namespace="default"))
+        await hub.stop()
+        await hub.start()
+        status, data = await poll(c, hub)
+        assert (status, data["state"]) == (200, "waiting")
+        status, data = await poll(b, hub)
+        assert (status, data["position"]) == (200, 1)
+        assert (await poll(c, hub))[1]["position"] == 2
+        assert await user_names(hub) == {first}
+        assert len(stub_devcluster.list("v1", "pods", namespace="default")) == pods
+
+        # A leaves: B (first in line) is admitted, C is not; still no user for B
+        await stop_server(hub, first)
+
+        async def b_admitted() -> bool:
+            assert (await poll(c, hub))[1]["state"] == "waiting"
+            return (await poll(b, hub))[1]["state"] == "admitted"
+
+        await wait_for(b_admitted, "the first in line to be admitted", 60)
+        assert (await poll(c, hub))[1]["position"] == 1
+        assert await user_names(hub) == {first}
+        # B's page reloads itself: now the launch goes ahead and the user is created
+        code, headers, _ = await tmplogin(b, hub, LINK)
+        assert code == 302 and headers["Location"].startswith(f"/hub/spawn?opt-course={COURSE}&")
+        assert not any(cookie.key == "cnbi-place" for cookie in b.cookie_jar)
+        (second,) = await user_names(hub) - {first}
+        async with b.get(hub.url + headers["Location"]) as r:
+            assert r.status == 200
+        await wait_until_ready(hub, second)
+        # C is still waiting: the hub is full again
+        code, _, body = await tmplogin(c, hub, LINK)
+        assert (code, position_on_page(body)) == (200, 1)
+        counts = await queue_metrics(hub)
+        assert counts["cnbi_waiting_room_admitted_total"] == 1
+        assert counts["cnbi_waiting_room_wait_seconds_count"] == 1
+        model = await api(hub, f"/users/{second}")
+        assert model["groups"] == ["anonymous"]
