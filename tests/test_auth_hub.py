@@ -59,11 +59,16 @@ async def user_names(hub) -> set[str]:
     return {u["name"] for u in await api(hub, "/users")}
 
 
-async def metrics(hub) -> dict[str, float]:
+async def metrics_text(hub) -> str:
+    """The hub's /hub/metrics (Prometheus text)."""
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as s:
         headers = {"Authorization": f"token {hub.api_token}"}
         async with s.get(hub.url + "/hub/metrics", headers=headers) as r:
-            text = await r.text()
+            return await r.text()
+
+
+async def metrics(hub) -> dict[str, float]:
+    text = await metrics_text(hub)
     return {
         m.group(1): float(m.group(2))
         for m in re.finditer(r'^cnbi_tmplogin_total\{result="(\w+)"\} (\S+)$', text, re.M)

@@ -224,6 +224,7 @@ def test_get_handlers_outside_an_event_loop_still_registers():
 
     ImageRegistry.clear_shared()
     try:
-        assert [h[0] for h in TmpLoginAuthenticator().get_handlers(None)][-2:] == ["/tmplogin", "/waiting-room"]
+        paths = [h[0] for h in TmpLoginAuthenticator().get_handlers(None)]
+        assert paths[-2:] == ["/tmplogin", "/waiting-room"]
     finally:
         ImageRegistry.clear_shared()

@@ -24,6 +24,7 @@ from test_auth_hub import (
     browser,
     flow_config,
     maybe_await,
+    metrics_text,
     tmplogin,
     user_names,
     wait_until_ready,
@@ -56,10 +57,7 @@ def position_on_page(body: str) -> int:
 
 
 async def queue_metrics(hub) -> dict[str, float]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as s:
-        headers = {"Authorization": f"token {hub.api_token}"}
-        async with s.get(hub.url + "/hub/metrics", headers=headers) as r:
-            text = await r.text()
+    text = await metrics_text(hub)
     return {
         m.group(1): float(m.group(2))
         for m in re.finditer(r"^(cnbi_waiting_room_[\w{}=\"]+) (\S+)$", text, re.M)
