@@ -338,6 +338,14 @@ async def wait_until_ready(hub, name: str) -> None:
     raise AssertionError(f"server of {name} not ready after {WAIT}s")
 
 
+async def stop_server(hub, name: str) -> None:
+    """The learner leaves: stop its server through the REST API."""
+    async with aiohttp.ClientSession() as s:
+        url = f"{hub.api_url}/users/{name}/server"
+        async with s.delete(url, headers={"Authorization": f"token {hub.api_token}"}) as r:
+            assert r.status in (202, 204)
+
+
 async def follow(session, hub, url: str) -> tuple[int, str]:
     """What a browser does: follow redirects; on the progress page, wait, then reload it.
 
@@ -397,11 +405,7 @@ async def test_full_flow_to_the_notebook_reuse_and_capacity(start_hub, devcluste
         assert await user_names(hub) == {name}
 
         # 4. the first learner leaves: the slot is free again, the waiting browser gets it
-        async with aiohttp.ClientSession() as s:
-            url = f"{hub.api_url}/users/{name}/server"
-            headers = {"Authorization": f"token {hub.api_token}"}
-            async with s.delete(url, headers=headers) as r:
-                assert r.status in (202, 204)
+        await stop_server(hub, name)
         deadline = time.monotonic() + WAIT
         while (await api(hub, f"/users/{name}"))["servers"] and time.monotonic() < deadline:
             await asyncio.sleep(0.5)
@@ -442,10 +446,7 @@ async def test_second_click_while_the_server_starts_goes_to_its_progress_page(
         assert await user_names(hub) == {name}
         assert (await metrics(hub))["reused"] == 1
 
-        async with aiohttp.ClientSession() as s:
-            url = f"{hub.api_url}/users/{name}/server"
-            async with s.delete(url, headers={"Authorization": f"token {hub.api_token}"}) as r:
-                assert r.status in (202, 204)
+        await stop_server(hub, name)
 
 
 @pytest.mark.slow

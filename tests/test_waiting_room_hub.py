@@ -14,7 +14,6 @@ import json
 import re
 import time
 
-import aiohttp
 import pytest
 from harness import wait_for
 from test_auth_hub import (
@@ -25,6 +24,7 @@ from test_auth_hub import (
     flow_config,
     maybe_await,
     metrics_text,
+    stop_server,
     tmplogin,
     user_names,
     wait_until_ready,
@@ -62,13 +62,6 @@ async def queue_metrics(hub) -> dict[str, float]:
         m.group(1): float(m.group(2))
         for m in re.finditer(r"^(cnbi_waiting_room_[\w{}=\"]+) (\S+)$", text, re.M)
     }
-
-
-async def stop_server(hub, name: str) -> None:
-    async with aiohttp.ClientSession() as s:
-        url = f"{hub.api_url}/users/{name}/server"
-        async with s.delete(url, headers={"Authorization": f"token {hub.api_token}"}) as r:
-            assert r.status in (202, 204)
 
 
 @pytest.mark.slow
