@@ -66,6 +66,13 @@ class TmpLoginMixin(LoggingConfigurable):
         (running or starting) instead of creating another user.""",
     ).tag(config=True)
 
+    claim_pool_servers = Bool(
+        True,
+        help="""Hand a learner a ready warm-pool server of exactly their course and size
+        (kept by the cnbi service, PoolSettings.targets) instead of spawning one. Costs one
+        database query per launch when no pool exists; False skips it.""",
+    ).tag(config=True)
+
     default_launch = Dict(
         {},
         help="""Launch parameters used when /tmplogin has none, e.g. {"course": "intro"}.

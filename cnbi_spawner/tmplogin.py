@@ -10,7 +10,7 @@ query kept) runs, in this order, and stops at the first refusal:
    leaves the room and goes on to 2, past the rate limit and capacity (its slot and login
    token were taken when it was admitted).
 1. **Rate limit** (``ratelimit.py``): per client -> 429 with ``Retry-After``. The hub-wide
-   budget is taken at 5, once the launch can start.
+   budget is taken at 6, once the launch can start.
 2. **Signature** (``signing.py``), only when ``link_signing_key`` is set -> 403.
 3. **Plan** the launch with the spawner's pure ``selection.plan_launch`` against the live
    image registry -> 400 bad parameter, 404 unknown course, 503 registry not synced yet.
@@ -18,13 +18,17 @@ query kept) runs, in this order, and stops at the first refusal:
    gets a fresh user and the hub's normal ``/hub/spawn`` (stock TmpAuthenticator behaviour).
 4. **Reuse** (``reuse_sessions``): a browser whose cookie names an anonymous user with a
    running or starting server for the same course goes back to it; no new user.
-5. **Capacity**: at most ``max_anonymous_users`` anonymous users with a server (counted from
+5. **Warm pool** (``claim_pool_servers``, :mod:`cnbi_spawner.claim`): a ready pool server
+   for exactly the planned course and size is claimed in one database commit; the browser
+   gets its user's cookie and goes straight to ``/user/<name>/<plan.default_url>`` (no
+   spawn). None ready: the steps below, unchanged.
+6. **Capacity**: at most ``max_anonymous_users`` anonymous users with a server (counted from
    the hub's in-memory user cache, plus logins of the last few seconds that have not started
    their spawn yet), fewer pending spawns than the hub's ``concurrent_spawn_limit``, no
    learner already waiting, and a token of the hub-wide login budget. Otherwise a browser
    takes a place in the waiting room (200, the waiting page) and a JSON client gets 503 (429
    for the budget) with ``Retry-After``.
-6. **Log in** a new user named by a UUID4, in group ``anonymous_group``, with a fresh hub
+7. **Log in** a new user named by a UUID4, in group ``anonymous_group``, with a fresh hub
    cookie (replacing any previous one), and redirect to ``/hub/spawn?<plan.user_options()>``:
    the URL is built from the validated plan, never from the raw query.
 
@@ -52,7 +56,9 @@ from tornado import web
 from tornado.httputil import responses
 
 from .anonymous import new_anonymous_name
+from .claim import claim_pool_server, observe_claim
 from .errors import BadSignature, LaunchError, RegistryNotReady, Throttled
+from .pool import PoolKey
 from .ratelimit import client_key
 from .signing import TICKET_PARAM, launch_ticket, verify_params
 from .waiting_page import Waiting
@@ -64,6 +70,7 @@ if TYPE_CHECKING:
 RESULTS = (
     "ok",
     "reused",
+    "claimed",
     "bad_request",
     "unknown_course",
     "bad_signature",
@@ -160,6 +167,7 @@ class TmpLoginHandler(BaseHandler):
             _peer_address(self.request),
             auth.trusted_proxy_count,
         )
+        started = time.monotonic()
         try:
             result, url, who = await self._launch(auth, client)
         except Waiting as waiting:
@@ -178,6 +186,8 @@ class TmpLoginHandler(BaseHandler):
         TMPLOGIN_TOTAL.labels(result=result).inc()
         self.log.info("tmplogin %s %s client=%s", result, who, client)
         self.redirect(url)
+        if result == "claimed":
+            observe_claim(started)
 
     async def _launch(self, auth: TmpLoginMixin, client: str) -> tuple[str, str, str]:
         lobby = auth.lobby
@@ -225,6 +235,13 @@ class TmpLoginHandler(BaseHandler):
             url = self._reuse_url(user, plan)
             if url:
                 return "reused", url, f"user={user.name} course={course}"
+
+        if plan is not None and auth.claim_pool_servers:  # no spawn, so no capacity gate
+            claimed = claim_pool_server(self, auth, PoolKey(plan.image.key, plan.size.name))
+            if claimed is not None:  # one commit made it this learner's; no spawn needed
+                self.set_login_cookie(claimed)
+                url = url_path_join(claimed.url, plan.default_url)
+                return "claimed", url, f"user={claimed.name} course={course} pool"
 
         if place is None:
             self._gate(auth, browser, f"course={course}")

@@ -6,10 +6,12 @@ The ``cnbi`` service loads this file too (``--config``), so registry, size and
 culling settings live in one place.
 """
 
+import json
 import os
 import shlex
 
 from cnbi_spawner.service.app import service_role
+from cnbi_spawner.service.pool import pool_role
 from cnbi_spawner.service.sessions import learner_role
 
 c = get_config()  # noqa: F821 (provided by the traitlets config loader)
@@ -88,6 +90,12 @@ c.CullerSettings.anonymous_max_age = env_float("CNBI_ANONYMOUS_MAX_AGE", 6 * 360
 c.CullerSettings.named_idle_timeout = env_float("CNBI_NAMED_IDLE_TIMEOUT", 3600)
 c.CullerSettings.dry_run = env_bool("CNBI_CULL_DRY_RUN", False)
 
+# --- Warm pools: ready servers per course, handed out at /tmplogin (docs: lecture hall)
+# CNBI_POOL_TARGETS is JSON, e.g. {"uai-intro": 20} or {"uai-intro": {"small": 20}}.
+POOL_TARGETS = json.loads(env("CNBI_POOL_TARGETS", "{}"))
+c.PoolSettings.targets = POOL_TARGETS
+c.PoolSettings.max_concurrent_starts = env_int("CNBI_POOL_MAX_STARTS", 10)
+
 c.JupyterHub.custom_scopes = {
     "custom:cnbi:builds": {"description": "Request and follow custom course image builds."},
 }
@@ -120,3 +128,5 @@ c.JupyterHub.load_roles = [
     # learners may ask the service why their own server failed (api/sessions/me[/logs])
     learner_role(groups=[env("CNBI_ANONYMOUS_GROUP", "anonymous")]),
 ]
+if POOL_TARGETS:  # the service creates pool users and starts their servers
+    c.JupyterHub.load_roles.append(pool_role("cnbi"))

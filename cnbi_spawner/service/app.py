@@ -63,6 +63,7 @@ from .context import HERE, ServiceContext, make_jinja
 from .culler import Culler, CullPolicy, Thresholds
 from .hubapi import HubClient
 from .metrics import MetricsHandler, ServiceMetrics
+from .pool import PoolManager, PoolSettings
 
 SERVICE_SCOPES = ("list:users", "read:users", "read:servers", "delete:servers", "delete:users")
 
@@ -277,14 +278,14 @@ class ServiceApp(Application):
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.classes = [ServiceApp, CullerSettings, *_optional_classes()]
+        self.classes = [ServiceApp, CullerSettings, PoolSettings, *_optional_classes()]
 
     def initialize(self, argv=None) -> None:
         self.parse_command_line(argv)
         if self.config_file:
             self.load_config_file(self.config_file)
             self.update_config(self.cli_config)  # command line wins over the file
-        for name in ("cnbi", "cnbi.culler", "cnbi.hubapi", "cnbi.kube", "tornado"):
+        for name in ("cnbi", "cnbi.culler", "cnbi.hubapi", "cnbi.kube", "cnbi.pool", "tornado"):
             logging.getLogger(name).setLevel(self.log_level)
         logging.getLogger("cnbi").handlers = self.log.handlers
         logging.getLogger("cnbi").propagate = False
@@ -362,6 +363,23 @@ class ServiceApp(Application):
             if rebuild_settings.enabled:  # ctx.rebuilds.notes feed the catalog's rebuild line
                 ctx.rebuilds = RebuildLoop(ctx.kube, ctx.registry, ctx.namespace, rebuild_settings)
                 tasks.append(asyncio.create_task(ctx.rebuilds.run(stop)))
+        pool_settings = PoolSettings(parent=self)
+        if pool_settings.targets and ctx.registry is not None:
+            from ..signing import as_key
+            from ..sizes import ResourcePolicy
+
+            ctx.pool = PoolManager(
+                hub,
+                ctx.registry,
+                ResourcePolicy(config=self.config).launch_policy(),
+                pool_settings,
+                kube=ctx.kube,
+                namespace=ctx.namespace,
+                signing_key=as_key(settings.link_signing_key or b""),
+                metrics=metrics,
+                anonymous_group=settings.anonymous_group,
+            )
+            tasks.append(asyncio.create_task(ctx.pool.run_forever(stop)))
         await stop.wait()
         self.log.info("Shutting down")
         server.stop()

@@ -89,6 +89,19 @@ class LinkResult:
     expires: int | None = None
 
 
+def pool_lines(pool) -> dict[str, str]:
+    """``{image key: "Warm pool: 3/5 ready (small), 2 starting"}`` from the pool manager's
+    last pass (``service/pool.py``); courses without a pool get no line."""
+    out: dict[str, str] = {}
+    for course, sizes in (pool.status() if pool is not None else {}).items():
+        parts = []
+        for size, count in sorted(sizes.items()):
+            text = f"{count.ready}/{count.target} ready ({size})"
+            parts.append(text + (f", {count.starting} starting" if count.starting else ""))
+        out[course] = "Warm pool: " + "; ".join(parts)
+    return out
+
+
 def build_link(
     req: LinkRequest,
     lookup,
@@ -211,6 +224,7 @@ class CatalogHandler(_Base):
             synced=bool(self.ctx.registry is not None and self.ctx.registry.synced),
             user_model=self.current_user,
             rebuilt=rebuilt_lines(images, getattr(self.ctx, "rebuilds", None)),
+            pools=pool_lines(getattr(self.ctx, "pool", None)),
         )
         self.set_header("Cache-Control", "no-store")
         self.write(html)

@@ -43,6 +43,7 @@ class ServiceContext:
     storage: Any = None  # kubeapi.UserStorage
     culler: Any = None  # culler.Culler
     rebuilds: Any = None  # rebuilds.RebuildLoop, when enabled
+    pool: Any = None  # pool.PoolManager, when PoolSettings.targets is set
     prefix: str = "/services/cnbi/"
     hub_base_url: str = "/"
     sizes: list[str] = field(default_factory=list)

@@ -20,6 +20,9 @@ into two kinds, decided by :func:`cnbi_spawner.anonymous.is_anonymous` (group
 
 Safety rules, in order of precedence:
 
+0. An unclaimed warm-pool server (its user is in :data:`cnbi_spawner.pool.POOL_GROUP`) is
+   never culled and its user never deleted: the pool manager owns it until a learner
+   claims it (the claim leaves the group and restarts the idle clock).
 1. A server with a pending action (spawn or stop) is never touched, and its user
    is not deleted this pass: the hub is busy with it; the next pass will see it.
 2. A server that is neither ready nor pending is left alone (not ours to judge), and
@@ -52,6 +55,7 @@ from enum import StrEnum
 from typing import Any
 
 from ..anonymous import ANONYMOUS_GROUP, is_anonymous
+from ..pool import POOL_GROUP
 
 PVC_COMPONENT_SELECTOR = "component=singleuser-storage"
 USERNAME_KEY = "hub.jupyter.org/username"
@@ -164,6 +168,9 @@ def decide(user: dict, now: datetime, policy: CullPolicy) -> list[CullDecision]:
     kind = user_kind(user, policy)
     limits = policy.anonymous if kind == "anonymous" else policy.named
     servers: dict[str, Any] = user.get("servers") or {}
+    if POOL_GROUP in (user.get("groups") or ()):  # unclaimed pool server: the pool's own
+        pool = [CullDecision(name, sname, Action.KEEP, "pool", kind) for sname in sorted(servers)]
+        return [*pool, CullDecision(name, None, Action.KEEP, "pool", kind)]
     decisions = [
         _decide_server(name, sname, server or {}, now, kind, limits, policy)
         for sname, server in sorted(servers.items())

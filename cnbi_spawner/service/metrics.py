@@ -81,6 +81,61 @@ class ServiceMetrics:
             f"{PREFIX}_builds", "Image builds currently in each phase", ["phase"], registry=r
         )
 
+        self.pool_target = Gauge(
+            f"{PREFIX}_pool_target",
+            "Ready warm-pool servers wanted per course and size",
+            ["course", "size"],
+            registry=r,
+        )
+        self.pool_ready = Gauge(
+            f"{PREFIX}_pool_ready",
+            "Unclaimed warm-pool servers ready to hand out, per course and size",
+            ["course", "size"],
+            registry=r,
+        )
+        self.pool_starting = Gauge(
+            f"{PREFIX}_pool_starting",
+            "Warm-pool servers starting, per course and size",
+            ["course", "size"],
+            registry=r,
+        )
+        self.pool_claimed = Counter(
+            f"{PREFIX}_pool_claimed",
+            "Warm-pool servers learners claimed at /tmplogin, per course and size",
+            ["course", "size"],
+            registry=r,
+        )
+        self.pool_drained = Counter(
+            f"{PREFIX}_pool_drained",
+            "Warm-pool servers removed unclaimed, by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.pool_start_failures = Counter(
+            f"{PREFIX}_pool_start_failures",
+            "Warm-pool server starts the hub refused or that failed to request",
+            ["course", "size"],
+            registry=r,
+        )
+        self.pool_start_seconds = Histogram(
+            f"{PREFIX}_pool_start_seconds",
+            "Time from creating a pool user to its server answering 201 (started at once)",
+            buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300),
+            registry=r,
+        )
+
+    def observe_pools(self, counts) -> None:
+        """Set the pool gauges from ``{PoolKey: PoolCount}`` (pools gone drop to 0)."""
+        for gauge, field in (
+            (self.pool_target, "target"),
+            (self.pool_ready, "ready"),
+            (self.pool_starting, "starting"),
+        ):
+            for labels in list(getattr(gauge, "_metrics", {})):
+                gauge.labels(*labels).set(0)
+            for key, count in counts.items():
+                gauge.labels(course=key.course, size=key.size).set(getattr(count, field))
+
     def observe_pass(self, result) -> None:
         self.cull_pass_duration.observe(result.duration)
         self.last_cull_pass.set(time.time())

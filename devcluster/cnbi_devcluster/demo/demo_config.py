@@ -4,9 +4,15 @@ Set by ``cnbi-devcluster demo`` in the environment: the production config's path
 cluster's ``KUBECONFIG``, ``CNBI_*`` values and the admin token it writes to demo.json.
 """
 
+import json
 import os
 
 c = get_config()  # noqa: F821
+# A warm pool of one ready server per demo course: the first click opens at pool speed.
+# Set before the production config reads it (the cnbi service reads the same variable).
+os.environ.setdefault(
+    "CNBI_POOL_TARGETS", json.dumps({"uai-intro": 1, "python-basics": 1, "data-science": 1})
+)
 load_subconfig(os.environ["CNBI_PRODUCTION_CONFIG"])  # noqa: F821
 
 # Internal ports picked free by `cnbi-devcluster demo`, so nothing else on the machine clashes.

@@ -1,0 +1,98 @@
+"""Claiming a warm pool server for a learner at ``/tmplogin`` (hub process).
+
+Owns the one database step that hands an unclaimed pool user (group
+:data:`~cnbi_spawner.pool.POOL_GROUP`, see :mod:`cnbi_spawner.pool`) to a learner, and the
+hub-side pool metrics. The tmplogin handler calls :func:`claim_pool_server` after its
+checks (rate limit, signature, plan, reuse); which member is chosen is
+:func:`cnbi_spawner.pool.pick_server`.
+
+Atomic by construction: choosing the member, moving it from the pool group to the
+anonymous group, and restarting its idle clock all happen in **one synchronous stretch
+ending in one commit**. The hub is one process with one event loop, so no other request
+runs in between (an ``await`` there would also let another request's ``finish()`` roll the
+session back); the commit makes the claim survive a hub restart, and the ``cnbi``
+service, which only drains users still in the pool group (re-checked after taking them
+out of it), never touches a claimed one.
+
+The claimed server's ``started`` and ``last_activity`` become the claim time: the culler's
+idle timeout and maximum age count from when the learner got it, not from when the pool
+started it.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from prometheus_client import REGISTRY, Counter, Histogram
+
+from .pool import POOL_GROUP, PoolKey, member_key, pick_server
+
+
+def _collector(factory: Any, name: str, *args: Any, **kwargs: Any) -> Any:
+    try:
+        return factory(name, *args, registry=REGISTRY, **kwargs)
+    except ValueError:  # this module was imported twice (e.g. reloaded): reuse the collector
+        names = REGISTRY._names_to_collectors  # type: ignore[attr-defined]
+        return names.get(name) or names[name + "_total"]
+
+
+POOL_CLAIMS = _collector(
+    Counter,
+    "cnbi_pool_claims",
+    "Launches at /tmplogin that looked for a warm pool server, by course, size and outcome "
+    "(claimed, or empty: none ready, the launch spawns as usual)",
+    ["course", "size", "result"],
+)
+CLAIM_SECONDS = _collector(
+    Histogram,
+    "cnbi_pool_claim_seconds",
+    "Time /tmplogin spent on a launch answered with a claimed pool server "
+    "(request received to redirect into the server)",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+
+
+def claim_pool_server(handler: Any, auth: Any, key: PoolKey) -> Any:
+    """Hand a ready pool server of exactly ``key`` to the caller, or return ``None``.
+
+    ``handler`` is a hub ``BaseHandler`` (for ``db`` and ``users``), ``auth`` the
+    ``TmpLoginMixin`` (it owns the anonymous group). Returns the hub ``User`` now in the
+    anonymous group. Synchronous on purpose: see the module docstring.
+    """
+    from jupyterhub import orm
+    from jupyterhub.utils import utcnow
+
+    db = handler.db
+    group = orm.Group.find(db, POOL_GROUP)
+    if group is None or not group.users:
+        POOL_CLAIMS.labels(course=key.course, size=key.size, result="empty").inc()
+        return None
+    by_name = {}
+    candidates = []
+    for orm_user in sorted(group.users, key=lambda u: u.id):
+        user = handler.users[orm_user]
+        spawner = user.spawners.get("")  # only servers this hub process knows are running
+        ready = spawner is not None and spawner.ready and not spawner.pending
+        options = spawner.user_options if spawner is not None else None
+        candidates.append((user.name, member_key(options), ready))
+        by_name[user.name] = (user, spawner)
+    name = pick_server(candidates, key)
+    if name is None:
+        POOL_CLAIMS.labels(course=key.course, size=key.size, result="empty").inc()
+        return None
+    user, spawner = by_name[name]
+    user.orm_user.groups.remove(group)
+    auth.add_to_group(user.orm_user, db, commit=False)
+    now = utcnow(with_tz=False)
+    user.orm_user.last_activity = now
+    spawner.orm_spawner.started = now
+    spawner.orm_spawner.last_activity = now
+    db.commit()
+    POOL_CLAIMS.labels(course=key.course, size=key.size, result="claimed").inc()
+    return user
+
+
+def observe_claim(started: float) -> None:
+    """Record a claimed launch's time in /tmplogin (``started``: ``time.monotonic()``)."""
+    CLAIM_SECONDS.observe(time.monotonic() - started)

@@ -1,0 +1,364 @@
+"""The warm pool manager: keeps each course's pool of ready servers at target (service side).
+
+The rules are :func:`cnbi_spawner.pool.plan_pool`; this module does the I/O. Every
+``check_every`` seconds, and at once when the image registry changes, one pass:
+
+1. resolves ``PoolSettings.targets`` against the registry and the sizes
+   (``selection.plan_launch`` as an anonymous launch, so aliases and default sizes mean
+   what they mean in a link) into :class:`~cnbi_spawner.pool.PoolKey` targets;
+2. lists the hub's users (``GET /hub/api/users``) and keeps those in
+   :data:`~cnbi_spawner.pool.POOL_GROUP`, and lists the user pods once to learn which image
+   each pool server runs (the ``cnbi.meteor.zone/image-ref`` annotation the spawner sets);
+3. asks :func:`plan_pool` and acts:
+
+   - **start**: create a UUID user (``POST /users/{name}``), put it in the pool group, start
+     its server with the pool's options (plus a launch ticket when links are signed: the
+     spawner treats the UUID user as a guest, see ``CNBiSpawner._ticket_key``);
+   - **drain**: take the user out of the pool group first, then read it back: if it is in
+     the anonymous group a learner claimed it a moment earlier and it is left alone,
+     otherwise it is deleted (the hub stops its server). The hub's claim and the group
+     removal are each one commit in the hub, so they cannot interleave.
+
+A user that left the pool group into the anonymous group since the last pass was claimed
+(``cnbi_service_pool_claimed_total``). Logs one line per start, drain and claim with the
+user and the course.
+
+Hub scopes the service needs for this (:func:`pool_role`, in ``load_roles`` only when a
+pool is configured): ``admin:users`` (the REST API creates users only with it),
+``groups!group=cnbi-pool``, ``start:servers!group=cnbi-pool``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+from urllib.parse import quote
+
+from traitlets import Dict, Float, Int, Integer, Union
+from traitlets.config import Configurable
+
+from ..anonymous import new_anonymous_name
+from ..errors import LaunchError
+from ..pool import (
+    POOL_GROUP,
+    MemberState,
+    PoolCount,
+    PoolKey,
+    PoolMember,
+    count_pools,
+    member_key,
+    plan_pool,
+)
+from ..selection import LABEL_PREFIX, plan_launch
+from ..signing import TICKET_PARAM, launch_ticket
+from .hubapi import HubAPIError
+
+log = logging.getLogger("cnbi.pool")
+
+IMAGE_REF_ANNOTATION = LABEL_PREFIX + "image-ref"
+USERNAME_ANNOTATION = "hub.jupyter.org/username"
+
+
+def pool_role(service_name: str = "cnbi", role_name: str = "cnbi-pool") -> dict:
+    """The extra hub role the service needs to keep warm pools (``c.JupyterHub.load_roles``)."""
+    return {
+        "name": role_name,
+        "description": "cnbi service: create warm-pool users and start their servers",
+        "scopes": [
+            "admin:users",
+            f"groups!group={POOL_GROUP}",
+            f"admin:groups!group={POOL_GROUP}",
+            f"start:servers!group={POOL_GROUP}",
+        ],
+        "services": [service_name],
+    }
+
+
+class PoolSettings(Configurable):
+    """Warm pools of ready course servers, kept by the ``cnbi`` service."""
+
+    targets = Dict(
+        value_trait=Union([Integer(), Dict(value_trait=Integer())]),
+        help="""Ready servers to keep per course: {"<course>": n} for the course's default
+        size, or {"<course>": {"<size>": n, ...}} per size. Courses and sizes are resolved
+        like a launch link's (aliases, anonymous size limits); an unknown one is logged and
+        skipped. Empty: no pool.""",
+    ).tag(config=True)
+
+    max_concurrent_starts = Int(
+        10,
+        help="""Most pool servers starting at once over all pools (they share the hub's
+        concurrent_spawn_limit and the cluster with learners).""",
+    ).tag(config=True)
+
+    check_every = Float(
+        3.0,
+        help="""Seconds between pool passes (a registry change also triggers one). Each
+        pass lists the hub's users once.""",
+    ).tag(config=True)
+
+
+async def pool_pod_images(api_client: Any, namespace: str, timeout: float = 30) -> dict[str, str]:
+    """``{hub user name: image its notebook pod runs}`` for KubeSpawner's user pods."""
+    from kubernetes_asyncio import client
+
+    core = client.CoreV1Api(api_client)
+    resp = await asyncio.wait_for(
+        core.list_namespaced_pod(namespace, label_selector="component=singleuser-server"),
+        timeout,
+    )
+    out: dict[str, str] = {}
+    for pod in resp.items or []:
+        annotations = pod.metadata.annotations or {}
+        name = annotations.get(USERNAME_ANNOTATION)
+        image = annotations.get(IMAGE_REF_ANNOTATION)
+        if name and image and not pod.metadata.deletion_timestamp:
+            out[name] = image
+    return out
+
+
+def member_from_model(user: dict) -> PoolMember:
+    """A hub user model (in the pool group) as the pure policy sees it."""
+    server = (user.get("servers") or {}).get("")
+    if not server:
+        return PoolMember(user["name"], None, MemberState.BROKEN)
+    key = member_key(server.get("user_options"))
+    if server.get("pending") == "stop":
+        state = MemberState.STOPPING
+    elif server.get("pending"):
+        state = MemberState.STARTING
+    elif server.get("ready"):
+        state = MemberState.READY
+    else:
+        state = MemberState.BROKEN
+    return PoolMember(user["name"], key, state)
+
+
+class PoolManager:
+    """Runs pool passes (see the module docstring)."""
+
+    def __init__(
+        self,
+        hub: Any,
+        registry: Any,
+        launch_policy: Any,
+        settings: PoolSettings,
+        *,
+        kube: Any = None,
+        namespace: str = "default",
+        signing_key: bytes = b"",
+        metrics: Any = None,
+        anonymous_group: str = "anonymous",
+    ) -> None:
+        self.hub = hub
+        self.registry = registry
+        self.launch_policy = launch_policy
+        self.settings = settings
+        self.kube = kube
+        self.namespace = namespace
+        self.signing_key = signing_key
+        self.metrics = metrics
+        self.anonymous_group = anonymous_group
+        self.counts: dict[PoolKey, PoolCount] = {}  # for the catalog and the gauges
+        self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._starting: dict[str, PoolKey] = {}  # names this process is creating/starting
+        self._members: dict[str, PoolKey | None] = {}  # pool members at the last pass
+        self._tasks: set[asyncio.Task] = set()
+        self._bad_targets: set[str] = set()
+        self.group_ready = False
+
+    # --- targets -------------------------------------------------------------------------
+
+    def resolve_targets(self) -> dict[PoolKey, int]:
+        """``PoolSettings.targets`` as exact pool keys (unknown courses logged once)."""
+        out: dict[PoolKey, int] = {}
+        for course, value in self.settings.targets.items():
+            sizes = value if isinstance(value, dict) else {None: value}
+            for size, n in sizes.items():
+                options = {"course": course} if size is None else {"course": course, "size": size}
+                try:
+                    plan = plan_launch(options, self.registry, self.launch_policy, anonymous=True)
+                except LaunchError as e:
+                    label = f"{course}/{size or 'default'}"
+                    if label not in self._bad_targets:
+                        self._bad_targets.add(label)
+                        log.warning("Pool target %s skipped: %s", label, e.message)
+                    continue
+                key = PoolKey(plan.image.key, plan.size.name)
+                out[key] = out.get(key, 0) + max(0, int(n))
+        return out
+
+    def current_images(self, targets: dict[PoolKey, int]) -> dict[str, str | None]:
+        out: dict[str, str | None] = {}
+        for key in targets:
+            image = self.registry.get(key.course)
+            out[key.course] = image.image if image is not None and image.launchable else None
+        return out
+
+    # --- one pass ------------------------------------------------------------------------
+
+    async def run_once(self) -> None:
+        async with self._lock:
+            await self._pass()
+
+    async def _pass(self) -> None:
+        if not self.registry.synced:
+            return
+        if not self.group_ready:
+            await self._ensure_group()
+        targets = self.resolve_targets()
+        starting = dict(self._starting)  # before listing: a start may finish meanwhile
+        users = await self.hub.all_users()
+        images = await pool_pod_images(self.kube, self.namespace) if self.kube else {}
+        by_name = {u["name"]: u for u in users}
+        members: list[PoolMember] = []
+        for user in users:
+            if user["name"] in starting:
+                continue  # counted below from what this process knows
+            if POOL_GROUP in (user.get("groups") or ()):
+                m = member_from_model(user)
+                members.append(
+                    PoolMember(m.name, m.key, m.state, images.get(m.name)) if m.key else m
+                )
+        members += [PoolMember(n, k, MemberState.STARTING) for n, k in starting.items()]
+        self._note_claims(by_name, {m.name for m in members})
+
+        plan = plan_pool(
+            targets,
+            members,
+            self.current_images(targets),
+            max_starts=self.settings.max_concurrent_starts,
+        )
+        for drain in plan.drain:
+            self._spawn_task(self._drain(drain.name, drain.key, drain.reason.value))
+        for key, n in plan.start.items():
+            for _ in range(n):
+                name = new_anonymous_name()
+                self._starting[name] = key
+                self._spawn_task(self._start(name, key))
+        drained = {d.name for d in plan.drain}
+        kept = {m.name: m for m in members if m.name not in drained}
+        for name, key in self._starting.items():
+            kept.setdefault(name, PoolMember(name, key, MemberState.STARTING))
+        self.counts = count_pools(targets, kept.values())
+        self._members = {m.name: m.key for m in kept.values()}
+        if self.metrics is not None:
+            self.metrics.observe_pools(self.counts)
+
+    def _note_claims(self, users: dict[str, dict], members: set[str]) -> None:
+        """Members of the last pass now in the anonymous group: learners claimed them."""
+        for name, key in self._members.items():
+            if name in members or name not in users:
+                continue
+            if self.anonymous_group in (users[name].get("groups") or ()):
+                log.info("Pool server of %s claimed (course %s)", name, key)
+                if self.metrics is not None and key is not None:
+                    self.metrics.pool_claimed.labels(course=key.course, size=key.size).inc()
+
+    def _spawn_task(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _ensure_group(self) -> None:
+        path = f"/groups/{quote(POOL_GROUP, safe='')}"
+        status, _ = await self.hub.request("GET", path, ok404=True)
+        if status == 404:
+            try:
+                await self.hub.request("POST", path, body={})
+            except HubAPIError as e:
+                if e.status != 409:  # 409: created meanwhile
+                    raise
+        self.group_ready = True
+
+    async def _start(self, name: str, key: PoolKey) -> None:
+        t0 = time.monotonic()
+        options = key.user_options()
+        if self.signing_key:  # the spawner starts a guest only with its link's ticket
+            options[TICKET_PARAM] = launch_ticket(self.signing_key, name, options)
+        quoted = quote(name, safe="")
+        try:
+            await self.hub.request("POST", f"/users/{quoted}", body={})
+            await self.hub.request(
+                "POST", f"/groups/{quote(POOL_GROUP, safe='')}/users", body={"users": [name]}
+            )
+            status = await self.hub.start_server(name, options)
+            log.info("Pool server starting for %s (course %s, %s)", name, key, status)
+            if status == 201:
+                self._observe_start(key, t0)
+        except Exception as e:
+            log.error("Pool start for %s (course %s) failed: %s", name, key, e)
+            if self.metrics is not None:
+                self.metrics.pool_start_failures.labels(course=key.course, size=key.size).inc()
+        finally:
+            self._starting.pop(name, None)
+
+    def _observe_start(self, key: PoolKey, t0: float) -> None:
+        if self.metrics is not None:
+            self.metrics.pool_start_seconds.observe(time.monotonic() - t0)
+
+    async def _drain(self, name: str, key: PoolKey | None, reason: str) -> None:
+        quoted = quote(name, safe="")
+        try:
+            await self.hub.request(
+                "DELETE",
+                f"/groups/{quote(POOL_GROUP, safe='')}/users",
+                body={"users": [name]},
+                ok404=True,
+            )
+            user = await self.hub.get_user(name)
+            if user is None:
+                return
+            if self.anonymous_group in (user.get("groups") or ()):
+                log.info("Pool server of %s was claimed before its drain (%s)", name, reason)
+                return
+            log.info("Draining pool server of %s (course %s, reason %s)", name, key, reason)
+            if not await self.hub.delete_user(name):
+                # stop still pending: out of the pool group already, so the culler's
+                # abandoned-login rule removes the user if we cannot
+                log.info("Pool user %s busy stopping; deleting it later", name)
+                self._spawn_task(self._delete_later(name))
+            if self.metrics is not None:
+                self.metrics.pool_drained.labels(reason=reason).inc()
+        except Exception as e:
+            log.error("Drain of pool server %s failed: %s", quoted, e)
+
+    async def _delete_later(self, name: str, tries: int = 20) -> None:
+        for _ in range(tries):
+            await asyncio.sleep(self.settings.check_every)
+            if await self.hub.delete_user(name):
+                return
+
+    # --- loop ----------------------------------------------------------------------------
+
+    def wake(self, *_args: Any) -> None:
+        """Registry change listener: run a pass now (a digest may have moved)."""
+        self._wake.set()
+
+    async def run_forever(self, stop: asyncio.Event) -> None:
+        self.registry.add_change_listener(self.wake)
+        try:
+            while not stop.is_set():
+                try:
+                    await self.run_once()
+                except Exception as e:
+                    log.error("Pool pass failed: %s", e)
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout=self.settings.check_every)
+                except TimeoutError:
+                    pass
+        finally:
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def status(self) -> dict[str, dict[str, PoolCount]]:
+        """``{course key: {size: counts}}`` for the catalog."""
+        out: dict[str, dict[str, PoolCount]] = {}
+        for key, count in self.counts.items():
+            out.setdefault(key.course, {})[key.size] = count
+        return out
