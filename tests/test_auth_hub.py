@@ -427,6 +427,7 @@ async def test_second_click_while_the_server_starts_goes_to_its_progress_page(
     start_hub, devcluster
 ):
     # an image the cluster cannot pull: the spawn stays pending (ErrImagePull) until stopped
+    devcluster.set_missing("registry.example/courses/not-pulled")
     images = [{"name": "slow-course", "image": "registry.example/courses/not-pulled:1"}]
     config = flow_config().replace(repr(FLOW_IMAGES), repr(images))
     hub = await start_hub(config, kubeconfig=devcluster.kubeconfig)

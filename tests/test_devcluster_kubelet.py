@@ -3,7 +3,9 @@
 Commands here are tiny Python programs instead of jupyterhub-singleuser (that one runs in
 test_devcluster_kubespawner.py), so the process runtime's contract is pinned cheaply:
 env incl. fieldRef, readiness only once the port answers, logs, exit codes, SIGTERM then
-SIGKILL after the grace period, ErrImagePull until the image is known, PVC homes, and no
+SIGKILL after the grace period, any well-formed image pulls (homes seeded only from
+registered ones), ErrImagePull while an image is marked missing, InvalidImageName for a
+malformed one, PVC homes, and no
 process left after ``cluster.stop()``.
 """
 
@@ -200,24 +202,76 @@ async def test_restart_with_crash_loop_back_off(cluster, core, policy, code):
     await until(lambda: _gone(core, "crashy"), what="pod removal")
 
 
-async def test_unknown_image_fails_to_pull_until_added(cluster, core, tmp_path):
+async def waiting_reason(core, name: str):
+    p = await read(core, name)
+    statuses = (p.status.container_statuses or []) if p else []
+    return statuses and statuses[0].state.waiting and statuses[0].state.waiting.reason
+
+
+async def test_any_well_formed_image_pulls_with_an_empty_home(cluster, core):
+    """The runtime decides what runs: an unregistered image pulls; its home is not seeded."""
     script = SERVER.replace("IGNORE_OR_BYE", "bye")
+    image = "quay.io/jupyterhub/singleuser:5.2"
+    await core.create_namespaced_pod(NS, pod("anyimage", script, image=image))
+    p = await until(lambda: _ready(core, "anyimage"), what="an unregistered image to run")
+    assert p.status.container_statuses[0].image == image
+    events = (
+        await core.list_namespaced_event(NS, field_selector="involvedObject.name=anyimage")
+    ).items
+    assert "Pulled" in {e.reason for e in events}
+    assert not any(cluster.pod_info("anyimage", NS)["home"].iterdir())
+
+
+async def test_missing_image_fails_to_pull_until_added(cluster, core, tmp_path):
+    script = SERVER.replace("IGNORE_OR_BYE", "bye")
+    cluster.set_missing("registry.example/nope/x")
     await core.create_namespaced_pod(NS, pod("pull", script, image="registry.example/nope/x:1"))
-
-    async def waiting_reason():
-        p = await read(core, "pull")
-        statuses = p.status.container_statuses or []
-        return statuses and statuses[0].state.waiting and statuses[0].state.waiting.reason
-
-    assert await until(waiting_reason) in ("ErrImagePull", "ImagePullBackOff")
+    assert await until(lambda: waiting_reason(core, "pull")) in (
+        "ErrImagePull",
+        "ImagePullBackOff",
+    )
     p = await read(core, "pull")
     assert p.status.phase == "Pending"
     events = (await core.list_namespaced_event(NS, field_selector="involvedObject.name=pull")).items
     assert any(e.reason == "Failed" and e.type == "Warning" for e in events)
     later = tmp_path / "later"
     later.mkdir()
-    cluster.add_image("registry.example/nope/x", later)
+    (later / "pushed.txt").write_text("pushed")
+    cluster.add_image("registry.example/nope/x", later)  # pushed: pulls from now on
     await until(lambda: _ready(core, "pull"), timeout=20, what="pull after add_image")
+    assert (cluster.pod_info("pull", NS)["home"] / "pushed.txt").read_text() == "pushed"
+
+
+async def test_missing_image_over_the_admin_api(cluster, core):
+    headers = {"Authorization": f"Bearer {cluster.token}"}
+    url = f"{cluster.url}/_devcluster/missing-images"
+    async with aiohttp.ClientSession(headers=headers) as s:
+        async with s.post(url, json={"repository": "registry.example/gone/x"}) as r:
+            assert (r.status, await r.json()) == (200, ["registry.example/gone/x"])
+        script = SERVER.replace("IGNORE_OR_BYE", "bye")
+        await core.create_namespaced_pod(NS, pod("gone", script, image="registry.example/gone/x"))
+        assert await until(lambda: waiting_reason(core, "gone")) in (
+            "ErrImagePull",
+            "ImagePullBackOff",
+        )
+        body = {"repository": "registry.example/gone/x", "missing": False}
+        async with s.post(url, json=body) as r:
+            assert (r.status, await r.json()) == (200, [])
+        await until(lambda: _ready(core, "gone"), timeout=20, what="pull once no longer missing")
+        async with s.post(url, json={}) as r:
+            assert r.status == 400
+
+
+async def test_malformed_image_is_invalid_image_name(cluster, core):
+    script = SERVER.replace("IGNORE_OR_BYE", "bye")
+    await core.create_namespaced_pod(NS, pod("badref", script, image="Not A/Valid::Image"))
+    assert await until(lambda: waiting_reason(core, "badref")) == "InvalidImageName"
+    events = (
+        await core.list_namespaced_event(NS, field_selector="involvedObject.name=badref")
+    ).items
+    assert {"InspectFailed", "Failed"} <= {e.reason for e in events}
+    assert "Pulled" not in {e.reason for e in events}
+    assert (await read(core, "badref")).status.phase == "Pending"
 
 
 async def test_pvc_bound_and_used_as_home(cluster, core):

@@ -169,3 +169,40 @@ async def test_kubespawner_on_the_stub_runtime(stub_devcluster, start_hub, tmp_p
         return not stub_devcluster.list("v1", "pods", "default")
 
     await wait_until(none_left, "all stub pods deleted", timeout=60)
+
+
+async def test_stock_kubespawner_with_its_default_image_on_a_plain_dev_cluster(
+    devcluster, start_hub
+):
+    """Nothing registered, no image or cmd configured: KubeSpawner's default image pulls and
+    the dev cluster runs a real jupyterhub-singleuser for it (the runtime decides what runs)."""
+    from kubespawner import KubeSpawner
+
+    config = "\n".join(
+        line for line in HUB_CONFIG.splitlines() if not line.startswith(("c.KubeSpawner.image",
+                                                                       "c.KubeSpawner.cmd"))
+    )  # fmt: skip
+    assert not devcluster.images
+    hub = await start_hub(config, kubeconfig=devcluster.kubeconfig)
+    assert (await api(hub, "POST", "/users/bob"))[0] == 201
+    assert (await api(hub, "POST", "/users/bob/server"))[0] in (201, 202)
+
+    async def ready():
+        _, user = await api(hub, "GET", "/users/bob")
+        return user["servers"].get("", {}).get("ready")
+
+    await wait_until(ready, "bob's server on the default image")
+    (pod,) = devcluster.list("v1", "pods", "default")
+    assert pod["spec"]["containers"][0]["image"] == KubeSpawner.image.default_value
+    _, tok = await api(hub, "POST", "/users/bob/tokens", json={"expires_in": 600})
+    async with aiohttp.ClientSession() as s:
+        async with s.get(
+            f"{hub.url}/user/bob/api/status", headers={"Authorization": f"token {tok['token']}"}
+        ) as r:
+            assert r.status == 200, await r.text()
+    assert (await api(hub, "DELETE", "/users/bob/server"))[0] in (202, 204)
+
+    async def gone():
+        return not devcluster.list("v1", "pods", "default")
+
+    await wait_until(gone, "bob's pod deleted", timeout=60)

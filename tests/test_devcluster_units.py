@@ -16,6 +16,7 @@ from cnbi_devcluster.podspec import (
     container_argv,
     container_env,
     image_repository,
+    is_image_reference,
     rewrite_service_url,
 )
 from cnbi_devcluster.routes import Route, parse_path
@@ -275,6 +276,33 @@ def test_parse_path(path, route):
 )
 def test_image_repository(ref, repo):
     assert image_repository(ref) == repo
+
+
+@pytest.mark.parametrize(
+    "ref, ok",
+    [
+        ("quay.io/jupyterhub/singleuser", True),
+        ("quay.io/jupyterhub/singleuser:5.2.1", True),
+        ("python:3.12-slim", True),
+        ("localhost:5000/a/b_c__d-e.f:1", True),
+        ("registry.example/x@sha256:" + "ab" * 32, True),
+        ("registry.example/x:1@sha256:" + "ab" * 32, True),
+        ("", False),
+        ("a b", False),
+        ("UPPER", False),
+        ("x:", False),
+        (":tag", False),
+        ("a//b", False),
+        ("-a", False),
+        ("http://registry.example/x", False),
+        ("x@sha256:short", False),
+        ("x:" + "t" * 129, False),
+        ("a/" + "b" * 260, False),
+        ("x;rm -rf /", False),
+    ],
+)
+def test_is_image_reference(ref, ok):
+    assert is_image_reference(ref) is ok
 
 
 @pytest.mark.parametrize(

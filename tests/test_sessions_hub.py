@@ -127,6 +127,8 @@ async def stack(stub_devcluster, start_hub, tmp_path):
         if fault is not None:
             cluster.add_image(repo, content)
             cluster.kubelet.pod_faults.set(repo, fault)
+        else:
+            cluster.set_missing(repo)
     cluster.add_image(OK_REPO, content)
     service_config = tmp_path / "service_config.py"
     images = {course: f"{repo}:1" for course, repo, _, _ in FAULTS.values()}

@@ -13,7 +13,8 @@ Use::
     async with DevCluster(state_dir, images={"registry.example/courses/x": content}) as c:
         c.kubeconfig            # Path of a kubeconfig for kubernetes_asyncio / KubeSpawner
         c.url                   # http://127.0.0.1:PORT
-        c.add_image(repo, path) # make another image repository pullable
+        c.add_image(repo, path) # seed homes of pods running repo from path
+        c.set_missing(repo)     # pulls of repo fail (ErrImagePull); any other image pulls
         c.faults.pause("hang")  # or "503"; c.faults.resume(); c.faults.drop_watches();
         c.faults.latency = 0.2  # seconds added to every API request
         c.store.compact()       # forget watch history: resumes from older rvs get 410
@@ -33,7 +34,8 @@ Kubernetes ``code``/``reason``)::
 Admin endpoints (same bearer token): ``GET /_devcluster/faults``, ``POST
 /_devcluster/faults/pause?mode=hang|503``, ``POST /_devcluster/faults/resume``, ``POST
 /_devcluster/faults/drop-watches``, ``POST /_devcluster/faults/latency?seconds=S``, ``POST
-/_devcluster/compact``, ``GET|POST /_devcluster/images`` (``{"repository", "path"}``),
+/_devcluster/compact``, ``GET|POST /_devcluster/images`` (``{"repository", "path"}``), ``GET|POST
+/_devcluster/missing-images`` (``{"repository", "missing": true|false}``),
 ``GET /_devcluster/pods``.
 
 Modules: ``store`` (objects, resourceVersion, watch history), ``watchers``, ``strategy``

@@ -17,7 +17,7 @@ import logging
 import secrets
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
 from pathlib import Path
 
@@ -47,6 +47,7 @@ class DevCluster:
         port: int = 0,
         runtime: str = "process",
         images: dict[str, Path] | None = None,
+        missing_images: Iterable[str] = (),
         token: str | None = None,
         tls: bool = False,
         history: int = 1000,
@@ -62,6 +63,7 @@ class DevCluster:
         self.store = Store(history=history)
         self.faults = Faults(self.store)
         self.kubelet = Kubelet(self.store, self.state_dir, self.images, runtime)
+        self.kubelet.missing_images.update(missing_images)
         self.kubeconfig = self.state_dir / "kubeconfig.yaml"
         self.url = ""
         self._crd_dir = crd_dir
@@ -177,9 +179,24 @@ class DevCluster:
         path.chmod(0o600)
         return path
 
+    @property
+    def missing_images(self) -> set[str]:
+        """Repositories that fail to pull (ErrImagePull); every other well-formed image pulls."""
+        return self.kubelet.missing_images
+
+    def set_missing(self, repository: str, missing: bool = True) -> None:
+        """Make ``repository`` (ref without tag/digest) fail to pull, or pull again."""
+        if missing:
+            self.missing_images.add(repository)
+        else:
+            self.missing_images.discard(repository)
+        log.info("devcluster: image %s %s", repository, "missing" if missing else "pullable")
+
     def add_image(self, repository: str, path: Path | str) -> None:
-        """Make ``repository`` (ref without tag/digest) pullable; homes seeded from ``path``."""
+        """Seed the homes of pods running ``repository`` (ref without tag/digest) from
+        ``path``; a repository marked missing pulls from now on (it was "pushed")."""
         self.images[repository] = Path(path)
+        self.missing_images.discard(repository)
         log.info("devcluster: image %s -> %s", repository, path)
 
     def add_controller(self, factory: Callable[..., Awaitable]) -> None:

@@ -169,7 +169,7 @@ class PodFaults:
             }
             update(lambda p: p["status"].update(phase="Pending", conditions=[cond]))
             kubelet.event(pod, "FailedScheduling", message, "Warning")
-            await _until_deleted(entry)
+            await until_deleted(entry)
             return
 
         def schedule(p: dict) -> None:
@@ -182,27 +182,14 @@ class PodFaults:
         kubelet.event(pod, "Scheduled", f"Successfully assigned {meta['name']} to {NODE}")
         kubelet.event(pod, "Pulling", f'Pulling image "{c["image"]}"')
         if fault in ("ErrImagePull", "ImagePullBackOff"):
-            image = c["image"]
-            kubelet.event(
-                pod,
-                "Failed",
-                f'Failed to pull image "{image}": rpc error: code = Unknown desc = failed to '
-                f'pull and unpack image "{image}": unexpected status 401 Unauthorized',
-                "Warning",
+            detail = (
+                f'rpc error: code = Unknown desc = failed to pull and unpack image "{c["image"]}"'
             )
-            kubelet.event(pod, "Failed", "Error: ErrImagePull", "Warning")
-            for reason in ("ErrImagePull", "ImagePullBackOff"):
-                waiting = {"waiting": {"reason": reason, "message": f'pulling "{image}" failed'}}
-                update(
-                    lambda p, w=waiting: p["status"].update(
-                        containerStatuses=container_statuses(p, w, ready=False)
-                    )
-                )
-                if reason == "ErrImagePull":
-                    await asyncio.sleep(0.3)
-            kubelet.event(pod, "BackOff", f'Back-off pulling image "{image}"', "Normal")
+            pod = await kubelet.pull_failed(
+                pod, c["image"], detail + ": unexpected status 401 Unauthorized", 0.3
+            )
             kubelet.event(pod, "Failed", "Error: ImagePullBackOff", "Warning")
-            await _until_deleted(entry)
+            await until_deleted(entry)
             return
         kubelet.event(pod, "Pulled", f'Successfully pulled image "{c["image"]}" in 10ms')
         kubelet.event(pod, "Created", f"Created container {c['name']}")
@@ -217,7 +204,7 @@ class PodFaults:
             )
         )
         if fault == "Timeout":
-            await _until_deleted(entry)
+            await until_deleted(entry)
             return
         oom = fault == "OOMKilled"
         root = kubelet.state_dir / "pods" / meta["namespace"] / f"{meta['name']}-{meta['uid'][:8]}"
@@ -262,9 +249,9 @@ class PodFaults:
             )
         )
         kubelet.event(pod, "BackOff", "Back-off restarting failed container", "Warning")
-        await _until_deleted(entry)
+        await until_deleted(entry)
 
 
-async def _until_deleted(entry: dict) -> None:
+async def until_deleted(entry: dict) -> None:
     while not entry.get("deleting"):
         await asyncio.sleep(0.1)

@@ -3,10 +3,12 @@
 What a real kubelet reports and KubeSpawner reads (KUBE_API_SUBSET §4):
 
 - schedule: ``spec.nodeName``, condition PodScheduled, Event ``Scheduled``;
-- pull: Event ``Pulling``; an image whose repository is not in the cluster's image map
-  fails with Events ``Failed``/``BackOff`` and container state ``waiting`` reason
-  ``ErrImagePull`` then ``ImagePullBackOff`` (retried with back-off, so an image added
-  later gets pulled); else ``Pulled``;
+- pull: any well-formed image reference pulls (Events ``Pulling``, ``Pulled``): what runs is
+  the container's command from this machine, and a repository in the image map also seeds
+  the pod's home. A malformed reference waits in ``InvalidImageName`` (Event
+  ``InspectFailed``). A repository in ``missing_images`` (an explicit fault) fails with
+  Events ``Failed``/``BackOff`` and container state ``waiting`` reason ``ErrImagePull``
+  then ``ImagePullBackOff``, retried with back-off, so it pulls once it leaves the set;
 - run: Events ``Created``, ``Started``; ``phase: Running``, ``podIP``, ``containerStatuses``
   (``ready: false``) once the process runs; ``ready: true`` + conditions Ready/ContainersReady
   only once the container's port accepts connections;
@@ -34,7 +36,7 @@ import uuid
 from pathlib import Path
 
 from . import resources as R
-from .faults import PodFaults
+from .faults import PodFaults, until_deleted
 from .podspec import (
     NODE,
     container_argv,
@@ -43,6 +45,7 @@ from .podspec import (
     container_statuses,
     image_repository,
     init_container_statuses,
+    is_image_reference,
     main_container,
     pod_conditions,
 )
@@ -62,6 +65,9 @@ class Kubelet:
         self.ips = IpPool()
         #: injected pod start failures (tests, demo): see faults.PodFaults
         self.pod_faults = PodFaults()
+        #: image repositories that fail to pull (NotFound, retried with back-off until the
+        #: repository leaves this set); every other well-formed image pulls
+        self.missing_images: set[str] = set()
         #: first restart back-off in seconds (doubles per restart, at most 300), as in kubelet
         self.restart_backoff = 10.0
         self.pods: dict[str, dict] = {}  # uid -> {"task", "container", "ip", "home", "log"}
@@ -162,6 +168,30 @@ class Kubelet:
         with contextlib.suppress(R.ApiError):
             self.store.create(R.EVENT_TYPE, meta["namespace"], body)
 
+    def _set_waiting(self, pod: dict, waiting: dict) -> dict:
+        def update(p: dict) -> None:
+            p["status"]["containerStatuses"] = container_statuses(p, waiting, ready=False)
+
+        return self._update(pod, update) or pod
+
+    async def pull_failed(self, pod: dict, image: str, detail: str, pause: float) -> dict:
+        """Report one failed pull of ``image`` as a kubelet does; returns the updated pod.
+
+        Events ``Failed`` (with ``detail``) and ``Error: ErrImagePull``; the container waits
+        in ``ErrImagePull``, then after ``pause`` seconds in ``ImagePullBackOff``; Event
+        ``BackOff``.
+        """
+        self.event(pod, "Failed", f'Failed to pull image "{image}": {detail}', "Warning")
+        self.event(pod, "Failed", "Error: ErrImagePull", "Warning")
+        pod = self._set_waiting(pod, {"waiting": {"reason": "ErrImagePull", "message": detail}})
+        await asyncio.sleep(pause)
+        message = f'Back-off pulling image "{image}"'
+        pod = self._set_waiting(
+            pod, {"waiting": {"reason": "ImagePullBackOff", "message": message}}
+        )
+        self.event(pod, "BackOff", message, "Normal")
+        return pod
+
     # ---- lifecycle ---------------------------------------------------------------------
     async def _run(self, pod: dict) -> None:
         meta, uid = pod["metadata"], pod["metadata"]["uid"]
@@ -187,47 +217,32 @@ class Kubelet:
         self.event(
             pod, "Scheduled", f"Successfully assigned {meta['namespace']}/{meta['name']} to {NODE}"
         )
+        bad = [c["image"] for c in pod["spec"]["containers"] if not is_image_reference(c["image"])]
+        if bad:
+            detail = f'couldn\'t parse image reference "{bad[0]}": invalid reference format'
+            waiting = {"waiting": {"reason": "InvalidImageName", "message": detail}}
+            pod = self._set_waiting(pod, waiting)
+            self.event(pod, "InspectFailed", f'Failed to apply default image tag "{bad[0]}": '
+                       + detail, "Warning")  # fmt: skip
+            self.event(pod, "Failed", "Error: InvalidImageName", "Warning")
+            await until_deleted(entry)
+            return
         delay = 1.0
         while not entry["deleting"]:
+            for c in pod["spec"]["containers"]:
+                self.event(pod, "Pulling", f'Pulling image "{c["image"]}"')
             missing = [
                 c["image"]
                 for c in pod["spec"]["containers"]
-                if image_repository(c["image"]) not in self.images
+                if image_repository(c["image"]) in self.missing_images
             ]
-            for c in pod["spec"]["containers"]:
-                self.event(pod, "Pulling", f'Pulling image "{c["image"]}"')
             if not missing:
                 break
             image = missing[0]
-            self.event(
-                pod,
-                "Failed",
-                f'Failed to pull image "{image}": rpc error: code = NotFound '
-                f'desc = failed to pull and unpack image "{image}": not found',
-                "Warning",
+            detail = (
+                f'rpc error: code = NotFound desc = failed to pull and unpack image "{image}": '
             )
-            self.event(pod, "Failed", "Error: ErrImagePull", "Warning")
-            for reason in ("ErrImagePull", "ImagePullBackOff"):
-                waiting = {
-                    "waiting": {
-                        "reason": reason,
-                        "message": f'Back-off pulling image "{image}"'
-                        if reason == "ImagePullBackOff"
-                        else f'rpc error: code = NotFound desc = "{image}": not found',
-                    }
-                }
-                pod = (
-                    self._update(
-                        pod,
-                        lambda p, w=waiting: p["status"].update(
-                            containerStatuses=container_statuses(p, w, ready=False)
-                        ),
-                    )
-                    or pod
-                )
-                if reason == "ErrImagePull":
-                    await asyncio.sleep(min(delay, 2))
-            self.event(pod, "BackOff", f'Back-off pulling image "{image}"', "Normal")
+            pod = await self.pull_failed(pod, image, detail + "not found", min(delay, 2))
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10)
         if entry["deleting"]:

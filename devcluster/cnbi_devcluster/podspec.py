@@ -5,6 +5,7 @@ No I/O: the kubelet passes in the pod IP, folders and a ``lookup`` for Secret/Co
 
 from __future__ import annotations
 
+import re
 import shutil
 import uuid
 from collections.abc import Callable
@@ -18,6 +19,26 @@ Lookup = Callable[[str, str, str], dict[str, str]]
 
 NODE = "devcluster-node"
 DEFAULT_CMD = ["jupyterhub-singleuser"]
+
+
+# The image reference grammar of the container runtimes (distribution/reference): an
+# optional registry host[:port], slash-separated lowercase path components, then an
+# optional :tag and an optional @algorithm:hex digest.
+_LABEL = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?"
+_HOST = rf"(?:{_LABEL}(?:\.{_LABEL})*(?::[0-9]+)?)"
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_REFERENCE = re.compile(
+    rf"(?:{_HOST}/)?{_COMPONENT}(?:/{_COMPONENT})*"
+    r"(?::[\w][\w.-]{0,127})?"
+    r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?"
+)
+
+
+def is_image_reference(ref: str) -> bool:
+    """Whether ``ref`` is a well-formed image reference (what a runtime would try to pull);
+    the name (without tag and digest) is at most 255 characters."""
+    name = ref.split("@", 1)[0].rsplit(":", 1)[0] if ref else ref
+    return bool(ref) and len(name) <= 255 and _REFERENCE.fullmatch(ref) is not None
 
 
 def image_repository(ref: str) -> str:

@@ -44,7 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="REPO=DIR",
-        help="make an image repository pullable, its pods' homes seeded from DIR",
+        help="seed the homes of pods running this image repository from DIR",
+    )
+    p.add_argument(
+        "--missing-image",
+        action="append",
+        default=[],
+        metavar="REPO",
+        help="make pulls of this image repository fail (ErrImagePull); others all pull",
     )
     p.add_argument("--token", default=None, help="bearer token (default: random)")
     p.add_argument("--tls", action="store_true", help="serve HTTPS with a throw-away CA")
@@ -65,6 +72,7 @@ async def serve(args: argparse.Namespace) -> None:
         port=args.port,
         runtime=args.runtime,
         images=images,
+        missing_images=args.missing_image,
         token=args.token,
         tls=args.tls,
         builds=not args.no_builds,

@@ -434,7 +434,8 @@ class HealthHandler(BaseHandler):
 
 
 class AdminHandler(BaseHandler):
-    """``/_devcluster/faults[/pause|/resume|/drop-watches|/latency]``, ``/compact``, ``/images``."""
+    """``/_devcluster/faults[/pause|/resume|/drop-watches|/latency]``, ``/compact``, ``/images``,
+    ``/missing-images`` (``GET``: the list; ``POST {"repository", "missing": bool}``)."""
 
     def prepare(self) -> None:
         if not self.authorized():
@@ -448,6 +449,8 @@ class AdminHandler(BaseHandler):
             return self.send_json({k: str(v) for k, v in c.images.items()})
         if what == "pods":
             return self.send_json(c.kubelet.describe())
+        if what == "missing-images":
+            return self.send_json(sorted(c.missing_images))
         raise web.HTTPError(404)
 
     def post(self, what: str) -> None:
@@ -466,6 +469,10 @@ class AdminHandler(BaseHandler):
             elif what == "images":
                 body = json.loads(self.request.body or b"{}")
                 c.add_image(str(body["repository"]), body["path"])
+            elif what == "missing-images":
+                body = json.loads(self.request.body or b"{}")
+                c.set_missing(str(body["repository"]), bool(body.get("missing", True)))
+                return self.send_json(sorted(c.missing_images))
             else:
                 raise web.HTTPError(404)
         except (ValueError, KeyError, web.MissingArgumentError) as e:
