@@ -106,6 +106,25 @@ async def get(s: aiohttp.ClientSession, url, marks: dict) -> tuple[int, yarl.URL
     return 310, r.url
 
 
+async def reach_notebook(
+    s: aiohttp.ClientSession, base: str, status: int, url: yarl.URL, marks: dict, left: float
+) -> str:
+    """From where the link led (``status``, ``url``) on to the notebook URL, within ``left``
+    seconds: "" once it answers 200, else why not."""
+    if status == 200 and url.path.startswith("/hub/spawn-pending/"):
+        name = url.path.rstrip("/").rsplit("/", 1)[-1]
+        await wait_progress(s, base, name, left)
+        status, url = await get(s, url, marks)
+    if status != 200 or not url.path.startswith("/user/"):
+        return f"{status} {url.path[:20]}"
+    if not url.path.endswith(NOTEBOOK_SUFFIX):  # a stub pod ignores default_url
+        name = url.path.split("/")[2]
+        status, url = await get(s, f"{base}/user/{name}{NOTEBOOK_SUFFIX}", marks)
+        if status != 200:
+            return f"notebook {status}"
+    return ""
+
+
 async def one_learner(i: int, link: str, base: str, start_at: float, timeout: float) -> Outcome:
     await asyncio.sleep(max(0.0, start_at - time.monotonic()))
     t0 = time.monotonic()
@@ -113,17 +132,10 @@ async def one_learner(i: int, link: str, base: str, start_at: float, timeout: fl
     try:
         async with learner(i, timeout) as s:
             status, url = await get(s, link, marks)
-            if status == 200 and url.path.startswith("/hub/spawn-pending/"):
-                name = url.path.rstrip("/").rsplit("/", 1)[-1]
-                await wait_progress(s, base, name, timeout - (time.monotonic() - t0))
-                status, url = await get(s, url, marks)
-            if status != 200 or not url.path.startswith("/user/"):
-                return Outcome(False, time.monotonic() - t0, f"{status} {url.path[:20]}")
-            if not url.path.endswith(NOTEBOOK_SUFFIX):  # a stub pod ignores default_url
-                name = url.path.split("/")[2]
-                status, url = await get(s, f"{base}/user/{name}{NOTEBOOK_SUFFIX}", marks)
-                if status != 200:
-                    return Outcome(False, time.monotonic() - t0, f"notebook {status}")
+            left = timeout - (time.monotonic() - t0)
+            failed = await reach_notebook(s, base, status, url, marks, left)
+            if failed:
+                return Outcome(False, time.monotonic() - t0, failed)
     except TimeoutError:
         return Outcome(False, time.monotonic() - t0, "timeout")
     except Exception as e:  # noqa: BLE001 - counted and reported by kind

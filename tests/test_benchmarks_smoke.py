@@ -1,4 +1,4 @@
-"""B1 and B2 still run end to end at tiny N (real hubs, proxies, stub dev clusters).
+"""B1, B1 over capacity and B2 still run end to end at tiny N (real hubs, proxies, stub clusters).
 
 Both stacks (cnbi and stock) are exercised, so a broken stock config fails here too.
 """
@@ -41,3 +41,15 @@ def test_tmplogin_throughput_tiny():
     for _name, rate, failed in rows:
         assert float(rate) > 0 and failed == "0"
     assert re.search(r"ratio cnbi/stock: logins/s [\d.]+x", out)
+
+
+def test_waiting_room_over_capacity_tiny():
+    out = run(
+        "waiting_room.py", "--n", "6", "--spread", "1", "--capacity", "2", "--idle", "3",
+        "--cull-every", "1", "--timeout", "120",
+    )  # fmt: skip
+    rows = dict(re.findall(r"^(cnbi|stock)\s+(\d+(?:\.\d+)?)\s+(?:\d+(?:\.\d+)?)\s", out, re.M))
+    assert rows.get("cnbi") in ("6", "6.0"), out  # every learner reached the notebook
+    assert "stock" in rows, out
+    assert "admitted in join order: yes" in out
+    assert "target (cnbi): 0 error pages, all admitted in arrival order: ok" in out
