@@ -326,6 +326,42 @@ async def test_stop_leaves_no_process(tmp_path):
     assert not any(alive(p) for p in pids)
 
 
+def processes_with(marker: str) -> list[int]:
+    """PIDs whose command line contains ``marker`` (Linux /proc)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    cmdline = f.read()
+            except OSError:
+                continue
+            if marker.encode() in cmdline:
+                found.append(int(entry))
+    return found
+
+
+@pytest.mark.parametrize("stop_after", [0.0, 0.05, 0.15, 0.4, 0.8, 1.5])
+async def test_stop_while_pods_start_leaves_no_process(tmp_path, stop_after):
+    """Stopped at any moment of a pod's start (before its process exists, while it spawns,
+    before and after it turns ready), the dev cluster leaves none of its processes behind."""
+    marker = f"devcluster-stop-race-{os.getpid()}-{stop_after}-{tmp_path.name}"
+    cluster = DevCluster(tmp_path / "dc", builds=False)
+    await cluster.start()
+    api = await make_api_client(str(cluster.kubeconfig))
+    try:
+        core = k8s.CoreV1Api(api)
+        script = f"# {marker}\n" + SERVER.replace("IGNORE_OR_BYE", "signal.SIG_IGN")
+        for name in ("r1", "r2", "r3"):
+            delay = {"name": "DELAY", "value": "0.3"}
+            await core.create_namespaced_pod(NS, pod(name, script, env=[delay]))
+        await asyncio.sleep(stop_after)
+    finally:
+        await api.close()
+        await cluster.stop()
+    assert processes_with(marker) == []
+
+
 async def test_stub_runtime_serves_many_pods(tmp_path):
     async with DevCluster(
         tmp_path / "dc", runtime="stub", builds=False, images={REPO: tmp_path}

@@ -1,4 +1,4 @@
-"""``cnbi-devcluster serve``: serve the dev cluster until SIGINT/SIGTERM.
+"""``cnbi-devcluster serve``: serve the dev cluster until SIGINT/SIGTERM/SIGHUP.
 
 Prints where the API and the kubeconfig are, so other processes (a hub, the registry CLI)
 can use it: ``KUBECONFIG=<path> jupyterhub ...``.
@@ -84,7 +84,7 @@ async def serve(args: argparse.Namespace) -> None:
     print(f"dev cluster API at {cluster.url}; kubeconfig: {where}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, stop.set)
     try:
         await stop.wait()

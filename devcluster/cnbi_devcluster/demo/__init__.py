@@ -1,6 +1,7 @@
 """``cnbi-devcluster demo``: the whole system on one machine, for trying it and for docs.
 
-Starts, in this order, and stops in reverse on Ctrl-C/SIGTERM:
+Starts, in this order, and stops in reverse on Ctrl-C/SIGTERM/SIGHUP, leaving no process behind
+(``processes.ProcessTree``: the proxy and the service run in sessions of their own):
 
 1. the embedded dev cluster (``cnbi_devcluster``), process runtime, with an
    image map that serves each demo course repository from ``courses/<name>/``;
@@ -30,6 +31,7 @@ from pathlib import Path
 import yaml
 
 import cnbi_spawner
+from cnbi_devcluster.processes import ProcessTree
 
 HERE = Path(__file__).parent
 PRODUCTION_CONFIG = Path(cnbi_spawner.__file__).parent / "config" / "jupyterhub_config.py"
@@ -106,12 +108,12 @@ async def run(port: int, state_dir: Path, config: Path) -> None:
     state_dir.mkdir(parents=True, exist_ok=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, stop.set)
 
     cluster = DevCluster(state_dir / "cluster", runtime="process", images=demo_image_map())
     await cluster.start()
-    hub = None
+    hub: ProcessTree | None = None
     try:
         namespace = "default"
         await seed_imagestreams(cluster.kubeconfig, namespace)
@@ -136,22 +138,24 @@ async def run(port: int, state_dir: Path, config: Path) -> None:
         }
         for key in ("KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT"):
             env.pop(key, None)
-        hub = await asyncio.create_subprocess_exec(
+        proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "jupyterhub", "-f", str(HERE / "demo_config.py"),
             cwd=state_dir, env=env, start_new_session=True,
         )  # fmt: skip
-        await wait_for_hub(hub_url, hub)
+        hub = ProcessTree(proc)
+        hub.follow()
+        await wait_for_hub(hub_url, proc)
         info = {"hub_url": hub_url, "api_token": token, "kubeconfig": str(cluster.kubeconfig)}
         (state_dir / "demo.json").write_text(json.dumps(info, indent=2) + "\n")
         print(f"\ncnbi-spawner demo is up at {hub_url}  (Ctrl-C stops everything)\n")
         for course, notebook in DEMO_LINKS:
             print(f"  {course:24} {launch_url(hub_url, course, notebook)}")
         print(f"\n  catalog: {hub_url}/services/cnbi/   state: {state_dir}/demo.json\n")
-        waiters = [asyncio.ensure_future(hub.wait()), asyncio.ensure_future(stop.wait())]
+        waiters = [asyncio.ensure_future(proc.wait()), asyncio.ensure_future(stop.wait())]
         await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
     finally:
         if hub is not None:
-            await terminate(hub)
+            await hub.stop()
         await cluster.stop()
 
 
@@ -165,28 +169,6 @@ def free_ports(count: int) -> list[int]:
     finally:
         for sock in sockets:
             sock.close()
-
-
-async def terminate(proc: asyncio.subprocess.Process, grace: float = 10) -> None:
-    """Stop the hub's whole process group (hub, proxy, service), even if the hub is gone.
-
-    The proxy and the service outlive a crashed hub, so the group is signalled whatever
-    the hub's own state: SIGTERM, then SIGKILL for whatever is left after ``grace``.
-    """
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    try:
-        await asyncio.wait_for(proc.wait(), grace)
-    except TimeoutError:
-        pass
-    await asyncio.sleep(0.5)  # let the proxy and service finish their own shutdown
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    await proc.wait()
 
 
 def main(argv: list[str] | None = None) -> int:
