@@ -106,6 +106,12 @@ async def wait_for(predicate, what: str, timeout: float = 30) -> None:
         pytest.fail(f"timed out after {timeout}s waiting for {what}")
 
 
+def service_command(*flags: str) -> list[str]:
+    """The ``cnbi`` service as a hub-managed service command, run by this interpreter."""
+    code = "import sys; from cnbi_spawner.service.app import main; sys.exit(main())"
+    return [sys.executable, "-c", code, *flags]
+
+
 def proxy_command() -> str:
     return os.environ.get("CNBI_PROXY_COMMAND") or str(
         REPO / "node_modules" / ".bin" / "configurable-http-proxy"

@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import sys
 import time
 from urllib.parse import unquote, urlsplit
 
 import aiohttp
 import pytest
-from harness import HubProcess, free_port, wait_for
+from harness import HubProcess, free_port, service_command, wait_for
 from test_auth_hub import browser, metrics, tmplogin
 from test_spawner_hub import NOTEBOOK, REPO, imagestream, put_imagestream, user_pods
 
@@ -48,17 +47,14 @@ def service_config(path, targets: dict) -> str:
 
 
 def hub_config(kubeconfig: str, service_port: int, service_config_path: str, idle: float) -> str:
-    cmd = [
-        sys.executable,
-        "-c",
-        "import sys; from cnbi_spawner.service.app import main; sys.exit(main())",
+    cmd = service_command(
         f"--config={service_config_path}",
         "--cull-every=1",
         f"--namespace={NS}",
         f"--kubeconfig={kubeconfig}",
         f"--CullerSettings.anonymous_idle_timeout={idle}",
         f"--CullerSettings.abandoned_grace={idle}",
-    ]
+    )
     return f"""
 from cnbi_spawner.service.app import service_role
 from cnbi_spawner.service.pool import pool_role

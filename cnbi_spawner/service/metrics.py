@@ -81,40 +81,26 @@ class ServiceMetrics:
             f"{PREFIX}_builds", "Image builds currently in each phase", ["phase"], registry=r
         )
 
-        self.pool_target = Gauge(
-            f"{PREFIX}_pool_target",
-            "Ready warm-pool servers wanted per course and size",
-            ["course", "size"],
-            registry=r,
+        per_pool = ["course", "size"]
+        self.pool_target, self.pool_ready, self.pool_starting = (
+            Gauge(f"{PREFIX}_pool_{name}", text, per_pool, registry=r)
+            for name, text in (
+                ("target", "Ready warm-pool servers wanted per course and size"),
+                ("ready", "Unclaimed warm-pool servers ready to hand out, per course and size"),
+                ("starting", "Warm-pool servers starting, per course and size"),
+            )
         )
-        self.pool_ready = Gauge(
-            f"{PREFIX}_pool_ready",
-            "Unclaimed warm-pool servers ready to hand out, per course and size",
-            ["course", "size"],
-            registry=r,
-        )
-        self.pool_starting = Gauge(
-            f"{PREFIX}_pool_starting",
-            "Warm-pool servers starting, per course and size",
-            ["course", "size"],
-            registry=r,
-        )
-        self.pool_claimed = Counter(
-            f"{PREFIX}_pool_claimed",
-            "Warm-pool servers learners claimed at /tmplogin, per course and size",
-            ["course", "size"],
-            registry=r,
+        self.pool_claimed, self.pool_start_failures = (
+            Counter(f"{PREFIX}_pool_{name}", text, per_pool, registry=r)
+            for name, text in (
+                ("claimed", "Warm-pool servers learners claimed at /tmplogin, per course and size"),
+                ("start_failures", "Warm-pool server starts the hub refused or that failed"),
+            )
         )
         self.pool_drained = Counter(
             f"{PREFIX}_pool_drained",
             "Warm-pool servers removed unclaimed, by reason",
             ["reason"],
-            registry=r,
-        )
-        self.pool_start_failures = Counter(
-            f"{PREFIX}_pool_start_failures",
-            "Warm-pool server starts the hub refused or that failed to request",
-            ["course", "size"],
             registry=r,
         )
         self.pool_start_seconds = Histogram(
