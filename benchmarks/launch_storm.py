@@ -11,7 +11,10 @@ configurable-http-proxy (``tests/harness.py``):
 - ``cnbi``: ``TmpLoginAuthenticator`` + ``CNBiSpawner``; link
   ``/tmplogin?course=…&notebook=…``;
 - ``stock``: jupyterhub-tmpauthenticator's ``TmpAuthenticator`` + stock ``KubeSpawner`` with a
-  fixed image; link ``/tmplogin?next=/hub/spawn?next=/hub/user-redirect/lab/tree/…``.
+  fixed image; link ``/tmplogin?next=/hub/spawn?next=/hub/user-redirect/lab/tree/…``;
+- ``pooled`` (with ``--pool N``): ``cnbi`` plus the ``cnbi`` service keeping a warm pool of N
+  ready servers for the course (``PoolSettings.targets``); the storm starts once the pool is
+  full (the time to warm it is reported), and the service refills it during the storm.
 
 N learners arrive evenly spread over T seconds; each is a browser with its own cookie jar
 and client address (``X-Forwarded-For`` from an ingress). It follows redirects; on the
@@ -33,6 +36,7 @@ import argparse
 import asyncio
 import collections
 import json
+import re
 import shutil
 import sys
 import tempfile
@@ -44,8 +48,10 @@ from urllib.parse import quote
 import aiohttp
 import yarl
 from common import (
+    COURSE,
     IMAGE_REPO,
     NOTEBOOK,
+    STATIC_IMAGES,
     DevClusterProcess,
     ProcSampler,
     learner,
@@ -61,8 +67,74 @@ from common import (
     stock_link,
     stop_profiler,
 )
+from harness import free_port, service_command
+
+from cnbi_spawner.pool import POOL_GROUP
 
 NOTEBOOK_SUFFIX = "/lab/tree/" + quote(NOTEBOOK)
+
+
+def pool_config(work: Path, kubeconfig: Path, target: int, max_starts: int) -> str:
+    """The hub config lines that add the cnbi service with a warm pool of ``target``."""
+    service_config = work / "pool_service_config.py"
+    service_config.write_text(
+        "c.ImageRegistry.watch_imagestreams = False\n"
+        f"c.ImageRegistry.static_images = {STATIC_IMAGES!r}\n"
+        f"c.PoolSettings.targets = {{{COURSE!r}: {target}}}\n"
+        f"c.PoolSettings.max_concurrent_starts = {max_starts}\n"
+    )
+    cmd = service_command(
+        f"--config={service_config}",
+        "--cull-every=0",
+        "--namespace=default",
+        f"--kubeconfig={kubeconfig}",
+        f"--concurrency={max_starts + 5}",
+    )
+    return f"""
+from cnbi_spawner.service.app import service_role
+from cnbi_spawner.service.pool import pool_role
+c.JupyterHub.services = [{{
+    "name": "cnbi",
+    "url": "http://127.0.0.1:{free_port()}",
+    "command": {cmd!r},
+    "environment": {{"KUBECONFIG": {str(kubeconfig)!r}}},
+}}]
+c.JupyterHub.load_roles = [service_role("cnbi"), pool_role("cnbi")]
+"""
+
+
+async def ready_pool(hub) -> int:
+    """Unclaimed, ready pool servers (admin API, one paged listing)."""
+    headers = {"Authorization": f"token {hub.api_token}"}
+    ready, offset = 0, 0
+    async with aiohttp.ClientSession(headers=headers) as s:
+        while True:
+            url = f"{hub.api_url}/users?state=ready&limit=200&offset={offset}"
+            async with s.get(url) as r:
+                page = await r.json()
+            ready += sum(1 for u in page if POOL_GROUP in u.get("groups", ()))
+            if len(page) < 200:
+                return ready
+            offset += 200
+
+
+async def claimed_count(hub) -> int:
+    """Launches the hub answered with a pool server (its ``cnbi_tmplogin_total``)."""
+    headers = {"Authorization": f"token {hub.api_token}"}
+    async with aiohttp.ClientSession(headers=headers) as s:
+        async with s.get(f"{hub.url}/hub/metrics") as r:
+            text = await r.text()
+    found = re.search(r'^cnbi_tmplogin_total\{result="claimed"\} (\S+)$', text, re.M)
+    return int(float(found.group(1))) if found else 0
+
+
+async def warm_pool(hub, target: int, timeout: float) -> None:
+    """Return once ``target`` pool servers are ready."""
+    t0 = time.monotonic()
+    while await ready_pool(hub) < target:
+        if time.monotonic() - t0 > timeout:
+            raise TimeoutError(f"pool not warm after {timeout:.0f} s")
+        await asyncio.sleep(1)
 
 
 @dataclass
@@ -153,13 +225,22 @@ async def run_contender(
     timeout: float,
     work: Path,
     profile: Path | None = None,
+    pool: tuple[int, int] | None = None,
 ) -> dict:
     content = work / "content"
     (content / Path(NOTEBOOK).parent).mkdir(parents=True, exist_ok=True)
     (content / NOTEBOOK).write_text('{"cells": [], "metadata": {}, "nbformat": 4}')
     async with DevClusterProcess(work / f"{name}-cluster", {IMAGE_REPO: content}) as cluster:
+        if pool is not None:
+            config += pool_config(work, cluster.kubeconfig, *pool)
+        t_hub = time.monotonic()
         hub = await start_hub(config, work / f"{name}-hub", cluster.kubeconfig)
         try:
+            warm_s = float("nan")
+            if pool is not None:
+                await warm_pool(hub, pool[0], timeout * 5)
+                warm_s = time.monotonic() - t_hub
+                print(f"{name}: pool of {pool[0]} warm in {warm_s:.1f} s", flush=True)
             link = link_of(hub.url)
             sampler = ProcSampler(hub.proc.pid)
             others = {
@@ -179,6 +260,7 @@ async def run_contender(
             for sm in (sampler, *others.values()):
                 await sm.stop()
             await stop_profiler(spy)
+            claimed = await claimed_count(hub) if pool is not None else 0
         finally:
             await hub.stop()
     ok = [o for o in outcomes if o.ok]
@@ -199,6 +281,8 @@ async def run_contender(
         "cpu_pct": sampler.cpu_pct,
         "rss_mb": sampler.rss_peak_mb,
         "failures": collections.Counter(o.reason for o in outcomes if not o.ok),
+        "warm_s": warm_s,
+        "claimed": claimed,
     }
 
 
@@ -219,6 +303,11 @@ def report(rows: list[dict], n: int, spread: float) -> None:
     )
     print(note)
     for r in rows:
+        if r["warm_s"] == r["warm_s"]:  # not nan: a pooled run
+            print(
+                f"  {r['name']}: pool warm {r['warm_s']:.1f} s after the hub's start; "
+                f"{r['claimed']} of {r['n']} learners got a pool server (the rest spawned)"
+            )
         if r["failures"]:
             print(f"  {r['name']} failures: {dict(r['failures'])}")
     by = {r["name"]: r for r in rows}
@@ -233,6 +322,10 @@ def report(rows: list[dict], n: int, spread: float) -> None:
         a = by["cnbi"]
         verdict = "ok" if a["success"] == 100 and a["p99"] <= 10 else "MISS"
         print(f"targets (cnbi): 100 % success, p99 <= 10 s: {verdict}")
+    if "pooled" in by:
+        a = by["pooled"]
+        verdict = "ok" if a["success"] == 100 and a["p99"] <= 2 else "MISS"
+        print(f"targets (pooled): 100 % success, p99 <= 2 s: {verdict}")
 
 
 async def main(argv: list[str] | None = None) -> int:
@@ -240,7 +333,9 @@ async def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=None, help="learners (default 200; quick 100)")
     p.add_argument("--spread", type=float, default=None, help="arrival window s (60; quick 20)")
     p.add_argument("--quick", action="store_true", help="100 learners over 20 s")
-    p.add_argument("--only", choices=["cnbi", "stock"], help="run one contender")
+    p.add_argument("--only", choices=["cnbi", "stock", "pooled"], help="run one contender")
+    p.add_argument("--pool", type=int, default=0, help="add the pooled contender: pool size")
+    p.add_argument("--pool-starts", type=int, default=50, help="pool starts in flight")
     p.add_argument("--timeout", type=float, default=180, help="per learner, seconds")
     p.add_argument("--spawn-limit", type=int, default=100, help="concurrent_spawn_limit")
     p.add_argument("--global-rate", type=float, default=1200, help="tmplogin logins/min")
@@ -253,14 +348,17 @@ async def main(argv: list[str] | None = None) -> int:
         "cnbi": (ours_config(args.spawn_limit, args.global_rate), ours_link),
         "stock": (stock_config(args.spawn_limit), stock_link),
     }
+    if args.pool:
+        contenders["pooled"] = (ours_config(args.spawn_limit, args.global_rate), ours_link)
     if args.only:
         contenders = {args.only: contenders[args.only]}
     work = Path(tempfile.mkdtemp(prefix="cnbi-bench-storm-"))
     rows = []
     try:
         for name, (config, link_of) in contenders.items():
+            pool = (args.pool, args.pool_starts) if name == "pooled" else None
             row = await run_contender(
-                name, config, link_of, n, spread, args.timeout, work, args.profile
+                name, config, link_of, n, spread, args.timeout, work, args.profile, pool
             )
             rows.append(row)
             r = rows[-1]
@@ -271,7 +369,7 @@ async def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(work, ignore_errors=True)
     report(rows, n, spread)
-    return 0 if all(r["success"] == 100 for r in rows if r["name"] == "cnbi") else 1
+    return 0 if all(r["success"] == 100 for r in rows if r["name"] != "stock") else 1
 
 
 if __name__ == "__main__":

@@ -32,6 +32,13 @@ def test_launch_storm_tiny():
     assert "targets (cnbi)" in out
 
 
+def test_launch_storm_pooled_tiny():
+    out = run("launch_storm.py", "--only", "pooled", "--pool", "4", "--n", "4", "--spread", "1")
+    assert re.search(r"^pooled\s+100\.00\s", out, re.M), out  # every learner got a server
+    assert re.search(r"pooled: pool warm [\d.]+ s .*; 4 of 4 learners got a pool server", out), out
+    assert "targets (pooled)" in out
+
+
 def test_tmplogin_throughput_tiny():
     out = run("tmplogin_throughput.py", "--n", "20", "--rounds", "2", "--warmup", "2")
     rows = re.findall(
