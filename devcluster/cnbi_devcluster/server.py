@@ -23,6 +23,7 @@ from tornado import web
 from tornado.iostream import StreamClosedError
 
 from . import resources as R
+from . import tables
 from .discovery import VERSION_INFO, discovery
 from .routes import Route, parse_path
 from .selectors import Selector, SelectorError
@@ -175,7 +176,10 @@ class ApiHandler(BaseHandler):
             selector = Selector.parse("", f"metadata.name={name}", rt.kind)
             return await self.watch(rt, route.namespace, selector)
         if method == "GET":
-            return self.send_json(store.raw(rt, store.get(rt, ns, name)))
+            obj = store.get(rt, ns, name)
+            if self.table_wanted():
+                return self.send_json(self.as_table(rt, [store.as_version(rt, obj)]))
+            return self.send_json(store.raw(rt, obj))
         if method == "PUT":
             obj = store.replace(
                 rt, ns, name, self.body_json(), status=sub == "status", dry_run=self.dry_run()
@@ -198,6 +202,25 @@ class ApiHandler(BaseHandler):
             obj = store.delete(rt, ns, name, **opts, dry_run=self.dry_run())
             return self.send_json(self.deleted_body(rt, obj))
         raise R.ApiError(405, "MethodNotAllowed", f"{method} is not allowed here")
+
+    def table_wanted(self) -> bool:
+        return tables.wants_table(self.request.headers.get("Accept", ""))
+
+    def as_table(
+        self, rt: R.ResourceType, objects: list[dict], *, list_meta: dict | None = None
+    ) -> dict:
+        """``objects`` as a ``Table`` (each watch event carries a one-row Table)."""
+        crd_columns = None
+        if rt.custom:
+            crd = self.cluster.store._objects[R.CRD_TYPE.key].get(("", f"{rt.plural}.{rt.group}"))
+            crd_columns = tables.printer_columns(crd, rt.version)
+        meta = {"resourceVersion": (list_meta or {}).get("resourceVersion", "")}
+        if list_meta and list_meta.get("continue"):
+            meta["continue"] = list_meta["continue"]
+        return tables.table(
+            rt, objects, crd_columns=crd_columns, list_meta=meta,
+            include_object=self.arg("includeObject") or "Metadata",
+        )  # fmt: skip
 
     def dry_run(self) -> bool:
         values = self.get_query_arguments("dryRun")
@@ -287,6 +310,10 @@ class ApiHandler(BaseHandler):
         if cont:
             meta["continue"] = cont
             meta["remainingItemCount"] = remaining
+        if self.table_wanted():
+            return self.send_json(
+                self.as_table(rt, [store.as_version(rt, o) for o in items], list_meta=meta)
+            )
         head = dumps({"kind": rt.list_kind, "apiVersion": rt.api_version, "metadata": meta})
         if items and items[0].get("apiVersion") != rt.api_version:
             raw = [dumps(store.as_version(rt, o)) for o in items]
@@ -302,6 +329,7 @@ class ApiHandler(BaseHandler):
         except ValueError:
             raise R.bad_request(f"invalid timeoutSeconds {timeout_arg!r}") from None
         bookmarks = self.arg("allowWatchBookmarks") in TRUE
+        as_table = self.table_wanted()
         self.set_header("Content-Type", "application/json")
         try:
             watcher = store.watch(rt, namespace, selector, self.arg("resourceVersion"))
@@ -335,12 +363,11 @@ class ApiHandler(BaseHandler):
                 chunk = []
                 while item is not None:
                     kind, obj = item
+                    body = store.as_version(rt, obj)
+                    if as_table:  # one row per event, as the real API streams them
+                        body = self.as_table(rt, [body], list_meta=body["metadata"])
                     chunk.append(
-                        b'{"type":"'
-                        + kind.encode()
-                        + b'","object":'
-                        + dumps(store.as_version(rt, obj))
-                        + b"}\n"
+                        b'{"type":"' + kind.encode() + b'","object":' + dumps(body) + b"}\n"
                     )
                     item = watcher.queue.get_nowait() if not watcher.queue.empty() else False
                     if item is False:
