@@ -21,6 +21,7 @@ started it.
 
 from __future__ import annotations
 
+import collections
 import time
 from typing import Any
 
@@ -60,28 +61,16 @@ def claim_pool_server(handler: Any, auth: Any, key: PoolKey) -> Any:
     ``TmpLoginMixin`` (it owns the anonymous group). Returns the hub ``User`` now in the
     anonymous group. Synchronous on purpose: see the module docstring.
     """
-    from jupyterhub import orm
     from jupyterhub.utils import utcnow
 
     db = handler.db
-    group = orm.Group.find(db, POOL_GROUP)
-    if group is None or not group.users:
-        POOL_CLAIMS.labels(course=key.course, size=key.size, result="empty").inc()
-        return None
-    by_name = {}
-    candidates = []
-    for orm_user in sorted(group.users, key=lambda u: u.id):
-        user = handler.users[orm_user]
-        spawner = user.spawners.get("")  # only servers this hub process knows are running
-        ready = spawner is not None and spawner.ready and not spawner.pending
-        options = spawner.user_options if spawner is not None else None
-        candidates.append((user.name, member_key(options), ready))
-        by_name[user.name] = (user, spawner)
+    group, members = _members(db, handler.users)
+    candidates = [(user.name, member, ready) for user, _, member, ready in members]
     name = pick_server(candidates, key)
-    if name is None:
+    if group is None or name is None:
         POOL_CLAIMS.labels(course=key.course, size=key.size, result="empty").inc()
         return None
-    user, spawner = by_name[name]
+    user, spawner = next((u, s) for u, s, _, _ in members if u.name == name)
     user.orm_user.groups.remove(group)
     auth.add_to_group(user.orm_user, db, commit=False)
     now = utcnow(with_tz=False)
@@ -91,6 +80,29 @@ def claim_pool_server(handler: Any, auth: Any, key: PoolKey) -> Any:
     db.commit()
     POOL_CLAIMS.labels(course=key.course, size=key.size, result="claimed").inc()
     return user
+
+
+def _members(db: Any, users: Any) -> tuple[Any, list[tuple[Any, Any, PoolKey | None, bool]]]:
+    """The pool group and its users as ``(user, spawner, pool key, ready)``, oldest first."""
+    from jupyterhub import orm
+
+    group = orm.Group.find(db, POOL_GROUP)
+    if group is None:
+        return None, []
+    members = []
+    for orm_user in sorted(group.users, key=lambda u: u.id):
+        user = users[orm_user]
+        spawner = user.spawners.get("")  # only servers this hub process knows are running
+        ready = spawner is not None and spawner.ready and not spawner.pending
+        options = spawner.user_options if spawner is not None else None
+        members.append((user, spawner, member_key(options), ready))
+    return group, members
+
+
+def ready_pool_servers(db: Any, users: Any) -> collections.Counter[str]:
+    """Ready, unclaimed pool servers per pool (``str(PoolKey)``), for the waiting room."""
+    _, members = _members(db, users)
+    return collections.Counter(str(member) for _, _, member, ready in members if ready and member)
 
 
 def observe_claim(started: float) -> None:

@@ -21,7 +21,9 @@ query kept) runs, in this order, and stops at the first refusal:
 5. **Warm pool** (``claim_pool_servers``, :mod:`cnbi_spawner.claim`): a ready pool server
    for exactly the planned course and size is claimed in one database commit; the browser
    gets its user's cookie and goes straight to ``/user/<name>/<plan.default_url>`` (no
-   spawn). None ready: the steps below, unchanged.
+   spawn). None ready: the steps below, unchanged. While learners wait in the waiting room
+   a newcomer queues first (browser) or gets 503 (JSON): the room admits its places for
+   ready pool servers in order, so nobody overtakes them for one.
 6. **Capacity**: at most ``max_anonymous_users`` anonymous users with a server (counted from
    the hub's in-memory user cache, plus logins of the last few seconds that have not started
    their spawn yet), fewer pending spawns than the hub's ``concurrent_spawn_limit``, no
@@ -45,7 +47,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
@@ -194,7 +196,7 @@ class TmpLoginHandler(BaseHandler):
         browser = lobby.enabled and not wants_json(self.request.headers.get("Accept", ""))
         place = lobby.place_of(self) if browser else None
         if place is not None:  # a reload (or the page's own reload) of a waiting browser
-            lobby.tick(auth, self.users, self.concurrent_spawn_limit)
+            lobby.tick(auth, self.settings)
             if not lobby.consume(place):
                 raise Waiting(place)
             lobby.forget(self)  # admitted: its slot and login token were taken for it
@@ -236,15 +238,19 @@ class TmpLoginHandler(BaseHandler):
             if url:
                 return "reused", url, f"user={user.name} course={course}"
 
-        if plan is not None and auth.claim_pool_servers:  # no spawn, so no capacity gate
-            claimed = claim_pool_server(self, auth, PoolKey(plan.image.key, plan.size.name))
+        pool = PoolKey(plan.image.key, plan.size.name) if plan is not None else None
+        wants = str(pool) if pool is not None and auth.claim_pool_servers else ""
+        if place is None:  # nobody overtakes the waiting room, not even for a pool server
+            self._wait_unless(lobby.check_line, auth, browser, f"course={course}", wants)
+        if pool is not None and auth.claim_pool_servers:  # no spawn, so no capacity gate
+            claimed = claim_pool_server(self, auth, pool)
             if claimed is not None:  # one commit made it this learner's; no spawn needed
                 self.set_login_cookie(claimed)
                 url = url_path_join(claimed.url, plan.default_url)
                 return "claimed", url, f"user={claimed.name} course={course} pool"
 
         if place is None:
-            self._gate(auth, browser, f"course={course}")
+            self._wait_unless(lobby.gate, auth, browser, f"course={course}", wants)
         new_user = await self._login_anonymous(auth)
         if plan is not None:
             options = plan.user_options()
@@ -257,18 +263,20 @@ class TmpLoginHandler(BaseHandler):
             )
         return "ok", url, f"user={new_user.name} course={course}"
 
-    def _gate(self, auth: TmpLoginMixin, browser: bool, what: str) -> None:
-        """Capacity, spawn limit and hub-wide rate for a newcomer; a browser that must wait
-        gets a place in the waiting room instead of the refusal."""
+    def _wait_unless(
+        self, check: Callable[..., None], auth: TmpLoginMixin, browser: bool, what: str, wants: str
+    ) -> None:
+        """Run one of the lobby's checks for a newcomer (``check(auth, settings)`` raises
+        ``Throttled``); a browser that must wait gets a place instead of the refusal."""
         lobby = auth.lobby
-        lobby.tick(auth, self.users, self.concurrent_spawn_limit)
+        lobby.tick(auth, self.settings)
         try:
-            lobby.gate(auth, self.users, self.concurrent_spawn_limit)
+            check(auth, self.settings)
         except Throttled as refusal:
             if not browser:
                 raise
             try:
-                place = lobby.join(self)
+                place = lobby.join(self, wants)
             except RoomFull:
                 raise refusal from None
             raise Waiting(place, why=f"{what} reason={result_for(refusal)}") from None

@@ -18,8 +18,12 @@ no user, no spawn; the place lives in this process's memory and in the browser's
   headroom (``TmpLoginMixin.capacity_headroom``: the one capacity rule) and the spawn
   headroom (:func:`spawn_headroom`: the hub's own ``concurrent_spawn_limit`` count), and
   admissions take their hub-wide login tokens as they are made.
-- **Newcomers** (:meth:`Lobby.gate`): while anyone waits or an admitted place is on its way,
-  a newcomer queues behind them (JSON: 503), even if a slot looks free.
+  Places whose launch has a warm pool (``wants``) are also admitted for that pool's ready,
+  unclaimed servers (:func:`cnbi_spawner.claim.ready_pool_servers`, one query a round),
+  which need no slot; back at ``/tmplogin`` they claim one.
+- **Newcomers** (:meth:`Lobby.check_line`, then :meth:`Lobby.gate`): while anyone waits or
+  an admitted place is on its way, a newcomer queues behind them (JSON: 503), even if a
+  slot or a pool server looks free.
 - **Poll** ``GET /hub/waiting-room``: JSON ``{"state": "waiting"|"admitted"|"gone", …}`` with
   ``poll_seconds``, the server's hint for the next poll. A poll is a signed-cookie check and
   a dict lookup: no database query, no user lookup (a plain tornado handler, not the hub's
@@ -48,6 +52,7 @@ from tornado import web
 from traitlets import Bool, Float, Integer
 from traitlets.config import LoggingConfigurable
 
+from .claim import ready_pool_servers
 from .errors import Throttled
 from .waiting_room import (
     Place,
@@ -66,7 +71,8 @@ PLACE_COOKIE = "cnbi-place"
 #: shortest time between two admission rounds (a round walks the hub's user list once)
 TICK_SECONDS = 1.0
 TEMPLATES = Path(__file__).with_name("templates")
-_PLACE_VALUE = re.compile(r"([A-Za-z0-9_-]{16,64})\|(\d{1,12}(?:\.\d{1,6})?)")
+#: id | wall-clock arrival | pool key (our own signed value; the key is never used as a path)
+_PLACE_VALUE = re.compile(r"([A-Za-z0-9_-]{16,64})\|(\d{1,12}(?:\.\d{1,6})?)\|([^|]{0,300})")
 
 QUEUE_LENGTH = Gauge(
     "cnbi_waiting_room_length", "Browsers waiting for a launch slot", registry=REGISTRY
@@ -204,25 +210,26 @@ class Lobby:
         match = _PLACE_VALUE.fullmatch(raw.decode("ascii", "replace")) if raw else None
         if match is None:
             return None
-        place_id, arrived = match.group(1), float(match.group(2))
+        place_id, arrived, wants = match.group(1), float(match.group(2)), match.group(3)
         place = self.room.heartbeat(place_id)
         if place is None:
             try:
-                place = self.room.restore(place_id, arrived)
+                place = self.room.restore(place_id, arrived, wants)
             except RoomFull:
                 return None
             if place is not None:
                 self.log.info("waiting-room restored place=%s after a hub restart", place_id)
         return place
 
-    def join(self, handler: web.RequestHandler) -> Place:
-        """A new place at the back, and its cookie (raises ``RoomFull``)."""
-        place = self.room.join(secrets.token_urlsafe(18), time.time())
+    def join(self, handler: web.RequestHandler, wants: str = "") -> Place:
+        """A new place at the back, and its cookie (raises ``RoomFull``). ``wants``: the
+        launch's warm pool (``str(PoolKey)``), or "" """
+        place = self.room.join(secrets.token_urlsafe(18), time.time(), wants)
         QUEUE_JOINED.inc()
         QUEUE_LENGTH.set(len(self.room))
         handler.set_secure_cookie(
             PLACE_COOKIE,
-            f"{place.id}|{place.arrived:.3f}",
+            f"{place.id}|{place.arrived:.3f}|{place.wants}",
             expires_days=None,  # a session cookie: closing the browser gives the place up
             path=_cookie_path(handler),
             httponly=True,
@@ -236,16 +243,22 @@ class Lobby:
 
     # --- admission -----------------------------------------------------------------------
 
-    def gate(self, auth: TmpLoginMixin, users: Any, spawn_limit: int) -> None:
-        """Raise ``Throttled`` unless a newcomer's launch may start now (then it has taken
-        its hub-wide login token)."""
+    def check_line(self, auth: TmpLoginMixin, settings: dict) -> None:
+        """Raise ``Throttled`` while anyone waits: a newcomer may not overtake."""
         if self.room.busy:
             raise Throttled(
                 "Learners are waiting for a place on this hub.",
                 retry_after=self.retry_after(auth),
                 status=503,
             )
+
+    def gate(self, auth: TmpLoginMixin, settings: dict) -> None:
+        """Raise ``Throttled`` unless a newcomer's spawn may start now (then it has taken
+        its hub-wide login token). ``settings``: the hub's tornado settings."""
+        self.check_line(auth, settings)
+        users = settings["users"]
         auth.check_capacity(users)
+        spawn_limit = settings.get("concurrent_spawn_limit", 0)
         spawns = spawn_headroom(users.count_active_users(), spawn_limit, auth.starting())
         if spawns is not None and spawns <= 0:
             raise Throttled(
@@ -261,8 +274,9 @@ class Lobby:
                 status=429,
             )
 
-    def tick(self, auth: TmpLoginMixin, users: Any, spawn_limit: int) -> None:
-        """One admission round, unless one ran less than ``TICK_SECONDS`` ago."""
+    def tick(self, auth: TmpLoginMixin, settings: dict) -> None:
+        """One admission round, unless one ran less than ``TICK_SECONDS`` ago.
+        ``settings``: the hub's tornado settings (``users``, ``db``, spawn limit)."""
         now = self.clock()
         if now < self._next_tick:
             return
@@ -276,17 +290,28 @@ class Lobby:
         QUEUE_EXPIRED.labels(reason="abandoned").inc(len(done.expired))
         QUEUE_EXPIRED.labels(reason="lapsed").inc(len(done.lapsed))
         if len(self.room):
+            users = settings["users"]
             capacity = auth.capacity_headroom(users)
+            spawn_limit = settings.get("concurrent_spawn_limit", 0)
             spawns = spawn_headroom(users.count_active_users(), spawn_limit, auth.starting())
             limits = [n for n in (capacity, spawns) if n is not None]
             slots = min(limits) if limits else None
-            admitted = self.room.admit(slots, auth.rate_limiter.global_available())
+            pools = None
+            if auth.claim_pool_servers and any(p.wants for p in self.room.waiting()):
+                pools = ready_pool_servers(settings["db"], users)  # one query a round
+            tokens = auth.rate_limiter.global_available()
+            admitted = self.room.admit(slots, tokens, pools)
             auth.rate_limiter.take_global(len(admitted))
             wall = time.time()
             for place in admitted:
                 waited = max(0.0, wall - place.arrived)
                 QUEUE_WAIT.observe(waited)
-                self.log.info("waiting-room admitted place=%s waited=%.1fs", place.id, waited)
+                self.log.info(
+                    "waiting-room admitted place=%s waited=%.1fs%s",
+                    place.id,
+                    waited,
+                    f" pool={place.wants}" if place.via_pool else "",
+                )
             QUEUE_ADMITTED.inc(len(admitted))
         QUEUE_LENGTH.set(len(self.room))
 
@@ -373,7 +398,7 @@ class WaitingRoomHandler(web.RequestHandler):
         lobby = auth.lobby
         place = lobby.place_of(self)
         if place is not None:
-            lobby.tick(auth, self.settings["users"], self.settings["concurrent_spawn_limit"])
+            lobby.tick(auth, self.settings)
         status = lobby.status(place)
         if status["state"] == "gone":
             self.set_status(404)

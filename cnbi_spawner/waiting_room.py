@@ -15,6 +15,10 @@ Policy (pure; the hub-side glue in :mod:`cnbi_spawner.waiting_page` feeds it dat
   are free slots (computed by the caller from the hub's own capacity rules) minus the places
   already admitted that have not arrived yet (they hold a slot the hub's counts do not show
   yet), and at most as many as the hub-wide login budget allows (``tokens``).
+- **Warm pools.** A place may name what it is for (``wants``: the launch's pool key). A
+  ready, unclaimed pool server needs no new slot, so :meth:`WaitingRoom.admit` also admits,
+  in queue order, places whose pool has ready servers (``pools``) not yet promised to an
+  admitted place, even when no slot is free: first come, first served per resource.
 - **Busy.** While anyone waits or an admitted place is on its way, the room is busy: a
   newcomer queues behind them even if a slot looks free, so nobody overtakes.
 - **Restart.** A place the room does not know, whose arrival predates the room (the hub
@@ -36,8 +40,8 @@ import bisect
 import itertools
 import math
 import time
-from collections import deque
-from collections.abc import Callable, Iterable
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 #: shortest span an admission rate is measured over (one batch is not a rate)
@@ -65,7 +69,9 @@ class Place:
     arrived: float
     seq: int
     seen: float
+    wants: str = ""  # the pool key of its launch ("" none)
     admitted_at: float | None = None
+    via_pool: bool = False  # admitted for a ready pool server, not a slot
 
     @property
     def key(self) -> tuple[float, int]:
@@ -154,12 +160,12 @@ class WaitingRoom:
     def find(self, place_id: str) -> Place | None:
         return self._by_id.get(place_id)
 
-    def join(self, place_id: str, arrived: float) -> Place:
+    def join(self, place_id: str, arrived: float, wants: str = "") -> Place:
         """A new place at the back of the queue (``arrived``: wall-clock now)."""
         arrived = max(arrived, self._newest)
-        return self._insert(place_id, arrived)
+        return self._insert(place_id, arrived, wants)
 
-    def restore(self, place_id: str, arrived: float) -> Place | None:
+    def restore(self, place_id: str, arrived: float, wants: str = "") -> Place | None:
         """Put back a place made before this room existed (hub restart), in arrival order.
 
         Returns None for a place that cannot be one of those: made after this room started
@@ -168,14 +174,14 @@ class WaitingRoom:
         if not (self.started - self.rules.restore_max_age <= arrived < self.started):
             return None
         self._hold_until = max(self._hold_until, self.clock() + self.rules.restore_grace)
-        return self._insert(place_id, arrived)
+        return self._insert(place_id, arrived, wants)
 
-    def _insert(self, place_id: str, arrived: float) -> Place:
+    def _insert(self, place_id: str, arrived: float, wants: str) -> Place:
         if place_id in self._by_id:
             return self._by_id[place_id]
         if len(self._waiting) >= self.rules.max_waiting:
             raise RoomFull()
-        place = Place(place_id, arrived, next(self._seq), self.clock())
+        place = Place(place_id, arrived, next(self._seq), self.clock(), wants)
         self._newest = max(self._newest, arrived)
         i = bisect.bisect_left(self._keys, place.key)
         self._keys.insert(i, place.key)
@@ -227,19 +233,39 @@ class WaitingRoom:
             self._remove_waiting({p.id for p in expired})
         return Tick(expired=expired, lapsed=lapsed)
 
-    def admit(self, slots: int | None, tokens: int | None = None) -> tuple[Place, ...]:
-        """Admit places from the front; see :func:`admissible`."""
+    def admit(
+        self, slots: int | None, tokens: int | None = None, pools: Mapping[str, int] | None = None
+    ) -> tuple[Place, ...]:
+        """Admit places from the front (see :func:`admissible`), plus, in queue order,
+        places whose pool has ready servers in ``pools`` not promised to an admitted place."""
         now = self.clock()
         if now < self._hold_until or not self._waiting:
             return ()
-        n = admissible(slots, tokens, self.outstanding, len(self._waiting))
-        chosen = tuple(self._waiting[:n])
-        del self._waiting[:n]
-        del self._keys[:n]
+        promised = Counter(p.wants for p in self._by_id.values() if p.admitted and p.via_pool)
+        spare = {k: n - promised[k] for k, n in (pools or {}).items() if n > promised[k]}
+        by_slot = self.outstanding - sum(promised.values())
+        free = admissible(slots, tokens, by_slot, len(self._waiting))
+        budget = len(self._waiting) if tokens is None else max(0, tokens)
+        chosen: list[Place] = []
+        for place in self._waiting:
+            if len(chosen) >= budget or (free <= 0 and not spare):
+                break
+            if spare.get(place.wants, 0) > 0:
+                spare[place.wants] -= 1
+                if not spare[place.wants]:
+                    del spare[place.wants]
+                place.via_pool = True
+            elif free > 0:
+                free -= 1
+            else:
+                continue  # no slot, no ready server of its pool: it keeps its place
+            chosen.append(place)
+        if chosen:
+            self._remove_waiting({p.id for p in chosen})
         for place in chosen:
             place.admitted_at = now
             self._admissions.append(now)
-        return chosen
+        return tuple(chosen)
 
     def admissions_per_second(self) -> float | None:
         """Admissions per second over the last ``rate_window`` seconds (None: none yet)."""

@@ -220,3 +220,41 @@ def test_poll_after_grows_with_the_position_up_to_max_poll(position, expected):
 )
 def test_describe_wait(seconds, text):
     assert describe_wait(seconds) == text
+
+
+POOL_ADMISSION = [
+    # (wants of the waiting places in order, free slots, ready pool servers, admitted)
+    (["a", "b", "a"], 0, {}, []),
+    (["a", "b", "a"], 0, {"b": 1}, ["p1"]),  # a ready server of its pool: no slot needed
+    (["a", "b", "a"], 0, {"a": 1}, ["p0"]),  # first come first served within the pool
+    (["a", "b", "a"], 0, {"a": 5}, ["p0", "p2"]),
+    (["a", "b", "a"], 1, {"b": 1}, ["p0", "p1"]),  # p0 takes the slot, p1 the server
+    (["a", "b", "a"], 1, {"a": 1}, ["p0", "p1"]),  # p0 the server, p1 the slot
+    (["", "", ""], 0, {"a": 3}, []),  # a place for no pool never takes a pool server
+]
+
+
+@pytest.mark.parametrize(("wants", "slots", "pools", "expected"), POOL_ADMISSION)
+def test_ready_pool_servers_admit_their_own_places_in_order(wants, slots, pools, expected):
+    r, _ = room()
+    for i, want in enumerate(wants):
+        r.join(f"p{i}", 50_100.0 + i, wants=want)
+    assert [p.id for p in r.admit(slots=slots, pools=pools)] == expected
+
+
+def test_promised_pool_servers_are_not_promised_twice():
+    r, _ = room()
+    for i in range(3):
+        r.join(f"p{i}", 50_100.0 + i, wants="a")
+    assert [p.id for p in r.admit(slots=0, pools={"a": 1})] == ["p0"]
+    assert r.admit(slots=0, pools={"a": 1}) == ()  # p0 has not claimed it yet
+    assert r.admit(slots=1, pools={"a": 1}) == (r.find("p1"),)  # a slot is free meanwhile
+    assert r.consume("p0")
+    assert [p.id for p in r.admit(slots=0, pools={"a": 1})] == ["p2"]
+
+
+def test_tokens_bound_pool_admissions_too():
+    r, _ = room()
+    for i in range(3):
+        r.join(f"p{i}", 50_100.0 + i, wants="a")
+    assert [p.id for p in r.admit(slots=5, tokens=1, pools={"a": 3})] == ["p0"]

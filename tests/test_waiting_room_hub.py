@@ -13,7 +13,9 @@ import asyncio
 import json
 import re
 import time
+import uuid
 
+import aiohttp
 import pytest
 from harness import wait_for
 from test_auth_hub import (
@@ -29,6 +31,8 @@ from test_auth_hub import (
     user_names,
     wait_until_ready,
 )
+
+from cnbi_spawner.pool import POOL_GROUP
 
 EXPIRE = 4.0  # seconds without a poll before a place is dropped (short for the test)
 LINK = {"course": COURSE}
@@ -156,3 +160,50 @@ async def test_waiting_room_at_a_full_hub(start_hub, stub_devcluster, tmp_path):
         assert counts["cnbi_waiting_room_wait_seconds_count"] == 1
         model = await api(hub, f"/users/{second}")
         assert model["groups"] == ["anonymous"]
+
+
+async def admin(hub, method: str, path: str, body: object = None) -> int:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as s:
+        headers = {"Authorization": f"token {hub.api_token}"}
+        async with s.request(method, hub.api_url + path, headers=headers, json=body) as r:
+            assert r.status < 300, await r.text()
+            return r.status
+
+
+@pytest.mark.slow
+async def test_a_ready_pool_server_goes_to_the_first_in_line(start_hub, stub_devcluster, tmp_path):
+    """A waiting learner is admitted for a ready warm-pool server of its course even though
+    the hub is full (the server needs no new slot), and claims it; a newcomer meanwhile
+    queues behind instead of taking it."""
+    await maybe_await(stub_devcluster.add_image(IMAGE_REPO, tmp_path))
+    hub = await start_hub(room_config(), kubeconfig=stub_devcluster.kubeconfig)
+    async with browser() as a, browser() as b, browser() as c:
+        code, headers, _ = await tmplogin(a, hub, LINK)
+        async with a.get(hub.url + headers["Location"]) as r:
+            assert r.status == 200
+        (first,) = await user_names(hub)
+        await wait_until_ready(hub, first)
+        code, _, body = await tmplogin(b, hub, LINK)
+        assert (code, position_on_page(body)) == (200, 1)
+
+        # the cnbi service's pool manager would do this: a pool user, started for the course
+        pooled = str(uuid.uuid4())
+        await admin(hub, "POST", f"/users/{pooled}")
+        await admin(hub, "POST", f"/groups/{POOL_GROUP}")
+        await admin(hub, "POST", f"/groups/{POOL_GROUP}/users", {"users": [pooled]})
+        await admin(hub, "POST", f"/users/{pooled}/server", {"course": COURSE, "size": "small"})
+        await wait_until_ready(hub, pooled)
+        # a newcomer now: someone waits, so it queues (it does not claim the pool server)
+        code, _, body = await tmplogin(c, hub, LINK)
+        assert (code, position_on_page(body)) == (200, 2)
+
+        async def b_admitted() -> bool:
+            return (await poll(b, hub))[1]["state"] == "admitted"
+
+        await wait_for(b_admitted, "the first in line to be admitted for the pool server", 30)
+        assert (await poll(c, hub))[1]["position"] == 1  # still waiting, now at the front
+        code, headers, _ = await tmplogin(b, hub, LINK)
+        assert code == 302 and headers["Location"].startswith(f"/user/{pooled}/")
+        assert await user_names(hub) == {first, pooled}  # claimed: no user created
+        assert (await api(hub, f"/users/{pooled}"))["groups"] == ["anonymous"]
+        assert "pool=" in hub.log_text()
