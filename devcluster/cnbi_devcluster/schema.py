@@ -50,6 +50,39 @@ def prune(value: Any, schema: dict | None, *, root: bool = False) -> Any:
     return value
 
 
+def unknown_fields(
+    value: Any, schema: dict | None, resolve=None, *, root: bool = False, path: str = ""
+) -> list[str]:
+    """The paths of the fields ``prune`` would drop (``spec.foo``, ``spec.items[0].bar``);
+    ``resolve(name)`` looks up ``allOf: [{$ref: "#/components/schemas/NAME"}]`` references."""
+    if isinstance(schema, dict) and resolve is not None:
+        for ref in schema.get("allOf") or []:
+            if isinstance(ref, dict) and "$ref" in ref:
+                schema = {**resolve(ref["$ref"].rsplit("/", 1)[-1]), **{
+                    k: v for k, v in schema.items() if k != "allOf"}}  # fmt: skip
+    if not isinstance(schema, dict) or schema.get(PRESERVE):
+        return []
+    out: list[str] = []
+    if isinstance(value, dict):
+        props = schema.get("properties")
+        extra = schema.get("additionalProperties")
+        for key, item in value.items():
+            where = f"{path}.{key}" if path else key
+            if (root and key in ROOT_KEEP) or key.startswith("$"):
+                continue  # "$patch", "$setElementOrder/…": strategic merge patch directives
+            if props is not None and key in props:
+                out += unknown_fields(item, props[key], resolve, path=where)
+            elif isinstance(extra, dict):
+                out += unknown_fields(item, extra, resolve, path=where)
+            elif not (extra is True or (props is None and extra is None
+                                        and schema.get("type") != "object")):  # fmt: skip
+                out.append(where)
+    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
+        for i, item in enumerate(value):
+            out += unknown_fields(item, schema["items"], resolve, path=f"{path}[{i}]")
+    return out
+
+
 _TYPES = {
     "object": dict,
     "array": list,

@@ -22,10 +22,11 @@ from typing import TYPE_CHECKING
 from tornado import web
 from tornado.iostream import StreamClosedError
 
+from . import openapi, tables
 from . import resources as R
-from . import tables
 from .discovery import VERSION_INFO, discovery
 from .routes import Route, parse_path
+from .schema import unknown_fields
 from .selectors import Selector, SelectorError
 from .store import dumps
 
@@ -162,10 +163,9 @@ class ApiHandler(BaseHandler):
                     return await self.watch(rt, route.namespace, selector)
                 return self.send_list(rt, route.namespace, selector)
             if method == "POST":
+                body = self.checked_body(rt)
                 return self.send_json(
-                    store.as_version(
-                        rt, store.create(rt, ns, self.body_json(), dry_run=self.dry_run())
-                    ),
+                    store.as_version(rt, store.create(rt, ns, body, dry_run=self.dry_run())),
                     201,
                 )
             if method == "DELETE":
@@ -182,16 +182,17 @@ class ApiHandler(BaseHandler):
             return self.send_json(store.raw(rt, obj))
         if method == "PUT":
             obj = store.replace(
-                rt, ns, name, self.body_json(), status=sub == "status", dry_run=self.dry_run()
+                rt, ns, name, self.checked_body(rt), status=sub == "status", dry_run=self.dry_run()
             )
             return self.send_json(store.as_version(rt, obj))
         if method == "PATCH":
             ctype = self.request.headers.get("Content-Type", "")
+            body = self.body_json() if "json-patch" in ctype else self.checked_body(rt)
             obj = store.patch(
                 rt,
                 ns,
                 name,
-                self.body_json(),
+                body,
                 ctype,
                 status=sub == "status",
                 dry_run=self.dry_run(),
@@ -202,6 +203,27 @@ class ApiHandler(BaseHandler):
             obj = store.delete(rt, ns, name, **opts, dry_run=self.dry_run())
             return self.send_json(self.deleted_body(rt, obj))
         raise R.ApiError(405, "MethodNotAllowed", f"{method} is not allowed here")
+
+    def checked_body(self, rt: R.ResourceType) -> object:
+        """The JSON body, its unknown fields handled per ``fieldValidation`` (Strict: 400;
+        Warn, the default: a ``Warning`` header each; Ignore: nothing)."""
+        body = self.body_json()
+        mode = self.arg("fieldValidation") or "Warn"
+        if mode not in ("Ignore", "Warn", "Strict"):
+            raise R.bad_request(f"fieldValidation must be Ignore, Warn or Strict, not {mode!r}")
+        if mode == "Ignore" or not isinstance(body, dict):
+            return body
+        field_schema, resolve = openapi.field_schema(rt)
+        unknown = unknown_fields(body, field_schema, resolve, root=rt.custom)
+        if unknown and mode == "Strict":
+            detail = ", ".join(f'unknown field "{f}"' for f in unknown)
+            raise R.bad_request(
+                f'{rt.kind} in version "{rt.version}" cannot be handled as a {rt.kind}: '
+                f"strict decoding error: {detail}"
+            )
+        for f in unknown:
+            self.add_header("Warning", f'299 - "unknown field \\"{f}\\""')
+        return body
 
     def table_wanted(self) -> bool:
         return tables.wants_table(self.request.headers.get("Accept", ""))
@@ -451,6 +473,31 @@ class VersionHandler(BaseHandler):
         self.send_json(VERSION_INFO)
 
 
+class OpenAPIHandler(BaseHandler):
+    """``/openapi/v3`` (index), ``/openapi/v3/{api/v1|apis/G/V}`` and ``/openapi/v2`` (JSON)."""
+
+    def get(self, which: str, rest: str | None) -> None:
+        if not self.authorized():
+            return self.send_json(R.ApiError(401, "Unauthorized", "Unauthorized").status(), 401)
+        groups = openapi.by_group_version(list(self.cluster.store.versions.values()))
+        docs = {key: openapi.group_version_doc(types) for key, types in groups.items()}
+        if which == "v2":
+            accept = self.request.headers.get("Accept", "")
+            if accept and "json" not in accept and "*/*" not in accept:
+                err = R.ApiError(
+                    406, "NotAcceptable", f"only application/json is served, not {accept}"
+                )
+                return self.send_json(err.status(), 406)
+            return self.send_json(openapi.v2_doc(docs))
+        if not rest:
+            return self.send_json(openapi.v3_index(docs))
+        doc = docs.get(rest.strip("/"))
+        if doc is None:
+            err = R.ApiError(404, "NotFound", f"no OpenAPI v3 document for {rest!r}")
+            return self.send_json(err.status(), 404)
+        self.send_json(doc)
+
+
 class HealthHandler(BaseHandler):
     def get(self) -> None:
         self.set_header("Content-Type", "text/plain")
@@ -524,6 +571,7 @@ def make_app(cluster: DevCluster) -> web.Application:
         [
             (r"/_devcluster/(.+)", AdminHandler),
             (r"/version/?", VersionHandler),
+            (r"/openapi/(v2|v3)/?(.+)?", OpenAPIHandler),
             (r"/(?:healthz|livez|readyz)/?", HealthHandler),
             (r"/apis?(?:/.*)?", ApiHandler),
         ],
