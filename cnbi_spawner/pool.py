@@ -19,7 +19,10 @@ What :func:`plan_pool` decides, every pass, from what exists:
    target (``over-target``; starting ones go first, ready ones are the pool's value).
 2. **Start** as many new members as each pool lacks, counting members still starting,
    never more than ``max_starts`` starts in flight over all pools (the hub's spawn limit
-   and the cluster are shared with learners), the pool furthest below target first.
+   and the cluster are shared with learners), the pool furthest below target first. A pool
+   whose starts keep failing is ``paused`` (no starts) for a back-off that doubles with
+   each failure in a row (:func:`backoff_seconds`), so a broken course image does not make
+   the pool spawn and fail in a loop.
 
 A member is claimed when it leaves :data:`POOL_GROUP` (the hub moves it to the anonymous
 group in one database commit); from then on it is an ordinary anonymous learner and no
@@ -106,6 +109,7 @@ def plan_pool(
     current_images: Mapping[str, str | None],
     *,
     max_starts: int,
+    paused: Iterable[PoolKey] = (),
 ) -> PoolPlan:
     """Decide one pass (see the module docstring).
 
@@ -143,10 +147,11 @@ def plan_pool(
                 in_flight -= m.state is MemberState.STARTING
 
     budget = max(0, max_starts - in_flight)
+    held = set(paused)
     missing = {
         key: target - len(kept.get(key, ()))
         for key, target in targets.items()
-        if target > 0 and current_images.get(key.course) is not None
+        if target > 0 and current_images.get(key.course) is not None and key not in held
     }
     start: dict[PoolKey, int] = {}
     # round-robin, furthest below target first: one course's burst cannot starve another
@@ -158,6 +163,13 @@ def plan_pool(
             missing[key] -= 1
             budget -= 1
     return PoolPlan(start=start, drain=tuple(drains))
+
+
+def backoff_seconds(failures_in_a_row: int, *, base: float = 5.0, cap: float = 300.0) -> float:
+    """How long a pool makes no new starts after this many failed starts in a row."""
+    if failures_in_a_row <= 0:
+        return 0.0
+    return min(cap, base * 2 ** (failures_in_a_row - 1))
 
 
 def count_pools(

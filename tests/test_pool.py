@@ -14,6 +14,7 @@ from cnbi_spawner.pool import (
     PoolCount,
     PoolKey,
     PoolMember,
+    backoff_seconds,
     count_pools,
     member_key,
     pick_server,
@@ -55,6 +56,19 @@ PLANS = [
     ({A: 0}, [m("a")], IMAGES, 10, {}, [("a", DrainReason.NO_TARGET)]),
     ({A: 2}, [], IMAGES, 0, {}, []),
 ]  # fmt: skip
+
+
+def test_a_paused_pool_gets_no_starts_but_others_do():
+    plan = plan_pool({A: 2, B: 1}, [m("a", state=X)], IMAGES, max_starts=5, paused=[A])
+    assert plan.start == {B: 1}
+    assert [(d.name, d.reason) for d in plan.drain] == [("a", DrainReason.BROKEN)]
+
+
+@pytest.mark.parametrize(
+    ("failures", "seconds"), [(0, 0), (1, 5), (2, 10), (3, 20), (6, 160), (7, 300), (50, 300)]
+)
+def test_backoff_doubles_up_to_five_minutes(failures, seconds):
+    assert backoff_seconds(failures) == seconds
 
 
 @pytest.mark.parametrize(("targets", "members", "images", "budget", "starts", "drains"), PLANS)

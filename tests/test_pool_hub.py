@@ -276,3 +276,21 @@ async def _service_metrics(hub) -> str:
         async with s.get(hub.url + "/services/cnbi/metrics") as r:
             assert r.status == 200
             return await r.text()
+
+
+async def test_a_failing_course_image_pauses_its_pool(start_hub, stub_devcluster, kube, tmp_path):
+    stub_devcluster.kubelet.pod_faults.set(REPO, "ErrImagePull")
+    hub, _ = await start_stack(start_hub, stub_devcluster, tmp_path, {"uai-intro": 3})
+    admin = Admin(hub)
+
+    async def paused():
+        return "no new starts for" in hub.log_text()
+
+    await wait_for(paused, "the pool's back-off after failed starts", 90)
+    created_before = hub.log_text().count("cnbi.pool] Pool server starting for")
+    await asyncio.sleep(8)  # inside the back-off: nothing new is started
+    assert hub.log_text().count("cnbi.pool] Pool server starting for") == created_before
+    assert not await admin.ready_pool()
+
+    stub_devcluster.kubelet.pod_faults.set(REPO, None)  # the author fixed the image
+    await wait_ready(admin, 3, timeout=120)  # the pool resumes after its back-off

@@ -47,6 +47,7 @@ from ..pool import (
     PoolCount,
     PoolKey,
     PoolMember,
+    backoff_seconds,
     count_pools,
     member_key,
     plan_pool,
@@ -168,6 +169,9 @@ class PoolManager:
         self._members: dict[str, PoolKey | None] = {}  # pool members at the last pass
         self._tasks: set[asyncio.Task] = set()
         self._bad_targets: set[str] = set()
+        self._failures: dict[PoolKey, int] = {}  # failed starts in a row, per pool
+        self._paused_until: dict[PoolKey, float] = {}
+        self._counted: set[str] = set()  # broken members already counted as failures
         self.group_ready = False
 
     # --- targets -------------------------------------------------------------------------
@@ -226,14 +230,18 @@ class PoolManager:
         members += [PoolMember(n, k, MemberState.STARTING) for n, k in starting.items()]
         self._note_claims(by_name, {m.name for m in members})
 
+        self._note_outcomes(members)
+        now = time.monotonic()
         plan = plan_pool(
             targets,
             members,
             self.current_images(targets),
             max_starts=self.settings.max_concurrent_starts,
+            paused=[k for k, until in self._paused_until.items() if until > now],
         )
         for drain in plan.drain:
-            self._spawn_task(self._drain(drain.name, drain.key, drain.reason.value))
+            key = drain.key or self._members.get(drain.name)  # a failed server lost its options
+            self._spawn_task(self._drain(drain.name, key, drain.reason.value))
         for key, n in plan.start.items():
             for _ in range(n):
                 name = new_anonymous_name()
@@ -247,6 +255,26 @@ class PoolManager:
         self._members = {m.name: m.key for m in kept.values()}
         if self.metrics is not None:
             self.metrics.observe_pools(self.counts)
+
+    def _note_outcomes(self, members: list[PoolMember]) -> None:
+        """Count failed starts in a row per pool (a ready member resets it) for the back-off."""
+        for m in members:
+            key = m.key or self._members.get(m.name)  # a failed server has no options left
+            if key is None:
+                continue
+            if m.state is MemberState.READY:
+                self._failures.pop(key, None)
+                self._paused_until.pop(key, None)
+            elif m.state is MemberState.BROKEN and m.name not in self._counted:
+                self._counted.add(m.name)
+                self._fail(key)
+        self._counted &= {m.name for m in members}
+
+    def _fail(self, key: PoolKey) -> None:
+        n = self._failures[key] = self._failures.get(key, 0) + 1
+        pause = backoff_seconds(n)
+        self._paused_until[key] = time.monotonic() + pause
+        log.warning("Pool %s: start failed (%d in a row); no new starts for %.0fs", key, n, pause)
 
     def _note_claims(self, users: dict[str, dict], members: set[str]) -> None:
         """Members of the last pass now in the anonymous group: learners claimed them."""
@@ -291,6 +319,7 @@ class PoolManager:
                 self._observe_start(key, t0)
         except Exception as e:
             log.error("Pool start for %s (course %s) failed: %s", name, key, e)
+            self._fail(key)
             if self.metrics is not None:
                 self.metrics.pool_start_failures.labels(course=key.course, size=key.size).inc()
         finally:
