@@ -19,11 +19,13 @@ import logging
 import random
 from typing import TYPE_CHECKING
 
+import yaml
 from tornado import web
 from tornado.iostream import StreamClosedError
 
 from . import openapi, tables
 from . import resources as R
+from .apply import apply
 from .discovery import VERSION_INFO, discovery
 from .routes import Route, parse_path
 from .schema import unknown_fields
@@ -79,6 +81,15 @@ class BaseHandler(web.RequestHandler):
             return json.loads(self.request.body)
         except ValueError as e:
             raise R.bad_request(f"the request body is not valid JSON: {e}") from None
+
+    def body_yaml(self) -> object:
+        """The body as YAML (a superset of JSON), one document."""
+        if not self.request.body:
+            raise R.bad_request("the request body is empty")
+        try:
+            return yaml.safe_load(self.request.body)
+        except yaml.YAMLError as e:
+            raise R.bad_request(f"the request body is not valid YAML: {e}") from None
 
 
 class ApiHandler(BaseHandler):
@@ -185,6 +196,14 @@ class ApiHandler(BaseHandler):
                 rt, ns, name, self.checked_body(rt), status=sub == "status", dry_run=self.dry_run()
             )
             return self.send_json(store.as_version(rt, obj))
+        if method == "PATCH" and self.request.headers.get("Content-Type", "").startswith(
+            "application/apply-patch"
+        ):
+            if sub is not None:
+                raise R.ApiError(
+                    415, "UnsupportedMediaType", "apply to a subresource is not served"
+                )
+            return self.server_side_apply(rt, ns, name)
         if method == "PATCH":
             ctype = self.request.headers.get("Content-Type", "")
             body = self.body_json() if "json-patch" in ctype else self.checked_body(rt)
@@ -204,10 +223,46 @@ class ApiHandler(BaseHandler):
             return self.send_json(self.deleted_body(rt, obj))
         raise R.ApiError(405, "MethodNotAllowed", f"{method} is not allowed here")
 
-    def checked_body(self, rt: R.ResourceType) -> object:
+    def server_side_apply(self, rt: R.ResourceType, ns: str, name: str) -> None:
+        """``kubectl apply --server-side``: create or update ``name`` (``apply.py``)."""
+        store = self.cluster.store
+        config = self.checked_body(rt, yaml_ok=True)
+        if not isinstance(config, dict) or not isinstance(config.get("metadata"), dict):
+            raise R.bad_request("an apply configuration must be an object with metadata")
+        if config["metadata"].get("name") not in (None, name):
+            raise R.bad_request(
+                f"the name of the object ({config['metadata'].get('name')}) does not match "
+                f"the name on the URL ({name})"
+            )
+        try:
+            current = store.get(rt, ns, name)
+        except R.ApiError as e:
+            if e.code != 404:
+                raise
+            current = None
+        merged = apply(
+            current and store.as_version(rt, current),
+            {**config, "metadata": {**config["metadata"], "name": name}},
+            manager=self.arg("fieldManager") or "",
+            force=self.arg("force") in TRUE,
+            api_version=rt.api_version,
+            now=R.now_rfc3339(),
+        )
+        if current is None:
+            created = store.create(
+                rt, ns, merged, dry_run=self.dry_run(),
+                managed_fields=merged["metadata"]["managedFields"],
+            )  # fmt: skip
+            return self.send_json(store.as_version(rt, created), 201)
+        merged["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+        obj = store.replace(rt, ns, name, merged, dry_run=self.dry_run())
+        self.send_json(store.as_version(rt, obj))
+
+    def checked_body(self, rt: R.ResourceType, *, yaml_ok: bool = False) -> object:
         """The JSON body, its unknown fields handled per ``fieldValidation`` (Strict: 400;
-        Warn, the default: a ``Warning`` header each; Ignore: nothing)."""
-        body = self.body_json()
+        Warn, the default: a ``Warning`` header each; Ignore: nothing). ``yaml_ok``: the
+        body may be YAML (apply configurations)."""
+        body = self.body_yaml() if yaml_ok else self.body_json()
         mode = self.arg("fieldValidation") or "Warn"
         if mode not in ("Ignore", "Warn", "Strict"):
             raise R.bad_request(f"fieldValidation must be Ignore, Warn or Strict, not {mode!r}")

@@ -149,7 +149,13 @@ class Store:
 
     # ---- writes ------------------------------------------------------------------------
     def create(
-        self, rt: R.ResourceType, namespace: str, body: dict, *, dry_run: bool = False
+        self,
+        rt: R.ResourceType,
+        namespace: str,
+        body: dict,
+        *,
+        dry_run: bool = False,
+        managed_fields: list[dict] | None = None,
     ) -> dict:
         if not isinstance(body, dict):
             raise R.bad_request("the request body must be a JSON object")
@@ -186,6 +192,8 @@ class Store:
         R.validate_object(rt, obj)
         for server_set in ("deletionTimestamp", "deletionGracePeriodSeconds", "managedFields"):
             meta.pop(server_set, None)
+        if managed_fields:  # set by server-side apply (apply.py), never by the client
+            meta["managedFields"] = managed_fields
         meta["uid"] = str(uuid.uuid4())
         meta["creationTimestamp"] = R.now_rfc3339()
         if rt.custom or "spec" in obj:
