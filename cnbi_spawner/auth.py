@@ -225,11 +225,14 @@ class TmpLoginMixin(LoggingConfigurable):
     def release(self, name: str) -> None:
         self._reservations.pop(name, None)
 
-    def live_anonymous(self, users: Any) -> int:
-        """Anonymous users with an active server, plus logins still on their way to a spawn."""
+    def _expire_reservations(self) -> None:
         cutoff = time.monotonic() - RESERVATION_SECONDS
         for name in [n for n, t in self._reservations.items() if t < cutoff]:
             del self._reservations[name]
+
+    def live_anonymous(self, users: Any) -> int:
+        """Anonymous users with an active server, plus logins still on their way to a spawn."""
+        self._expire_reservations()
         live = {u.name for u in list(users.values()) if u.active and self.user_is_anonymous(u)}
         for name in live.intersection(self._reservations):
             del self._reservations[name]  # its spawn has begun: counted as active from now on
@@ -240,8 +243,14 @@ class TmpLoginMixin(LoggingConfigurable):
         limit = self.max_anonymous_users
         return None if limit <= 0 else limit - self.live_anonymous(users)
 
-    def starting(self) -> int:
-        """Logins still on their way to a spawn (as of the last ``live_anonymous``)."""
+    def starting(self, users: Any) -> int:
+        """Logins of the last ``RESERVATION_SECONDS`` whose spawn has not begun yet (and
+        forgets the others, also when there is no ``max_anonymous_users``)."""
+        self._expire_reservations()
+        if self._reservations:
+            for user in list(users.values()):
+                if user.name in self._reservations and user.active:
+                    del self._reservations[user.name]  # counted as a pending spawn now
         return len(self._reservations)
 
     def check_capacity(self, users: Any) -> None:

@@ -16,8 +16,10 @@ no user, no spawn; the place lives in this process's memory and in the browser's
   request comes: a poll, a reload or a new arrival): expire abandoned places, then admit from
   the front as many as the hub can start now. Free slots are the smaller of the capacity
   headroom (``TmpLoginMixin.capacity_headroom``: the one capacity rule) and the spawn
-  headroom (:func:`spawn_headroom`: the hub's own ``concurrent_spawn_limit`` count), and
-  admissions take their hub-wide login tokens as they are made.
+  headroom (:func:`spawn_headroom`: the hub's own ``concurrent_spawn_limit`` count, taken
+  once a round and counted down by each launch let through until the next one, so a login
+  does not walk the user list for it), and admissions take their hub-wide login tokens as
+  they are made.
   Places whose launch has a warm pool (``wants``) are also admitted for that pool's ready,
   unclaimed servers (:func:`cnbi_spawner.claim.ready_pool_servers`, one query a round),
   which need no slot; back at ``/tmplogin`` they claim one.
@@ -194,6 +196,8 @@ class Lobby:
         self.clock = clock
         self.room = WaitingRoom(settings.rules(), clock=clock)
         self._next_tick = -math.inf
+        #: spawns the hub's concurrent_spawn_limit allows until the next round (None: no limit)
+        self._spawn_free: int | None = None
         self._spawns: deque[tuple[float, float, float]] = deque()
         self._env: Environment | None = None
 
@@ -256,11 +260,8 @@ class Lobby:
         """Raise ``Throttled`` unless a newcomer's spawn may start now (then it has taken
         its hub-wide login token). ``settings``: the hub's tornado settings."""
         self.check_line(auth, settings)
-        users = settings["users"]
-        auth.check_capacity(users)
-        spawn_limit = settings.get("concurrent_spawn_limit", 0)
-        spawns = spawn_headroom(users.count_active_users(), spawn_limit, auth.starting())
-        if spawns is not None and spawns <= 0:
+        auth.check_capacity(settings["users"])
+        if self._spawn_free is not None and self._spawn_free <= 0:
             raise Throttled(
                 "The hub is starting many servers right now.",
                 retry_after=self.retry_after(auth),
@@ -273,6 +274,8 @@ class Lobby:
                 retry_after=decision.retry_after,
                 status=429,
             )
+        if self._spawn_free is not None:
+            self._spawn_free -= 1  # this login will spawn before the next round counts it
 
     def tick(self, auth: TmpLoginMixin, settings: dict) -> None:
         """One admission round, unless one ran less than ``TICK_SECONDS`` ago.
@@ -289,12 +292,17 @@ class Lobby:
             self.log.info("waiting-room lapsed place=%s (admitted, never came back)", place.id)
         QUEUE_EXPIRED.labels(reason="abandoned").inc(len(done.expired))
         QUEUE_EXPIRED.labels(reason="lapsed").inc(len(done.lapsed))
+        users = settings["users"]
+        spawn_limit = settings.get("concurrent_spawn_limit", 0)
+        if spawn_limit:
+            counts = users.count_active_users()
+            self._spawn_free = spawn_headroom(counts, spawn_limit, auth.starting(users))
+        else:
+            self._spawn_free = None
+            auth.starting(users)  # forget settled reservations all the same
         if len(self.room):
-            users = settings["users"]
             capacity = auth.capacity_headroom(users)
-            spawn_limit = settings.get("concurrent_spawn_limit", 0)
-            spawns = spawn_headroom(users.count_active_users(), spawn_limit, auth.starting())
-            limits = [n for n in (capacity, spawns) if n is not None]
+            limits = [n for n in (capacity, self._spawn_free) if n is not None]
             slots = min(limits) if limits else None
             pools = None
             if auth.claim_pool_servers and any(p.wants for p in self.room.waiting()):
@@ -302,6 +310,8 @@ class Lobby:
             tokens = auth.rate_limiter.global_available()
             admitted = self.room.admit(slots, tokens, pools)
             auth.rate_limiter.take_global(len(admitted))
+            if self._spawn_free is not None:
+                self._spawn_free -= sum(1 for p in admitted if not p.via_pool)
             wall = time.time()
             for place in admitted:
                 waited = max(0.0, wall - place.arrived)

@@ -181,6 +181,17 @@ def test_capacity_counts_active_anonymous_users_and_fresh_logins():
     a.check_capacity({i: _User(f"{i:08x}-0000-4000-8000-000000000000", True) for i in range(50)})
 
 
+def test_starting_counts_logins_not_yet_spawning_and_forgets_the_rest():
+    a = TmpLoginAuthenticator()  # no max_anonymous_users: the reservations are still settled
+    users = {1: _User("spawning", active=True), 2: _User("on-its-way", active=False)}
+    for name in ("spawning", "on-its-way", "gave-up"):
+        a.reserve(name)
+    a._reservations["gave-up"] = time.monotonic() - auth_mod.RESERVATION_SECONDS - 1
+    assert a.starting(users) == 1  # "spawning" is a pending spawn now, "gave-up" expired
+    assert set(a._reservations) == {"on-its-way"}
+    assert a.capacity_headroom(users) is None
+
+
 class CourseAuthenticator(TmpLoginMixin, DummyAuthenticator):
     """What an operator writes to have named users and anonymous learners side by side."""
 

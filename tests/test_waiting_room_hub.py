@@ -20,6 +20,7 @@ import pytest
 from harness import wait_for
 from test_auth_hub import (
     COURSE,
+    FLOW_IMAGES,
     IMAGE_REPO,
     api,
     browser,
@@ -38,8 +39,12 @@ EXPIRE = 4.0  # seconds without a poll before a place is dropped (short for the 
 LINK = {"course": COURSE}
 
 
-def room_config(**auth: object) -> str:
-    return flow_config(max_anonymous_users=1, capacity_retry_after=11, **auth) + (
+def room_config(images: list | None = None, **auth: object) -> str:
+    auth = {"max_anonymous_users": 1, "capacity_retry_after": 11, **auth}
+    config = flow_config(**auth)
+    if images is not None:
+        config = config.replace(repr(FLOW_IMAGES), repr(images))
+    return config + (
         f"c.WaitingRoomSettings.expire_seconds = {EXPIRE}\n"
         "c.WaitingRoomSettings.max_poll_seconds = 1.0\n"
         "c.WaitingRoomSettings.admit_seconds = 20.0\n"
@@ -207,3 +212,43 @@ async def test_a_ready_pool_server_goes_to_the_first_in_line(start_hub, stub_dev
         assert await user_names(hub) == {first, pooled}  # claimed: no user created
         assert (await api(hub, f"/users/{pooled}"))["groups"] == ["anonymous"]
         assert "pool=" in hub.log_text()
+
+
+@pytest.mark.slow
+async def test_the_hubs_spawn_limit_sends_browsers_to_the_waiting_room(start_hub, stub_devcluster):
+    """At the hub's concurrent_spawn_limit a browser waits instead of meeting the hub's 429
+    at /hub/spawn; it is admitted when the pending spawn ends."""
+    # an image the cluster cannot pull: the first spawn stays pending until it is stopped
+    stub_devcluster.set_missing("registry.example/courses/not-pulled")
+    images = [{"name": "slow-course", "image": "registry.example/courses/not-pulled:1"}]
+    config = room_config(images, max_anonymous_users=0)
+    hub = await start_hub(
+        config + "c.JupyterHub.concurrent_spawn_limit = 1\n",
+        kubeconfig=stub_devcluster.kubeconfig,
+    )
+    slow = {"course": "slow-course"}
+    async with browser() as a, browser() as b:
+        code, headers, _ = await tmplogin(a, hub, slow)
+        async with a.get(hub.url + headers["Location"], allow_redirects=False) as r:
+            assert r.status == 302  # the spawn started and is pending
+        (first,) = await user_names(hub)
+        await asyncio.sleep(1.2)  # the next admission round sees the pending spawn
+        code, _, body = await tmplogin(b, hub, slow)
+        assert (code, position_on_page(body)) == (200, 1)
+        async with browser() as robot:
+            code, headers, body = await tmplogin(robot, hub, slow, json_=True)
+            assert code == 503 and int(headers["Retry-After"]) >= 1
+            assert "Learners are waiting" in json.loads(body)["message"]
+        assert await user_names(hub) == {first}
+
+        await stop_server(hub, first)
+
+        async def b_admitted() -> bool:
+            return (await poll(b, hub))[1]["state"] == "admitted"
+
+        await wait_for(b_admitted, "the waiting browser to be admitted", 60)
+        code, headers, _ = await tmplogin(b, hub, slow)
+        assert code == 302 and headers["Location"].startswith("/hub/spawn?opt-course=slow-course")
+        assert len(await user_names(hub)) == 2
+        (second,) = await user_names(hub) - {first}
+        await stop_server(hub, second)
