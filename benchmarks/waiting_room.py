@@ -32,7 +32,8 @@ p50/p99 and the longest, hub CPU and peak RSS. For cnbi, from the hub's own log:
 joined, admitted, expired, whether places were admitted in exactly the order they joined
 (FIFO) and how many joins came out of arrival order (arrivals a few ms apart whose requests
 overtook each other on the way in). Exit status 1 if a cnbi learner saw an error page or
-the admissions were not in join order.
+the admissions were not in join order; the logs of such a run are kept (its directory is
+printed, with ``failed-learners.txt``: index, reason, seconds of each failed learner).
 """
 
 from __future__ import annotations
@@ -189,11 +190,13 @@ async def run_contender(name: str, args: argparse.Namespace, work: Path) -> dict
             client.close()
             await hub.stop()
         log = hub.log_text()
-    if args.keep:
-        print(f"  {name} logs kept in {run_dir}")
+    ok = [o for o in outcomes if o.ok]
+    if args.keep or (name == "cnbi" and len(ok) < len(outcomes)):
+        failed = [(i, o.reason, round(o.seconds, 1)) for i, o in enumerate(outcomes) if not o.ok]
+        (run_dir / "failed-learners.txt").write_text("\n".join(map(str, failed)) + "\n")
+        print(f"  {name} logs kept in {run_dir} (failed learners: failed-learners.txt)")
     else:
         shutil.rmtree(run_dir, ignore_errors=True)
-    ok = [o for o in outcomes if o.ok]
     row = {
         "name": name,
         "reached": len(ok),
@@ -297,11 +300,12 @@ async def main(argv: list[str] | None = None) -> int:
                 print(
                     f"run {run + 1} {name}: {r['reached']}/{args.n} reached, "
                     f"{r['errors']} error pages, {r['waited']} waited, max {r['max']:.1f} s"
-                    + (f", FIFO {r['fifo']}" if "fifo" in r else ""),
+                    + (f", FIFO {r['fifo']}" if "fifo" in r else "")
+                    + (f"; failures {dict(r['failures'])}" if r["failures"] else ""),
                     flush=True,
                 )
     finally:
-        if not args.keep:
+        if not args.keep and not any(work.glob("*/failed-learners.txt")):
             shutil.rmtree(work, ignore_errors=True)
     fifo_ok = all(r.get("fifo", True) for r in by.get("cnbi", []))
     cnbi_errors = sum(r["errors"] for r in by.get("cnbi", []))
@@ -310,5 +314,5 @@ async def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.WARNING)
+    logging.basicConfig(level=logging.ERROR)
     sys.exit(asyncio.run(main()))
