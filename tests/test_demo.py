@@ -1,4 +1,5 @@
-"""``cnbi-devcluster demo`` stopped while its servers start leaves no process behind.
+"""``cnbi-devcluster demo`` stopped while its servers start leaves no process behind (and a
+real kubectl reads its cluster with the kubeconfig it writes).
 
 The demo keeps a warm pool of one server per course, so right after the hub answers its
 servers are mid-start: that is when it is stopped here, by Ctrl-C's SIGTERM cousin, by
@@ -17,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from harness import free_port
+from harness import free_port, kubectl_command
 
 pytestmark = [pytest.mark.slow]
 
@@ -79,6 +80,16 @@ async def test_demo_stopped_while_servers_start_leaves_no_process(tmp_path, how)
             assert time.monotonic() < deadline, "no server process started"
             await asyncio.sleep(0.2)
         assert any("jupyterhub-singleuser" in p for p in processes_in(state))
+        if how == "SIGTERM":  # the quickstart's "inspect the demo with kubectl", as written
+            env = {**os.environ, "KUBECONFIG": kubeconfig, "HOME": str(tmp_path)}
+            kubectl = await asyncio.create_subprocess_exec(
+                kubectl_command(), "get", "pods", env=env,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            out, err = await asyncio.wait_for(kubectl.communicate(), 60)
+            assert kubectl.returncode == 0, err.decode()
+            header = out.decode().splitlines()[0].split()
+            assert header == ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
         if how == "hub-killed":
             os.kill(hub_pid(state), signal.SIGKILL)
         else:

@@ -1,10 +1,11 @@
 """``cnbi-devcluster demo``: the whole system on one machine, for trying it and for docs.
 
-Starts, in this order, and stops in reverse on Ctrl-C/SIGTERM/SIGHUP, leaving no process behind
-(``processes.ProcessTree``: the proxy and the service run in sessions of their own):
+Starts, in this order, and stops in reverse on Ctrl-C/SIGTERM/SIGHUP, leaving no process
+behind (``processes.ProcessTree``: the proxy and the service run in sessions of their own):
 
-1. the embedded dev cluster (``cnbi_devcluster``), process runtime, with an
-   image map that serves each demo course repository from ``courses/<name>/``;
+1. the embedded dev cluster (``cnbi_devcluster``), process runtime, over HTTPS with a
+   throw-away CA in its kubeconfig (so ``kubectl`` works with it as it is), with an
+   image map that seeds each demo course's homes from ``courses/<name>/``;
 2. the three demo course ImageStreams from ``imagestreams.yaml`` (one is the MIT Open
    Learning example, so ``/tmplogin?course=uai_source-uai.intro&notebook=…`` works);
 3. JupyterHub with the product's production ``jupyterhub_config.py`` (shipped in the
@@ -111,7 +112,10 @@ async def run(port: int, state_dir: Path, config: Path) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, stop.set)
 
-    cluster = DevCluster(state_dir / "cluster", runtime="process", images=demo_image_map())
+    # HTTPS with a throw-away CA in its kubeconfig: kubectl sends its token only over HTTPS
+    cluster = DevCluster(
+        state_dir / "cluster", runtime="process", images=demo_image_map(), tls=True
+    )
     await cluster.start()
     hub: ProcessTree | None = None
     try:
