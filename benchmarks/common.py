@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 
-from harness import HubProcess  # noqa: E402
+from harness import BROWSER_NAVIGATION, HubProcess  # noqa: E402
 
 COURSE = "uai_source-uai.intro"
 NOTEBOOK = "lectures/lecture1/mod5_lec1.ipynb"
@@ -254,12 +254,12 @@ async def stop_profiler(spy: subprocess.Popen | None) -> None:
 
 
 def learner(index: int, timeout: float) -> aiohttp.ClientSession:
-    """One browser: its own cookie jar and its own client address (10.x.y.z) as seen by an
-    ingress in front of the proxy (``X-Forwarded-For``)."""
+    """One browser: its own cookie jar, its own client address (10.x.y.z) as seen by an
+    ingress in front of the proxy (``X-Forwarded-For``), and a person's navigation headers."""
     addr = f"10.{(index >> 16) & 255}.{(index >> 8) & 255}.{index & 255}"
     return aiohttp.ClientSession(
         cookie_jar=aiohttp.CookieJar(unsafe=True),
         timeout=aiohttp.ClientTimeout(total=timeout),
-        headers={"X-Forwarded-For": addr, "Accept": "text/html"},
+        headers={"X-Forwarded-For": addr, "Accept": "text/html", **BROWSER_NAVIGATION},
         connector=aiohttp.TCPConnector(limit=4, force_close=False),
     )

@@ -31,6 +31,16 @@ class SelectionError(LaunchError):
     status = 400
 
 
+MAX_SHOWN_NAME = 80
+
+
+def shown_name(name: str) -> str:
+    """``name`` as it may appear in a message: printable characters only (no control,
+    bidi or zero-width characters), at most ``MAX_SHOWN_NAME`` of them. Pages escape it."""
+    text = "".join(ch if ch.isprintable() else "\ufffd" for ch in name.strip())
+    return text if len(text) <= MAX_SHOWN_NAME else text[: MAX_SHOWN_NAME - 1] + "…"
+
+
 class UnknownImage(LaunchError):
     """No launchable image answers to that name (404), or the name is ambiguous."""
 
@@ -46,6 +56,8 @@ class UnknownImage(LaunchError):
             message = (
                 "That course name matches more than one image; please use one of the full names."
             )
+        elif shown_name(name):
+            message = f"There is no course image named '{shown_name(name)}'."
         else:
             message = "There is no course image with that name."
         if self.suggestions:

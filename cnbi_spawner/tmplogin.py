@@ -5,7 +5,15 @@ live in :mod:`cnbi_spawner.auth`, with the knobs and state it uses).
 ``GET /hub/tmplogin?course=…&notebook=…&size=…`` (the hub redirects ``/tmplogin`` there,
 query kept) runs, in this order, and stops at the first refusal:
 
-0. **Waiting room** (``waiting_page.py``): a browser whose place cookie names a waiting
+0. **Is it a person?** (``link_preview.classify``): a request that is not a person's browser
+   navigation (``HEAD``, a link unfurler or mail scanner, a prefetch, no fetch metadata …)
+   only checks the signature and plans the launch (so a bad link still gets its error), then
+   gets a 200 page with Open Graph tags naming the course and one "Open the course" button (a
+   ``POST`` of the same link, XSRF-checked, which launches). Nothing is created. This comes
+   before the rate limit on purpose: unfurlers and scanners fetch every link in a message,
+   and must not use up the launch tokens of the learners behind the same address. A browser
+   holding a waiting-room place (it got there by a navigation) is not asked again.
+   **Waiting room** (``waiting_page.py``): a browser whose place cookie names a waiting
    place gets the waiting page again (a heartbeat; no other check runs); an admitted place
    leaves the room and goes on to 2, past the rate limit and capacity (its slot and login
    token were taken when it was admitted).
@@ -60,6 +68,7 @@ from tornado.httputil import responses
 from .anonymous import new_anonymous_name
 from .claim import claim_pool_server, observe_claim
 from .errors import BadSignature, LaunchError, RegistryNotReady, Throttled
+from .link_preview import PAGE, Visit, VisitDecision, classify, preview_page
 from .pool import PoolKey
 from .ratelimit import client_key
 from .signing import TICKET_PARAM, launch_ticket, verify_params
@@ -71,6 +80,8 @@ if TYPE_CHECKING:
 
 RESULTS = (
     "ok",
+    "preview",
+    "confirm",
     "reused",
     "claimed",
     "bad_request",
@@ -155,9 +166,19 @@ def _peer_address(request: Any) -> str:
 
 
 class TmpLoginHandler(BaseHandler):
-    """``GET /hub/tmplogin``: see the module docstring."""
+    """``GET /hub/tmplogin``: see the module docstring (``HEAD`` previews, ``POST`` is the
+    preview page's launch button)."""
 
     async def get(self) -> None:
+        await self._visit()
+
+    async def head(self) -> None:
+        await self._visit()
+
+    async def post(self) -> None:
+        await self._visit()
+
+    async def _visit(self) -> None:
         from .auth import TmpLoginMixin  # auth imports this module
 
         auth = self.authenticator
@@ -170,7 +191,13 @@ class TmpLoginHandler(BaseHandler):
             auth.trusted_proxy_count,
         )
         started = time.monotonic()
+        decision = classify(self.request.method or "GET", self.request.headers)
+        if decision.visit is Visit.CONFIRM and auth.lobby.enabled and auth.lobby.place_of(self):
+            decision = VisitDecision(Visit.LAUNCH, "waiting-room place")
         try:
+            if not decision.launches:
+                await self._preview(auth, decision, client)
+                return
             result, url, who = await self._launch(auth, client)
         except Waiting as waiting:
             TMPLOGIN_TOTAL.labels(result="waiting").inc()
@@ -191,6 +218,51 @@ class TmpLoginHandler(BaseHandler):
         if result == "claimed":
             observe_claim(started)
 
+    async def _plan(self, auth: TmpLoginMixin, *, anonymous: bool) -> Any:
+        """Check the signature and plan the launch (pure): the plan, or None for no options."""
+        query = self.request.query_arguments
+        if auth.signing_key:
+            verify_params(query, auth.signing_key, time.time(), max_ttl=auth.link_max_ttl or None)
+        options: dict[str, Any] = {k: v for k, v in query.items() if k not in NOT_OPTIONS}
+        if not options and auth.default_launch:
+            options = {k: str(v) for k, v in auth.default_launch.items()}
+        if not options:
+            return None
+        from .selection import plan_launch
+
+        return plan_launch(
+            options, await auth.ready_registry(), auth.launch_policy(), anonymous=anonymous
+        )
+
+    async def _preview(self, auth: TmpLoginMixin, decision: VisitDecision, client: str) -> None:
+        """The link preview / one-button page; creates nothing (module docstring, step 0)."""
+        plan = await self._plan(auth, anonymous=True)
+        if plan is not None:
+            image = plan.image
+            page = preview_page(image.display_name, image.key, image.description, plan.notebook)
+        else:
+            page = preview_page("Start a notebook", "", "", None)
+        result = "confirm" if decision.visit is Visit.CONFIRM else "preview"
+        TMPLOGIN_TOTAL.labels(result=result).inc()
+        self.log.info(
+            "tmplogin %s reason=%s course=%s client=%s",
+            result,
+            decision.reason,
+            page.course or "-",
+            client,
+        )
+        ns = dict(self.template_namespace)
+        ns.update(
+            preview=page,
+            action=self.request.uri,  # the same link, escaped by the template
+            xsrf=self.xsrf_token.decode("ascii"),
+            no_spawner_check=True,
+        )
+        html = self.settings["jinja2_env_sync"].from_string(PAGE).render(**ns)
+        self.set_header("Content-Type", "text/html; charset=UTF-8")
+        self.set_header("X-Robots-Tag", "noindex, nofollow")
+        self.finish(html)
+
     async def _launch(self, auth: TmpLoginMixin, client: str) -> tuple[str, str, str]:
         lobby = auth.lobby
         browser = lobby.enabled and not wants_json(self.request.headers.get("Accept", ""))
@@ -209,24 +281,11 @@ class TmpLoginHandler(BaseHandler):
             )
             raise Throttled(message, retry_after=decision.retry_after, status=429)
 
-        query = self.request.query_arguments
         key = auth.signing_key
-        if key:
-            verify_params(query, key, time.time(), max_ttl=auth.link_max_ttl or None)
-        options: dict[str, Any] = {k: v for k, v in query.items() if k not in NOT_OPTIONS}
-        if not options and auth.default_launch:
-            options = {k: str(v) for k, v in auth.default_launch.items()}
-
         user = self.current_user
         named = user is not None and not auth.user_is_anonymous(user)
         as_self = named and auth.named_users_launch_as_self
-        plan = None
-        if options:
-            from .selection import plan_launch
-
-            plan = plan_launch(
-                options, await auth.ready_registry(), auth.launch_policy(), anonymous=not as_self
-            )
+        plan = await self._plan(auth, anonymous=not as_self)
         course = plan.user_options()["course"] if plan else "-"
 
         if as_self:  # a named user launches the course in their own server
@@ -258,7 +317,7 @@ class TmpLoginHandler(BaseHandler):
                 options[TICKET_PARAM] = launch_ticket(key, new_user.name, options)
             url = spawn_url(self.hub.base_url, options)
         else:  # the hub's own check of ?next= (same host, path only; "" when refused)
-            url = self._validate_next_url(self.get_argument("next", "")) or spawn_url(
+            url = self._validate_next_url(self.get_query_argument("next", "")) or spawn_url(
                 self.hub.base_url, None
             )
         return "ok", url, f"user={new_user.name} course={course}"

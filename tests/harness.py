@@ -63,6 +63,16 @@ async def launch_chromium(playwright):
     return await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
 
 
+#: The fetch metadata a current browser (Chromium, Firefox) sends when a person opens a link
+#: from another application. ``/hub/tmplogin`` launches only for such a navigation
+#: (``cnbi_spawner.link_preview``); HTTP clients that stand in for a learner's browser send it.
+BROWSER_NAVIGATION = {
+    "Sec-Fetch-Site": "none",
+    "Sec-Fetch-Mode": "navigate",
+    "Sec-Fetch-Dest": "document",
+    "Sec-Fetch-User": "?1",
+}
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 

@@ -15,6 +15,7 @@ from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 import aiohttp
 import pytest
+from harness import BROWSER_NAVIGATION
 
 from cnbi_spawner.signing import sign_params
 
@@ -41,9 +42,12 @@ def hub_config(**auth: object) -> str:
 
 
 def browser() -> aiohttp.ClientSession:
-    """A client with its own cookie jar (unsafe=True: the hub is on an IP address)."""
+    """A browser navigating to links: its own cookie jar (unsafe=True: the hub is on an IP
+    address) and the fetch metadata of a person opening a link."""
     return aiohttp.ClientSession(
-        cookie_jar=aiohttp.CookieJar(unsafe=True), timeout=aiohttp.ClientTimeout(total=30)
+        cookie_jar=aiohttp.CookieJar(unsafe=True),
+        timeout=aiohttp.ClientTimeout(total=30),
+        headers=BROWSER_NAVIGATION,
     )
 
 

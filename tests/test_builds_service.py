@@ -20,7 +20,7 @@ from urllib.parse import urlparse
 import aiohttp
 import pytest
 import yaml
-from harness import free_port, launch_chromium, wait_for
+from harness import BROWSER_NAVIGATION, free_port, launch_chromium, wait_for
 
 from cnbi_devcluster.builds import DELAY_ENV
 
@@ -230,7 +230,7 @@ async def test_author_builds_an_image_and_learners_can_launch_it(stack):
     path = urlparse(final["launch_url"])
     jar = aiohttp.CookieJar(unsafe=True)
     async with aiohttp.ClientSession(
-        cookie_jar=jar, timeout=aiohttp.ClientTimeout(total=WAIT)
+        cookie_jar=jar, timeout=aiohttp.ClientTimeout(total=WAIT), headers=BROWSER_NAVIGATION
     ) as learner:
         async with learner.get(f"{hub.url}{path.path}?{path.query}") as r:
             assert r.status < 400, await r.text()

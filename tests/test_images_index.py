@@ -105,6 +105,25 @@ def test_resolve(index, name, expected):
             assert err.suggestions[0] == detail or detail in err.suggestions
 
 
+@pytest.mark.parametrize(
+    "name,shown",
+    [
+        ("No-Such-Course", "There is no course image named 'No-Such-Course'."),  # as asked
+        ("  padded  ", "There is no course image named 'padded'."),
+        ("x" * 200, "There is no course image named '" + "x" * 79 + "…'."),
+        ("bidi\u202eevil", None),  # not printable: never reaches a message as is
+        ("", "There is no course image with that name."),
+    ],
+)
+def test_unknown_course_message_names_what_was_asked(index, name, shown):
+    with pytest.raises(UnknownImage) as exc:
+        resolve(index, name)
+    if shown is None:
+        assert "\u202e" not in exc.value.message
+    else:
+        assert exc.value.message.startswith(shown)
+
+
 @pytest.mark.parametrize("name", [None, 3, b"solo", ["solo"]])
 def test_resolve_non_strings(index, name):
     with pytest.raises(UnknownImage):

@@ -19,7 +19,7 @@ from urllib.parse import quote, unquote, urlparse
 
 import aiohttp
 import pytest
-from harness import wait_for
+from harness import BROWSER_NAVIGATION, wait_for
 from kubernetes_asyncio import client as k8s
 
 from cnbi_spawner.kube import make_api_client
@@ -298,7 +298,7 @@ async def test_launch_link_starts_the_pinned_image_on_the_notebook(hub, kube, br
 
 
 BAD_LINKS = [
-    ("course=nope", 404, "There is no course image with that name."),
+    ("course=nope", 404, "There is no course image named &#39;nope&#39;."),
     ("course=uai-intro&notebook=../../etc/passwd", 400, "may not contain &#39;..&#39;"),
     ("course=uai-intro&notebook=other.ipynb", 400, "This course does not offer that notebook."),
     ("course=uai-intro&tag=latest", 400, "Unknown launch parameter &#39;tag&#39;"),
@@ -410,7 +410,7 @@ c.CNBiSpawner.known_images = {{"UAI_Source-UAI.Intro": {REF!r}}}
 """
     hub = await start_hub(config, kubeconfig=course_cluster.kubeconfig)
     jar = aiohttp.CookieJar(unsafe=True)
-    async with aiohttp.ClientSession(cookie_jar=jar) as browser:
+    async with aiohttp.ClientSession(cookie_jar=jar, headers=BROWSER_NAVIGATION) as browser:
         link = f"{hub.url}/tmplogin?course=uai_source-uai.intro&notebook={quote(NOTEBOOK, safe='')}"
         async with browser.get(link) as r:
             assert r.status == 200, await r.text()

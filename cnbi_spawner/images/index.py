@@ -254,7 +254,7 @@ def resolve(index: ImageIndex, name: object) -> KnownImage:
         if len(keys) < len(images):  # same key in several namespaces: qualify them
             keys = sorted({f"{i.namespace}/{i.key}" if i.namespace else i.key for i in images})
         raise UnknownImage(n, tuple(keys[:8]), ambiguous=True)
-    raise UnknownImage(n, suggest(index, n))
+    raise UnknownImage(name.strip(), suggest(index, n))  # as asked, not lower-cased
 
 
 def suggest(

@@ -135,7 +135,7 @@ async def test_mit_ol_link_opens_the_notebook_and_runs_a_cell(stack, page):
         (
             "course=no-such-course&notebook=intro%2F01-hello.ipynb",
             404,
-            "There is no course image with that name.",
+            "There is no course image named 'no-such-course'.",
             "error-unknown-course.png",
         ),
         (

@@ -26,6 +26,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 from e2e_stack import MITOL_LINK, free_port, start_hub_on, start_stack
+from harness import BROWSER_NAVIGATION
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -92,7 +93,9 @@ async def test_learner_flow_and_restart(db_stack):
     assert db_url.startswith("postgresql+psycopg://" if backend == "postgresql" else "sqlite:")
     jar = aiohttp.CookieJar(unsafe=True)
     timeout = aiohttp.ClientTimeout(total=150)
-    async with aiohttp.ClientSession(cookie_jar=jar, timeout=timeout) as learner:
+    async with aiohttp.ClientSession(
+        cookie_jar=jar, timeout=timeout, headers=BROWSER_NAVIGATION
+    ) as learner:
         # a hostile link first: refused, nothing created
         async with learner.get(f"{stack.url}/tmplogin?course=registry.example/evil/x:1") as r:
             assert r.status == 404

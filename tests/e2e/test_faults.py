@@ -27,6 +27,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 from e2e_stack import NS, http_status, start_hub_on, start_stack, wait_for
+from harness import BROWSER_NAVIGATION
 
 from cnbi_devcluster.demo import demo_imagestreams
 
@@ -42,7 +43,9 @@ class Learner:
     def __init__(self, stack) -> None:
         self.stack = stack
         self.session = aiohttp.ClientSession(
-            cookie_jar=aiohttp.CookieJar(unsafe=True), timeout=aiohttp.ClientTimeout(total=90)
+            cookie_jar=aiohttp.CookieJar(unsafe=True),
+            timeout=aiohttp.ClientTimeout(total=90),
+            headers=BROWSER_NAVIGATION,
         )
         self.user: str | None = None
         self.landed = ""
