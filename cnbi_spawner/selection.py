@@ -37,6 +37,7 @@ Rules (the URL contract of DESIGN §3, decided here):
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import re
 from collections.abc import Mapping
@@ -367,6 +368,18 @@ def label_value(value: str) -> str:
     return f"{safe}-{digest}" if safe else digest
 
 
+def not_offered(notebook: str, offered: frozenset[str]) -> str:
+    """The refusal for a notebook the image does not list: its close matches, or a few of
+    what it offers."""
+    close = difflib.get_close_matches(notebook, sorted(offered), n=3, cutoff=0.6)
+    if close:
+        return "This course does not offer that notebook. Did you mean: " + ", ".join(close) + "?"
+    examples = ", ".join(sorted(offered)[:5])
+    return "This course does not offer that notebook." + (
+        f" It offers: {examples}." if examples else ""
+    )
+
+
 def plan_launch(
     options: Mapping[str, Any],
     images: ImageSource,
@@ -381,11 +394,7 @@ def plan_launch(
     if request.notebook is not None and image.notebooks:
         offered = listed_notebooks(image.notebooks)
         if request.notebook not in offered:
-            examples = ", ".join(sorted(offered)[:5])
-            raise SelectionError(
-                "This course does not offer that notebook."
-                + (f" It offers: {examples}." if examples else "")
-            )
+            raise SelectionError(not_offered(request.notebook, offered))
     size = choose_size(request.size, image, policy, anonymous=anonymous)
     labels = {
         LABEL_PREFIX + "image": label_value(image.key),

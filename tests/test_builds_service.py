@@ -13,14 +13,13 @@ import asyncio
 import contextlib
 import json
 import re
-import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
 import aiohttp
 import pytest
 import yaml
-from harness import BROWSER_NAVIGATION, free_port, launch_chromium, wait_for
+from harness import BROWSER_NAVIGATION, free_port, launch_chromium, service_command, wait_for
 
 from cnbi_devcluster.builds import DELAY_ENV
 
@@ -32,14 +31,7 @@ BASE = "registry.example/courses/minimal:v1"
 
 
 def hub_config(kubeconfig: str, port: int) -> str:
-    service_cmd = [
-        sys.executable,
-        "-c",
-        "import sys; from cnbi_spawner.service.app import main; sys.exit(main())",
-        "--cull-every=0",
-        f"--namespace={NS}",
-        f"--kubeconfig={kubeconfig}",
-    ]
+    service_cmd = service_command(kubeconfig, NS)
     return f"""
 from jupyterhub.auth import DummyAuthenticator
 from cnbi_spawner.auth import TmpLoginMixin

@@ -125,7 +125,13 @@ def image_refs(node: object, key: str = "") -> list[str]:
     return [node] if key == "image" and isinstance(node, str) else []
 
 
-CORE_GROUPS = ("v1", "rbac.authorization.k8s.io/", "apiextensions.k8s.io/", "apps/")
+CORE_GROUPS = (
+    "v1",
+    "rbac.authorization.k8s.io/",
+    "apiextensions.k8s.io/",
+    "apps/",
+    "networking.k8s.io/",
+)
 
 
 @pytest.mark.parametrize("version", K8S_VERSIONS)
@@ -179,19 +185,30 @@ def test_rbac_is_namespaced_only():
 @pytest.mark.parametrize(
     "group,resource,verbs",
     [
-        ("image.openshift.io", "imagestreams", {"get", "list", "watch"}),
+        # registry (watch) + notebook index (service/indexer.py: JSON patch of a tag)
+        ("image.openshift.io", "imagestreams", {"get", "list", "watch", "patch"}),
         # builds API (rbac-builds.yaml) + rebuild loop (service/rebuilds.py: GET + PUT)
         ("meteor.zone", "customnbimages", {"get", "list", "watch", "create", "delete", "update"}),
         ("meteor.zone", "customnbimages/status", {"update"}),
         ("", "persistentvolumeclaims", {"get", "list", "delete"}),
-        # launch diagnostics (launch_guard.py) and the sessions API (service/sessions.py)
-        ("", "pods", {"get", "list"}),
+        # launch diagnostics (launch_guard.py), the sessions API (service/sessions.py) and
+        # the notebook index's pods (service/indexer.py: create, read, delete)
+        ("", "pods", {"get", "list", "create", "delete"}),
         ("", "pods/log", {"get"}),
         ("", "events", {"list", "create"}),
     ],
 )
 def test_hub_service_account_gets_exactly_what_it_needs(group, resource, verbs):
     assert hub_grants()[(group, resource)] == verbs
+
+
+def test_notebook_index_pods_are_isolated():
+    (policy,) = [d for _, d in manifests() if d["kind"] == "NetworkPolicy"]
+    from cnbi_spawner.images.notebook_index import ROLE, ROLE_LABEL
+
+    assert policy["spec"]["podSelector"] == {"matchLabels": {ROLE_LABEL: ROLE}}
+    assert set(policy["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+    assert "ingress" not in policy["spec"] and "egress" not in policy["spec"]  # deny all
 
 
 def test_hub_service_account_gets_nothing_else():

@@ -228,8 +228,21 @@ BAD = [
     ({"course": "uai-intro", "notebook": "\ud800"}, False, SelectionError, 400, "not allowed"),
     ({"course": "uai-intro", "notebook": "./"}, False, SelectionError, 400, "does not name"),
     ({"course": "uai-intro", "notebook": "é" * 513}, False, SelectionError, 400, "too long"),
-    ({"course": "listed", "notebook": "lectures/l3.ipynb"}, False, SelectionError, 400, "offers"),
-    ({"course": "listed", "notebook": "Lectures/l1.ipynb"}, False, SelectionError, 400, "offers"),
+    (
+        {"course": "listed", "notebook": "lectures/l3.ipynb"},
+        False,
+        SelectionError,
+        400,
+        "Did you mean: lectures/l2.ipynb, lectures/l1.ipynb?",
+    ),
+    (
+        {"course": "listed", "notebook": "Lectures/l1.ipynb"},
+        False,
+        SelectionError,
+        400,
+        "Did you mean: lectures/l1.ipynb",
+    ),
+    ({"course": "listed", "notebook": "zzz/other.ipynb"}, False, SelectionError, 400, "It offers:"),
     # sizes
     ({"course": "uai-intro", "size": "huge"}, False, SelectionError, 400, "Available sizes"),
     ({"course": "uai-intro", "size": "small; rm"}, False, SelectionError, 400, "not a valid size"),

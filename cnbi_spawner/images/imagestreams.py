@@ -14,6 +14,9 @@ Policy (DESIGN §4):
 - ``cnbi.meteor.zone/*`` annotations (course-aliases, notebooks, default-size,
   requires-gpu) may sit on the stream or on the tag; the tag wins.
 - ``default-image`` is read from the tag and, as older tools did, from the stream.
+- A tag without a declared ``notebooks`` list takes its notebooks from its notebook index
+  (``cnbi.meteor.zone/notebook-index``, :mod:`.notebook_index`) when that index was made for
+  the tag's current digest and restricts (complete, not empty); a stale index is ignored.
 
 Pure: no I/O. ``parse_imagestream`` logs its problems to the logger it is given.
 """
@@ -25,6 +28,8 @@ from dataclasses import dataclass, field
 
 from . import fields
 from .model import KnownImage
+from .notebook_index import ANNOTATION as INDEX_ANNOTATION
+from .notebook_index import digest_of, read_annotation
 
 ODH = "opendatahub.io/"
 CNBI = "cnbi.meteor.zone/"
@@ -191,6 +196,11 @@ def parse_imagestream_report(
         )
         aliases, p3 = fields.parse_aliases(ours("course-aliases"), f"{key} course-aliases")
         notebooks, p4 = fields.parse_notebooks(ours("notebooks"), f"{key} notebooks")
+        digest = digest_of(ref) if pinned else ""
+        index = read_annotation(tag_ann.get(INDEX_ANNOTATION))
+        indexed = not notebooks and index is not None and index.digest == digest
+        if indexed and index is not None and index.restricts:
+            notebooks = index.notebooks
         size, p5 = fields.parse_size(ours("default-size"), f"{key} default-size")
         problems.extend(p1 + p2 + p3 + p4 + ([p5] if p5 else []))
         default_ann = tag_ann.get(ODH + "default-image")
@@ -205,6 +215,9 @@ def parse_imagestream_report(
                 software=software,
                 python_deps=deps,
                 notebooks=notebooks,
+                notebooks_indexed=indexed and bool(notebooks),
+                digest=digest,
+                indexed_digest=index.digest if index is not None else "",
                 default_size=size,
                 requires_gpu=fields.flag(ours("requires-gpu")),
                 recommended=any(fields.flag(tag_ann.get(k)) for k in RECOMMENDED_KEYS),

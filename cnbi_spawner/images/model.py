@@ -38,6 +38,9 @@ class KnownImage:
     software: tuple[Package, ...] = ()
     python_deps: tuple[Package, ...] = ()
     notebooks: tuple[str, ...] = ()  # when non-empty, launches may only open these paths
+    notebooks_indexed: bool = False  # ``notebooks`` came from the digest's notebook index
+    digest: str = ""  # "sha256:…" when ``image`` is digest-pinned
+    indexed_digest: str = ""  # the digest the tag's notebook index (if any) was made for
     default_size: str | None = None
     requires_gpu: bool = False
     recommended: bool = False

@@ -239,6 +239,7 @@ def _optional_classes() -> list:
         ("cnbi_spawner.images.registry", "ImageRegistry"),
         ("cnbi_spawner.service.builds", "BuildSettings"),
         ("cnbi_spawner.service.rebuilds", "RebuildSettings"),
+        ("cnbi_spawner.service.indexer", "IndexSettings"),
     ):
         try:
             out.append(getattr(importlib.import_module(module), name))
@@ -363,6 +364,12 @@ class ServiceApp(Application):
             if rebuild_settings.enabled:  # ctx.rebuilds.notes feed the catalog's rebuild line
                 ctx.rebuilds = RebuildLoop(ctx.kube, ctx.registry, ctx.namespace, rebuild_settings)
                 tasks.append(asyncio.create_task(ctx.rebuilds.run(stop)))
+            from .indexer import IndexSettings, NotebookIndexer
+
+            index_settings = IndexSettings(parent=self)
+            if index_settings.enabled:
+                indexer = NotebookIndexer(ctx.kube, ctx.registry, ctx.namespace, index_settings)
+                tasks.append(asyncio.create_task(indexer.run(stop)))
         pool_settings = PoolSettings(parent=self)
         if pool_settings.targets and ctx.registry is not None:
             from ..signing import as_key

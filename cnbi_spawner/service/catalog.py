@@ -48,6 +48,7 @@ def image_json(image: KnownImage) -> dict:
         "software": [{"name": p.name, "version": p.version} for p in image.software],
         "python_dependencies": [{"name": p.name, "version": p.version} for p in image.python_deps],
         "notebooks": list(image.notebooks),
+        "notebooks_indexed": image.notebooks_indexed,
         "default_size": image.default_size,
         "requires_gpu": image.requires_gpu,
         "recommended": image.recommended,

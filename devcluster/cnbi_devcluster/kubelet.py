@@ -20,7 +20,9 @@ What a real kubelet reports and KubeSpawner reads (KUBE_API_SUBSET §4):
   home of pods that mount the claim).
 
 Only the pod's main container (the one with port ``notebook-port``, else the first) runs;
-other containers are reported running and ready, init containers completed.
+other containers are reported running and ready, init containers completed. The ``stub``
+runtime fakes only Jupyter servers; any other command (e.g. the service's notebook-indexing
+pod) runs as a real process against the pod's seeded home, as in the ``process`` runtime.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from .podspec import (
     is_image_reference,
     main_container,
     pod_conditions,
+    runs_jupyter,
 )
 from .runtimes import IpPool, LaunchSpec, ProcessContainer, StubContainer
 from .store import Store
@@ -452,7 +455,7 @@ class Kubelet:
             log_path=root / f"{c['name']}.log",
             meta={"pod": meta["name"]},
         )
-        if self.runtime == "stub":
+        if self.runtime == "stub" and runs_jupyter(c):
             container = StubContainer(spec)
         else:
             spec.argv = container_argv(

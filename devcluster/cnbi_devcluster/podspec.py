@@ -142,6 +142,12 @@ def pod_conditions(ready: bool, initialized: bool = True) -> list[dict]:
     ]
 
 
+def runs_jupyter(c: dict) -> bool:
+    """Does the container run a Jupyter server (the default command, or ``jupyter…``)?"""
+    argv = [str(a) for a in (c.get("command") or []) + (c.get("args") or [])] or DEFAULT_CMD
+    return Path(argv[0]).name.startswith("jupyter")
+
+
 def container_argv(c: dict, ip: str, port: int, *, bin_dir: Path, root: bool) -> list[str]:
     """The command line: command + args (default jupyterhub-singleuser), resolved in ``bin_dir``;
     jupyter commands also get ``--ip``/``--port`` (and ``--allow-root`` as root)."""

@@ -108,7 +108,10 @@ class Stack:
         return body
 
     def pods(self) -> list[dict]:
-        return self.cluster.list("v1", "pods", namespace=NS)
+        """The learners' server pods (not e.g. the service's short-lived notebook-index pods)."""
+        return self.cluster.list(
+            "v1", "pods", namespace=NS, label_selector="component=singleuser-server"
+        )
 
     async def wait_ready(self, user: str, timeout: float = 120) -> dict:
         """Wait until the user's default server is ready; its model."""
