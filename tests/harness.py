@@ -74,22 +74,6 @@ BROWSER_NAVIGATION = {
 }
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def service_command(kubeconfig: str, namespace: str, *args: str) -> list[str]:
-    """The ``cnbi`` service as a hub-managed service's ``command`` (this interpreter, no
-    culling unless ``args`` say so) against ``kubeconfig`` and ``namespace``."""
-    return [
-        sys.executable,
-        "-c",
-        "import sys; from cnbi_spawner.service.app import main; sys.exit(main())",
-        "--cull-every=0",
-        f"--namespace={namespace}",
-        f"--kubeconfig={kubeconfig}",
-        *args,
-    ]
-
-
 BIN = Path(sys.executable).parent
 
 ADMIN_SCOPES = [

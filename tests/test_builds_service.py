@@ -31,7 +31,9 @@ BASE = "registry.example/courses/minimal:v1"
 
 
 def hub_config(kubeconfig: str, port: int) -> str:
-    service_cmd = service_command(kubeconfig, NS)
+    service_cmd = service_command(
+        "--cull-every=0", f"--namespace={NS}", f"--kubeconfig={kubeconfig}"
+    )
     return f"""
 from jupyterhub.auth import DummyAuthenticator
 from cnbi_spawner.auth import TmpLoginMixin

@@ -28,7 +28,9 @@ NOTEBOOKS = ["lectures/week1/intro.ipynb", "lectures/week2/pandas.ipynb", "READM
 
 
 def hub_config(kubeconfig: str, port: int) -> str:
-    service_cmd = service_command(kubeconfig, NS)
+    service_cmd = service_command(
+        "--cull-every=0", f"--namespace={NS}", f"--kubeconfig={kubeconfig}"
+    )
     return f"""
 from cnbi_spawner.service.app import service_role
 c.JupyterHub.authenticator_class = "tmplogin"
