@@ -49,7 +49,7 @@ from common import ROOT, pct, print_table, ratio, stock_config, stock_link
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 
 from e2e_stack import MITOL_LINK, NS, Stack, start_stack, wait_for  # noqa: E402
-from harness import HubProcess, launch_chromium  # noqa: E402
+from harness import BROWSER_NAVIGATION, HubProcess, launch_chromium  # noqa: E402
 
 from cnbi_devcluster import DevCluster  # noqa: E402
 from cnbi_devcluster.demo import demo_image_map, seed_imagestreams  # noqa: E402
@@ -144,7 +144,9 @@ async def http_launch(url: str) -> tuple[float, str]:
     """``link -> Lab page 200`` without a browser: redirects and OAuth followed by aiohttp."""
     jar = aiohttp.CookieJar(unsafe=True)
     timeout = aiohttp.ClientTimeout(total=LAUNCH_TIMEOUT)
-    async with aiohttp.ClientSession(cookie_jar=jar, timeout=timeout) as s:
+    async with aiohttp.ClientSession(
+        cookie_jar=jar, timeout=timeout, headers=BROWSER_NAVIGATION
+    ) as s:
         t0 = time.monotonic()
         async with s.get(url, headers={"Accept": "text/html"}) as r:
             await r.read()
