@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
 import json
 import re
 import shutil
@@ -51,6 +52,7 @@ from common import (
     COURSE,
     IMAGE_REPO,
     NOTEBOOK,
+    ROOT,
     STATIC_IMAGES,
     DevClusterProcess,
     ProcSampler,
@@ -69,7 +71,10 @@ from common import (
 )
 from harness import free_port, service_command
 
-from cnbi_spawner.pool import POOL_GROUP
+sys.path.insert(0, str(ROOT / "tests" / "e2e"))
+from test_databases import postgres_cluster  # noqa: E402 (the e2e tests' throw-away PostgreSQL)
+
+from cnbi_spawner.pool import POOL_GROUP  # noqa: E402
 
 NOTEBOOK_SUFFIX = "/lab/tree/" + quote(NOTEBOOK)
 
@@ -226,6 +231,25 @@ async def run_contender(
     work: Path,
     profile: Path | None = None,
     pool: tuple[int, int] | None = None,
+    db: str = "sqlite",
+) -> dict:
+    with contextlib.ExitStack() as databases:
+        if db == "postgresql":  # a fresh throw-away PostgreSQL per contender
+            url = databases.enter_context(postgres_cluster())
+            config += f"\nc.JupyterHub.db_url = {url!r}\n"
+        return await _run_contender(name, config, link_of, n, spread, timeout, work, profile, pool)
+
+
+async def _run_contender(
+    name: str,
+    config: str,
+    link_of,
+    n: int,
+    spread: float,
+    timeout: float,
+    work: Path,
+    profile: Path | None,
+    pool: tuple[int, int] | None,
 ) -> dict:
     content = work / "content"
     (content / Path(NOTEBOOK).parent).mkdir(parents=True, exist_ok=True)
@@ -286,13 +310,13 @@ async def run_contender(
     }
 
 
-def report(rows: list[dict], n: int, spread: float) -> None:
+def report(rows: list[dict], n: int, spread: float, db: str = "sqlite") -> None:
     header = ["stack", "success %", "p50 s", "p95 s", "p99 s", "launches/s"]
     header += ["hub CPU s", "hub CPU %", "hub RSS MB", "login p50", "login p99"]
     header += ["cluster CPU s", "proxy CPU s"]
     note = "login = link -> the browser requests /hub/spawn; CPU s over the whole run"
     print_table(
-        f"B1 launch storm: {n} learners over {spread:.0f} s (stub runtime)",
+        f"B1 launch storm: {n} learners over {spread:.0f} s (stub runtime, {db})",
         header,
         [
             [r["name"], r["success"], r["p50"], r["p95"], r["p99"], r["rate"], r["cpu_s"]]
@@ -336,6 +360,7 @@ async def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", choices=["cnbi", "stock", "pooled"], help="run one contender")
     p.add_argument("--pool", type=int, default=0, help="add the pooled contender: pool size")
     p.add_argument("--pool-starts", type=int, default=50, help="pool starts in flight")
+    p.add_argument("--db", choices=["sqlite", "postgresql"], default="sqlite", help="hub DB")
     p.add_argument("--timeout", type=float, default=180, help="per learner, seconds")
     p.add_argument("--spawn-limit", type=int, default=100, help="concurrent_spawn_limit")
     p.add_argument("--global-rate", type=float, default=1200, help="tmplogin logins/min")
@@ -358,7 +383,7 @@ async def main(argv: list[str] | None = None) -> int:
         for name, (config, link_of) in contenders.items():
             pool = (args.pool, args.pool_starts) if name == "pooled" else None
             row = await run_contender(
-                name, config, link_of, n, spread, args.timeout, work, args.profile, pool
+                name, config, link_of, n, spread, args.timeout, work, args.profile, pool, args.db
             )
             rows.append(row)
             r = rows[-1]
@@ -368,7 +393,7 @@ async def main(argv: list[str] | None = None) -> int:
             print(f"work directory kept: {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
-    report(rows, n, spread)
+    report(rows, n, spread, args.db)
     return 0 if all(r["success"] == 100 for r in rows if r["name"] != "stock") else 1
 
 
