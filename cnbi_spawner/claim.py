@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import collections
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import REGISTRY, Counter, Histogram
@@ -65,12 +66,12 @@ def claim_pool_server(handler: Any, auth: Any, key: PoolKey) -> Any:
 
     db = handler.db
     group, members = _members(db, handler.users)
-    candidates = [(user.name, member, ready) for user, _, member, ready in members]
-    name = pick_server(candidates, key)
-    if group is None or name is None:
+    # lazily: the walk stops at the first fit (usually the oldest member), not at the end
+    found = pick_server((((u, s), member, ready) for u, s, member, ready in members), key)
+    if group is None or found is None:
         POOL_CLAIMS.labels(course=key.course, size=key.size, result="empty").inc()
         return None
-    user, spawner = next((u, s) for u, s, _, _ in members if u.name == name)
+    user, spawner = found
     user.orm_user.groups.remove(group)
     auth.add_to_group(user.orm_user, db, commit=False)
     now = utcnow(with_tz=False)
@@ -82,21 +83,27 @@ def claim_pool_server(handler: Any, auth: Any, key: PoolKey) -> Any:
     return user
 
 
-def _members(db: Any, users: Any) -> tuple[Any, list[tuple[Any, Any, PoolKey | None, bool]]]:
-    """The pool group and its users as ``(user, spawner, pool key, ready)``, oldest first."""
+Member = tuple[Any, Any, PoolKey | None, bool]
+
+
+def _members(db: Any, users: Any) -> tuple[Any, Iterator[Member]]:
+    """The pool group and its users as ``(user, spawner, pool key, ready)``, oldest first
+    (made one by one as the caller iterates)."""
     from jupyterhub import orm
 
     group = orm.Group.find(db, POOL_GROUP)
     if group is None:
-        return None, []
-    members = []
-    for orm_user in sorted(group.users, key=lambda u: u.id):
-        user = users[orm_user]
-        spawner = user.spawners.get("")  # only servers this hub process knows are running
-        ready = spawner is not None and spawner.ready and not spawner.pending
-        options = spawner.user_options if spawner is not None else None
-        members.append((user, spawner, member_key(options), ready))
-    return group, members
+        return None, iter(())
+
+    def members() -> Iterator[Member]:
+        for orm_user in sorted(group.users, key=lambda u: u.id):
+            user = users[orm_user]
+            spawner = user.spawners.get("")  # only servers this hub process knows are running
+            ready = spawner is not None and spawner.ready and not spawner.pending
+            options = spawner.user_options if spawner is not None else None
+            yield user, spawner, member_key(options), ready
+
+    return group, members()
 
 
 def ready_pool_servers(db: Any, users: Any) -> collections.Counter[str]:

@@ -34,6 +34,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TypeVar
+
+T = TypeVar("T")
 
 #: hub group of unclaimed pool servers' users; leaving it is what "claimed" means
 POOL_GROUP = "cnbi-pool"
@@ -203,14 +206,15 @@ def member_key(options: object) -> PoolKey | None:
     return PoolKey(course, size)
 
 
-def pick_server(candidates: Iterable[tuple[str, PoolKey | None, bool]], key: PoolKey) -> str | None:
-    """The pool user to hand out for ``key``: a ready member of exactly that pool.
+def pick_server(candidates: Iterable[tuple[T, PoolKey | None, bool]], key: PoolKey) -> T | None:
+    """The pool member to hand out for ``key``: a ready member of exactly that pool.
 
-    ``candidates`` are ``(name, key, ready)`` of the unclaimed pool users. The oldest-named
-    is not meaningful (UUIDs); the first in the given order wins, so callers pass them in
-    a stable order (the hub: by user id, i.e. oldest pool user first).
+    ``candidates`` are ``(member, key, ready)`` of the unclaimed pool users, ``member`` being
+    whatever the caller needs back (a name, the hub's user). The first fit in the given
+    order wins and the rest is not looked at, so callers pass them in a stable order (the
+    hub: by user id, i.e. the oldest pool server first) and may pass a lazy iterable.
     """
-    for name, member, ready in candidates:
-        if ready and member == key:
-            return name
+    for member, member_pool, ready in candidates:
+        if ready and member_pool == key:
+            return member
     return None

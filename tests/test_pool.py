@@ -160,3 +160,11 @@ def test_catalog_line_per_pooled_course():
         "intro:1": "Warm pool: 1/1 ready (large); 3/5 ready (small), 2 starting"
     }
     assert pool_lines(None) == {}
+
+
+def test_pick_server_stops_at_the_first_fit():
+    def candidates():
+        yield "a", A, True
+        raise AssertionError("looked past the first fit")
+
+    assert pick_server(candidates(), A) == "a"
