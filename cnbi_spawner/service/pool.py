@@ -7,8 +7,10 @@ The rules are :func:`cnbi_spawner.pool.plan_pool`; this module does the I/O. Eve
    (``selection.plan_launch`` as an anonymous launch, so aliases and default sizes mean
    what they mean in a link) into :class:`~cnbi_spawner.pool.PoolKey` targets;
 2. lists the hub's users (``GET /hub/api/users``) and keeps those in
-   :data:`~cnbi_spawner.pool.POOL_GROUP`, and lists the user pods once to learn which image
-   each pool server runs (the ``cnbi.meteor.zone/image-ref`` annotation the spawner sets);
+   :data:`~cnbi_spawner.pool.POOL_GROUP`; which image each pool server runs is what the
+   course's image was when this process started it, and the user pods'
+   ``cnbi.meteor.zone/image-ref`` annotation (set by the spawner) after a registry change or
+   for members this process did not start (one pod listing);
 3. asks :func:`plan_pool` and acts:
 
    - **start**: create a UUID user (``POST /users/{name}``), put it in the pool group, start
@@ -172,6 +174,8 @@ class PoolManager:
         self._failures: dict[PoolKey, int] = {}  # failed starts in a row, per pool
         self._paused_until: dict[PoolKey, float] = {}
         self._counted: set[str] = set()  # broken members already counted as failures
+        self._images: dict[str, str | None] = {}  # member -> image its pod runs (None: no pod)
+        self._relist = True  # list the pods at the next pass
         self.group_ready = False
 
     # --- targets -------------------------------------------------------------------------
@@ -216,17 +220,16 @@ class PoolManager:
         targets = self.resolve_targets()
         starting = dict(self._starting)  # before listing: a start may finish meanwhile
         users = await self.hub.all_users()
-        images = await pool_pod_images(self.kube, self.namespace) if self.kube else {}
         by_name = {u["name"]: u for u in users}
-        members: list[PoolMember] = []
-        for user in users:
-            if user["name"] in starting:
-                continue  # counted below from what this process knows
-            if POOL_GROUP in (user.get("groups") or ()):
-                m = member_from_model(user)
-                members.append(
-                    PoolMember(m.name, m.key, m.state, images.get(m.name)) if m.key else m
-                )
+        found = [
+            member_from_model(u)
+            for u in users
+            if POOL_GROUP in (u.get("groups") or ()) and u["name"] not in starting
+        ]
+        images = await self._images_of(found)
+        members = [
+            PoolMember(m.name, m.key, m.state, images.get(m.name)) if m.key else m for m in found
+        ]
         members += [PoolMember(n, k, MemberState.STARTING) for n, k in starting.items()]
         self._note_claims(by_name, {m.name for m in members})
 
@@ -246,6 +249,7 @@ class PoolManager:
             for _ in range(n):
                 name = new_anonymous_name()
                 self._starting[name] = key
+                self._images[name] = self.registry.get(key.course).image
                 self._spawn_task(self._start(name, key))
         drained = {d.name for d in plan.drain}
         kept = {m.name: m for m in members if m.name not in drained}
@@ -255,6 +259,20 @@ class PoolManager:
         self._members = {m.name: m.key for m in kept.values()}
         if self.metrics is not None:
             self.metrics.observe_pools(self.counts)
+
+    async def _images_of(self, members: list[PoolMember]) -> dict[str, str | None]:
+        """The image each member's pod runs. Pods are listed only when the registry changed
+        or a member is new to this process (a service restart); members this process
+        started run what the course's image was when they were started."""
+        names = {m.name for m in members}
+        alive = names | set(self._starting)
+        self._images = {n: i for n, i in self._images.items() if n in alive}
+        unknown = any(m.name not in self._images for m in members if m.state is MemberState.READY)
+        if self.kube is not None and (self._relist or unknown):
+            self._relist = False
+            listed = await pool_pod_images(self.kube, self.namespace)
+            self._images.update({n: listed.get(n) for n in names})
+        return self._images
 
     def _note_outcomes(self, members: list[PoolMember]) -> None:
         """Count failed starts in a row per pool (a ready member resets it) for the back-off."""
@@ -364,7 +382,9 @@ class PoolManager:
     # --- loop ----------------------------------------------------------------------------
 
     def wake(self, *_args: Any) -> None:
-        """Registry change listener: run a pass now (a digest may have moved)."""
+        """Registry change listener: run a pass now, with the pods listed (a digest may have
+        moved)."""
+        self._relist = True
         self._wake.set()
 
     async def run_forever(self, stop: asyncio.Event) -> None:
