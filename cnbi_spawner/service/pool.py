@@ -6,11 +6,12 @@ The rules are :func:`cnbi_spawner.pool.plan_pool`; this module does the I/O. Eve
 1. resolves ``PoolSettings.targets`` against the registry and the sizes
    (``selection.plan_launch`` as an anonymous launch, so aliases and default sizes mean
    what they mean in a link) into :class:`~cnbi_spawner.pool.PoolKey` targets;
-2. lists the hub's users (``GET /hub/api/users``) and keeps those in
-   :data:`~cnbi_spawner.pool.POOL_GROUP`; which image each pool server runs is what the
-   course's image was when this process started it, and the user pods'
-   ``cnbi.meteor.zone/image-ref`` annotation (set by the spawner) after a registry change or
-   for members this process did not start (one pod listing);
+2. finds the members of :data:`~cnbi_spawner.pool.POOL_GROUP` (the group's member list and
+   the models of members not known to be ready; all users every ``FULL_EVERY`` passes).
+   Which image each pool server runs is what the course's image was when this process
+   started it, and the user pods' ``cnbi.meteor.zone/image-ref`` annotation (set by the
+   spawner) after a registry change or for members this process did not start (one pod
+   listing);
 3. asks :func:`plan_pool` and acts:
 
    - **start**: create a UUID user (``POST /users/{name}``), put it in the pool group, start
@@ -61,6 +62,9 @@ from .hubapi import HubAPIError
 log = logging.getLogger("cnbi.pool")
 
 IMAGE_REF_ANNOTATION = LABEL_PREFIX + "image-ref"
+#: every this many passes the manager lists all hub users (catching e.g. a ready pool
+#: server whose pod died); the passes between read only the pool group
+FULL_EVERY = 10
 USERNAME_ANNOTATION = "hub.jupyter.org/username"
 
 
@@ -176,6 +180,8 @@ class PoolManager:
         self._counted: set[str] = set()  # broken members already counted as failures
         self._images: dict[str, str | None] = {}  # member -> image its pod runs (None: no pod)
         self._relist = True  # list the pods at the next pass
+        self._passes = 0
+        self._ready: dict[str, dict] = {}  # user models of members ready at the last pass
         self.group_ready = False
 
     # --- targets -------------------------------------------------------------------------
@@ -219,19 +225,14 @@ class PoolManager:
             await self._ensure_group()
         targets = self.resolve_targets()
         starting = dict(self._starting)  # before listing: a start may finish meanwhile
-        users = await self.hub.all_users()
-        by_name = {u["name"]: u for u in users}
-        found = [
-            member_from_model(u)
-            for u in users
-            if POOL_GROUP in (u.get("groups") or ()) and u["name"] not in starting
-        ]
+        pool_users, left = await self._pool_users()
+        found = [member_from_model(u) for u in pool_users if u["name"] not in starting]
         images = await self._images_of(found)
         members = [
             PoolMember(m.name, m.key, m.state, images.get(m.name)) if m.key else m for m in found
         ]
         members += [PoolMember(n, k, MemberState.STARTING) for n, k in starting.items()]
-        self._note_claims(by_name, {m.name for m in members})
+        self._note_claims(left)
 
         self._note_outcomes(members)
         now = time.monotonic()
@@ -294,12 +295,41 @@ class PoolManager:
         self._paused_until[key] = time.monotonic() + pause
         log.warning("Pool %s: start failed (%d in a row); no new starts for %.0fs", key, n, pause)
 
-    def _note_claims(self, users: dict[str, dict], members: set[str]) -> None:
+    async def _pool_users(self) -> tuple[list[dict], dict[str, dict]]:
+        """The pool group's user models, and the models of last pass's members that left it.
+
+        Every ``FULL_EVERY``-th pass (and the first) lists all users. The others read the
+        group's member names (one request) and fetch only members not known to be ready
+        and the ones that left: a steady pool costs the hub one request per pass, not a
+        listing of every learner.
+        """
+        self._passes += 1
+        if self._passes % FULL_EVERY == 1 or FULL_EVERY == 1:
+            users = {u["name"]: u for u in await self.hub.all_users()}
+            pool = [u for u in users.values() if POOL_GROUP in (u.get("groups") or ())]
+            names = {u["name"] for u in pool}
+            left = {n: users[n] for n in self._members if n in users and n not in names}
+        else:
+            _, group = await self.hub.request("GET", f"/groups/{quote(POOL_GROUP, safe='')}")
+            names = set((group or {}).get("users") or ())
+            fetch = [n for n in names if n not in self._ready] + [
+                n for n in self._members if n not in names
+            ]
+            models = await asyncio.gather(*(self.hub.get_user(n) for n in fetch))
+            fetched = {n: m for n, m in zip(fetch, models, strict=True) if m is not None}
+            pool = [fetched[n] if n in fetched else self._ready[n] for n in names
+                    if n in fetched or n in self._ready]  # fmt: skip
+            left = {n: m for n, m in fetched.items() if n not in names}
+        self._ready = {
+            u["name"]: u for u in pool if member_from_model(u).state is MemberState.READY
+        }
+        return pool, left
+
+    def _note_claims(self, left: dict[str, dict]) -> None:
         """Members of the last pass now in the anonymous group: learners claimed them."""
-        for name, key in self._members.items():
-            if name in members or name not in users:
-                continue
-            if self.anonymous_group in (users[name].get("groups") or ()):
+        for name, user in left.items():
+            key = self._members.get(name)
+            if self.anonymous_group in (user.get("groups") or ()):
                 log.info("Pool server of %s claimed (course %s)", name, key)
                 if self.metrics is not None and key is not None:
                     self.metrics.pool_claimed.labels(course=key.course, size=key.size).inc()
