@@ -231,25 +231,6 @@ async def run_contender(
     work: Path,
     profile: Path | None = None,
     pool: tuple[int, int] | None = None,
-    db: str = "sqlite",
-) -> dict:
-    with contextlib.ExitStack() as databases:
-        if db == "postgresql":  # a fresh throw-away PostgreSQL per contender
-            url = databases.enter_context(postgres_cluster())
-            config += f"\nc.JupyterHub.db_url = {url!r}\n"
-        return await _run_contender(name, config, link_of, n, spread, timeout, work, profile, pool)
-
-
-async def _run_contender(
-    name: str,
-    config: str,
-    link_of,
-    n: int,
-    spread: float,
-    timeout: float,
-    work: Path,
-    profile: Path | None,
-    pool: tuple[int, int] | None,
 ) -> dict:
     content = work / "content"
     (content / Path(NOTEBOOK).parent).mkdir(parents=True, exist_ok=True)
@@ -382,9 +363,13 @@ async def main(argv: list[str] | None = None) -> int:
     try:
         for name, (config, link_of) in contenders.items():
             pool = (args.pool, args.pool_starts) if name == "pooled" else None
-            row = await run_contender(
-                name, config, link_of, n, spread, args.timeout, work, args.profile, pool, args.db
-            )
+            with contextlib.ExitStack() as databases:
+                if args.db == "postgresql":  # a fresh throw-away PostgreSQL per contender
+                    url = databases.enter_context(postgres_cluster())
+                    config += f"\nc.JupyterHub.db_url = {url!r}\n"
+                row = await run_contender(
+                    name, config, link_of, n, spread, args.timeout, work, args.profile, pool
+                )
             rows.append(row)
             r = rows[-1]
             print(f"{name}: {r['success']:.1f} % ready, p99 {r['p99']:.2f} s", flush=True)
