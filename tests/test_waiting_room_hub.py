@@ -17,6 +17,7 @@ import uuid
 
 import aiohttp
 import pytest
+import yarl
 from harness import wait_for
 from test_auth_hub import (
     COURSE,
@@ -165,6 +166,18 @@ async def test_waiting_room_at_a_full_hub(start_hub, stub_devcluster, tmp_path):
         assert counts["cnbi_waiting_room_wait_seconds_count"] == 1
         model = await api(hub, f"/users/{second}")
         assert model["groups"] == ["anonymous"]
+
+    # a made-up place cookie (not signed by the hub) holds no place: the browser gets a
+    # new one at the back, and the poll does not know it
+    async with browser() as forger:
+        forged = "A" * 24 + "|1.000|"
+        forger.cookie_jar.update_cookies({"cnbi-place": forged}, response_url=yarl.URL(hub.url))
+        assert (await poll(forger, hub))[0] == 404
+        code, _, body = await tmplogin(forger, hub, LINK)
+        assert (code, position_on_page(body)) == (200, 2)
+        (cookie,) = [c for c in forger.cookie_jar if c.key == "cnbi-place" and c["path"] == "/hub/"]
+        assert cookie.value != forged  # the hub's own signed place
+    assert await user_names(hub) == {first, second}
 
 
 async def admin(hub, method: str, path: str, body: object = None) -> int:
