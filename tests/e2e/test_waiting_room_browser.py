@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 from e2e_stack import MITOL_LINK, SCREENS, anon_users, start_stack, wait_for
-from harness import launch_chromium
+from harness import BROWSER_NAVIGATION, launch_chromium
 
 playwright_api = pytest.importorskip("playwright.async_api")
 
@@ -47,7 +47,8 @@ async def fill_the_hub(stack) -> str:
     """A first learner (plain HTTP) takes the hub's one place; its user name."""
     jar = aiohttp.CookieJar(unsafe=True)
     async with aiohttp.ClientSession(cookie_jar=jar) as s:
-        async with s.get(stack.url + MITOL_LINK, headers={"Accept": "text/html"}) as r:
+        headers = {"Accept": "text/html", **BROWSER_NAVIGATION}  # a person's click
+        async with s.get(stack.url + MITOL_LINK, headers=headers) as r:
             assert r.status == 200, await r.text()
     (first,) = [u["name"] for u in anon_users(await stack.users())]
     await stack.wait_ready(first)
