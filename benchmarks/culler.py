@@ -53,7 +53,8 @@ from tornado import web
 from tornado.httpserver import HTTPServer
 
 from cnbi_spawner.kube import make_api_client
-from cnbi_spawner.service.culler import Culler, CullPolicy, Thresholds
+from cnbi_spawner.service.cull_policy import CullPolicy, Thresholds
+from cnbi_spawner.service.culler import Culler
 from cnbi_spawner.service.hubapi import HubClient
 from cnbi_spawner.service.kubeapi import UserStorage
 
@@ -274,7 +275,7 @@ class Cluster:
         )
 
     async def owners(self) -> set[str]:
-        from cnbi_spawner.service.culler import pvc_owner
+        from cnbi_spawner.service.cull_policy import pvc_owner
 
         return {pvc_owner(p) for p in await UserStorage(self.api, NS).list_pvcs()}
 

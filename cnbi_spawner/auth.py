@@ -33,20 +33,15 @@ from .anonymous import ANONYMOUS_GROUP, is_anonymous
 from .errors import Throttled
 from .ratelimit import Rate, RateLimiter
 from .signing import SIGNING_KEY_ENV, as_key
-
-# the handler side, importable from here as before
-from .tmplogin import (  # noqa: F401
-    _ANONYMOUS_LOGIN,
-    NOT_OPTIONS,
-    RESULTS,
-    TMPLOGIN_TOTAL,
-    LaunchRefused,
-    TmpLoginHandler,
-    result_for,
-    spawn_url,
-    wants_json,
-)
+from .tmplogin import TmpLoginHandler
 from .waiting_page import Lobby, WaitingRoomHandler, WaitingRoomSettings
+
+
+class _AnonymousLoginKey:
+    """Key of the login data the tmplogin handler passes; no form field can be this object."""
+
+
+_ANONYMOUS_LOGIN = _AnonymousLoginKey()
 
 #: seconds a freshly minted user counts against capacity before its spawn shows up
 RESERVATION_SECONDS = 30.0
@@ -219,6 +214,14 @@ class TmpLoginMixin(LoggingConfigurable):
     def user_is_anonymous(self, user: Any) -> bool:
         return is_anonymous(user.name, (g.name for g in user.groups), group=self.anonymous_group)
 
+    def login_data(self, name: str) -> dict:
+        """What the tmplogin handler passes to ``login_user`` for a name it reserved."""
+        return {_ANONYMOUS_LOGIN: name}
+
+    def is_reserved(self, name: str) -> bool:
+        """Was ``name`` minted by the tmplogin handler a moment ago (login still under way)?"""
+        return name in self._reservations
+
     def reserve(self, name: str) -> None:
         self._reservations[name] = time.monotonic()
 
@@ -313,11 +316,11 @@ class TmpLoginMixin(LoggingConfigurable):
     def get_handlers(self, app: Any) -> list:
         try:
             self.image_registry()  # start syncing with the hub, not on the first login
-        except (ImportError, RuntimeError) as e:
+        except RuntimeError as e:  # no running event loop (not inside the hub)
             self.log.warning("tmplogin: image registry not started at startup: %s", e)
         return [
             *super().get_handlers(app),
-            ("/tmplogin", TmpLoginHandler),
+            ("/tmplogin", TmpLoginHandler, {"tmplogin": self}),
             ("/waiting-room", WaitingRoomHandler),
         ]
 
@@ -335,15 +338,3 @@ class TmpLoginAuthenticator(TmpLoginMixin, Authenticator):
 
     def login_url(self, base_url: str) -> str:
         return url_path_join(base_url, "tmplogin")
-
-
-__all__ = [
-    "LaunchRefused",
-    "TMPLOGIN_TOTAL",
-    "TmpLoginAuthenticator",
-    "TmpLoginHandler",
-    "TmpLoginMixin",
-    "result_for",
-    "spawn_url",
-    "wants_json",
-]

@@ -49,7 +49,6 @@ from .images.model import KnownImage
 from .notebook_paths import listed_notebooks, normalise_notebook, notebook_url
 
 LABEL_PREFIX = "cnbi.meteor.zone/"
-COURSE_KEYS = ("course", "image")
 KNOWN_KEYS = frozenset({"course", "image", "notebook", "size", "sig", "exp", "ticket"})
 MAX_COURSE_CHARS = 256  # the registry's own bound on names (images/index.py)
 _COURSE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@+/-]*\Z")

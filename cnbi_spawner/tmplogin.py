@@ -169,6 +169,9 @@ class TmpLoginHandler(BaseHandler):
     """``GET /hub/tmplogin``: see the module docstring (``HEAD`` previews, ``POST`` is the
     preview page's launch button)."""
 
+    def initialize(self, tmplogin: TmpLoginMixin) -> None:
+        self.tmplogin = tmplogin  # the authenticator that registered this handler
+
     async def get(self) -> None:
         await self._visit()
 
@@ -179,11 +182,7 @@ class TmpLoginHandler(BaseHandler):
         await self._visit()
 
     async def _visit(self) -> None:
-        from .auth import TmpLoginMixin  # auth imports this module
-
-        auth = self.authenticator
-        if not isinstance(auth, TmpLoginMixin):
-            raise web.HTTPError(500, "tmplogin handler used without TmpLoginMixin")
+        auth = self.tmplogin
         self.set_header("Cache-Control", "no-store")
         client = client_key(
             self.request.headers.get("X-Forwarded-For"),
@@ -360,7 +359,7 @@ class TmpLoginHandler(BaseHandler):
         name = new_anonymous_name()
         auth.reserve(name)
         try:
-            user = await self.login_user({_ANONYMOUS_LOGIN: name})
+            user = await self.login_user(auth.login_data(name))
             if user is None:  # refused by blocked_users, username_pattern or a post_auth_hook
                 raise LaunchError("Guest access is not allowed on this hub.", status=403)
             if not auth.manage_groups and not auth.in_group(user):  # e.g. a pre-existing name
@@ -379,8 +378,8 @@ class TmpLoginHandler(BaseHandler):
         rolls it back (the hub's ``BaseHandler.finish``), which also expires every ORM object
         the hub holds. So this runs in one synchronous stretch, like the hub's own.
         """
-        auth = self.authenticator
-        if auth.manage_groups or username not in getattr(auth, "_reservations", ()):
+        auth = self.tmplogin
+        if auth.manage_groups or not auth.is_reserved(username):
             return super().user_from_username(username)
         user = self.find_user(username)
         if user is not None:
@@ -429,10 +428,3 @@ class TmpLoginHandler(BaseHandler):
         if isinstance(value, LaunchRefused):
             return  # already logged as one line by get()
         super().log_exception(typ, value, tb)
-
-
-class _AnonymousLoginKey:
-    """Key of the login data this handler passes; no form field can be this object."""
-
-
-_ANONYMOUS_LOGIN = _AnonymousLoginKey()

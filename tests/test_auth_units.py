@@ -12,14 +12,8 @@ from jupyterhub.auth import DummyAuthenticator
 from traitlets.config import Config
 
 from cnbi_spawner import auth as auth_mod
-from cnbi_spawner.auth import (
-    LaunchRefused,
-    TmpLoginAuthenticator,
-    TmpLoginMixin,
-    result_for,
-    spawn_url,
-    wants_json,
-)
+from cnbi_spawner import tmplogin as tmplogin_mod
+from cnbi_spawner.auth import TmpLoginAuthenticator, TmpLoginMixin
 from cnbi_spawner.errors import (
     BadSignature,
     LaunchError,
@@ -28,6 +22,8 @@ from cnbi_spawner.errors import (
     Throttled,
     UnknownImage,
 )
+from cnbi_spawner.signing import SIGNING_KEY_ENV
+from cnbi_spawner.tmplogin import LaunchRefused, result_for, spawn_url, wants_json
 
 
 @pytest.mark.parametrize(
@@ -45,7 +41,7 @@ from cnbi_spawner.errors import (
 )
 def test_result_labels(error, result):
     assert result_for(error) == result
-    assert result in auth_mod.RESULTS
+    assert result in tmplogin_mod.RESULTS
 
 
 @pytest.mark.parametrize(
@@ -94,11 +90,9 @@ async def test_authenticate_never_invents_a_user_from_form_data():
     assert await a.authenticate(None, {"username": "x", "password": "y"}) is None
     assert await a.authenticate(None, None) is None
     # the handler's own marker with a name it did not reserve is refused too
-    assert await a.authenticate(None, {auth_mod._ANONYMOUS_LOGIN: "not-reserved"}) is None
+    assert await a.authenticate(None, a.login_data("not-reserved")) is None
     a.reserve("0b7f0a8e-3d1c-4c58-9b9e-111111111111")
-    model = await a.authenticate(
-        None, {auth_mod._ANONYMOUS_LOGIN: "0b7f0a8e-3d1c-4c58-9b9e-111111111111"}
-    )
+    model = await a.authenticate(None, a.login_data("0b7f0a8e-3d1c-4c58-9b9e-111111111111"))
     assert model == {"name": "0b7f0a8e-3d1c-4c58-9b9e-111111111111", "groups": ["anonymous"]}
 
 
@@ -113,7 +107,7 @@ async def test_only_minted_names_pass_check_allowed_when_allow_all_is_off():
 
 
 def test_defaults_and_drop_in_login_url(monkeypatch):
-    monkeypatch.delenv(auth_mod.SIGNING_KEY_ENV, raising=False)
+    monkeypatch.delenv(SIGNING_KEY_ENV, raising=False)
     a = TmpLoginAuthenticator()
     assert a.auto_login is True
     assert a.login_url("/hub/") == "/hub/tmplogin"
@@ -124,7 +118,7 @@ def test_defaults_and_drop_in_login_url(monkeypatch):
 
 
 def test_signing_key_from_env_or_config(monkeypatch):
-    monkeypatch.setenv(auth_mod.SIGNING_KEY_ENV, "from-env")
+    monkeypatch.setenv(SIGNING_KEY_ENV, "from-env")
     assert TmpLoginAuthenticator().signing_key == b"from-env"
     c = Config()
     c.TmpLoginAuthenticator.link_signing_key = b"\x00\x01raw"
@@ -206,7 +200,7 @@ async def test_mixin_keeps_the_other_authenticator_for_named_users():
     assert await a.authenticate(None, {"username": "alice", "password": "pw"}) == "alice"
     assert a.login_url("/hub/") == "/hub/login"
     a.reserve("n1")
-    assert await a.authenticate(None, {auth_mod._ANONYMOUS_LOGIN: "n1"}) == {
+    assert await a.authenticate(None, a.login_data("n1")) == {
         "name": "n1",
         "groups": ["anonymous"],
     }

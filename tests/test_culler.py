@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from cnbi_spawner.service.culler import (
+from cnbi_spawner.service.cull_policy import (
     Action,
     CullPolicy,
     Thresholds,

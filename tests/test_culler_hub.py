@@ -12,7 +12,8 @@ import uuid
 
 import pytest
 
-from cnbi_spawner.service.culler import Action, Culler, CullPolicy, Thresholds
+from cnbi_spawner.service.cull_policy import Action, CullPolicy, Thresholds
+from cnbi_spawner.service.culler import Culler
 from cnbi_spawner.service.hubapi import HubClient
 
 pytestmark = [pytest.mark.slow]

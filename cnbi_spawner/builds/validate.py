@@ -67,7 +67,6 @@ MAX_PACKAGES = 200
 MAX_PACKAGE_LEN = 200
 MAX_IMAGE_REF = 255
 MAX_REPO_URL = 500
-MAX_REF = 128
 MIN_TTL, MAX_TTL = 3600, 30 * 24 * 3600
 NAME_SLUG_MAX = 30  # + "-" + suffix; leaves room for "cnbi-<name>-package-list" in 63
 SUFFIX_LEN = 5

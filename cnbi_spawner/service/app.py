@@ -42,7 +42,6 @@ config file (``--config``); ``cnbi-hub service --help-all`` lists every knob.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 import os
 import secrets
@@ -58,12 +57,22 @@ from tornado.log import LogFormatter
 from traitlets import Bool, Float, Int, Unicode, default
 from traitlets.config import Application, Configurable
 
+from ..images.registry import ImageRegistry
+from ..kube import make_api_client
 from ..signing import SIGNING_KEY_ENV
+from . import build_pages, builds, sessions
+from .builds import BuildSettings
+from .catalog import CatalogHandler, ImagesAPIHandler
 from .context import HERE, ServiceContext, make_jinja
-from .culler import Culler, CullPolicy, Thresholds
+from .cull_policy import CullPolicy, Thresholds
+from .culler import Culler
+from .health import HealthHandler
 from .hubapi import HubClient
+from .indexer import IndexSettings, NotebookIndexer
+from .kubeapi import UserStorage
 from .metrics import MetricsHandler, ServiceMetrics
 from .pool import PoolManager, PoolSettings
+from .rebuilds import RebuildLoop, RebuildSettings
 
 SERVICE_SCOPES = ("list:users", "read:users", "read:servers", "delete:servers", "delete:users")
 
@@ -187,9 +196,6 @@ class OAuthCallbackHandler(HubOAuthCallbackHandler):
 
 
 def make_app(ctx: ServiceContext, hub_auth: HubOAuth) -> web.Application:
-    from .catalog import CatalogHandler, ImagesAPIHandler
-    from .health import HealthHandler
-
     p = ctx.prefix
     handlers: list = [
         (p.rstrip("/"), web.RedirectHandler, {"url": p}),
@@ -201,17 +207,7 @@ def make_app(ctx: ServiceContext, hub_auth: HubOAuth) -> web.Application:
         (p + "metrics", MetricsHandler),
         (p + r"static/(.*)", web.StaticFileHandler, {"path": str(HERE / "static")}),
     ]
-    try:
-        from . import builds
-    except ModuleNotFoundError as e:  # builds not installed; a broken builds.py still raises
-        if e.name != f"{__package__}.builds":
-            raise
-        builds = None
-    if builds is not None:
-        handlers[1:1] = builds.handlers(p)
-    from . import sessions  # own servers + launch diagnostics (issue 13)
-
-    handlers[1:1] = sessions.handlers(p)
+    handlers[1:1] = [*sessions.handlers(p), *builds.handlers(p), *build_pages.handlers(p)]
     return web.Application(
         handlers,
         cnbi=ctx,
@@ -230,22 +226,6 @@ def _sizes(config) -> list[str]:
     except Exception:
         return []
     return [n for n, p in policy.packages.items() if policy.allowed_for(p, anonymous=True)]
-
-
-def _optional_classes() -> list:
-    """Configurables owned by other modules, listed in ``--help-all`` when present."""
-    out = []
-    for module, name in (
-        ("cnbi_spawner.images.registry", "ImageRegistry"),
-        ("cnbi_spawner.service.builds", "BuildSettings"),
-        ("cnbi_spawner.service.rebuilds", "RebuildSettings"),
-        ("cnbi_spawner.service.indexer", "IndexSettings"),
-    ):
-        try:
-            out.append(getattr(importlib.import_module(module), name))
-        except (ImportError, AttributeError):
-            pass
-    return out
 
 
 class ServiceApp(Application):
@@ -279,7 +259,16 @@ class ServiceApp(Application):
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.classes = [ServiceApp, CullerSettings, PoolSettings, *_optional_classes()]
+        # configurables owned by other modules, listed in ``--help-all`` too
+        self.classes = [
+            ServiceApp,
+            CullerSettings,
+            PoolSettings,
+            ImageRegistry,
+            BuildSettings,
+            RebuildSettings,
+            IndexSettings,
+        ]
 
     def initialize(self, argv=None) -> None:
         self.parse_command_line(argv)
@@ -309,22 +298,15 @@ class ServiceApp(Application):
         if not ctx.prefix.endswith("/"):
             ctx.prefix += "/"
         if settings.kubernetes:
-            from .kubeapi import UserStorage, make_api_client
-
             ctx.kube = await make_api_client(settings.kubeconfig or None)
             ctx.storage = UserStorage(ctx.kube, settings.namespace)
         if settings.registry:
-            try:
-                from ..images.registry import ImageRegistry
-            except ImportError as e:
-                self.log.warning("Image registry not available (%s): catalog is empty", e)
-            else:
-                ctx.registry = ImageRegistry.shared(parent=self, config=self.config)
-                configured = self.config.get("ImageRegistry", {})
-                if "kubeconfig" not in configured and settings.kubeconfig:
-                    ctx.registry.kubeconfig = settings.kubeconfig
-                if "namespaces" not in configured:
-                    ctx.registry.namespaces = [settings.namespace]
+            ctx.registry = ImageRegistry.shared(parent=self, config=self.config)
+            configured = self.config.get("ImageRegistry", {})
+            if "kubeconfig" not in configured and settings.kubeconfig:
+                ctx.registry.kubeconfig = settings.kubeconfig
+            if "namespaces" not in configured:
+                ctx.registry.namespaces = [settings.namespace]
         ctx.culler = Culler(
             hub,
             settings.policy(),
@@ -358,14 +340,10 @@ class ServiceApp(Application):
         if settings.cull_every > 0:
             tasks.append(asyncio.create_task(ctx.culler.run_forever(settings.cull_every, stop)))
         if ctx.registry is not None and ctx.kube is not None:
-            from .rebuilds import RebuildLoop, RebuildSettings
-
             rebuild_settings = RebuildSettings(parent=self)
             if rebuild_settings.enabled:  # ctx.rebuilds.notes feed the catalog's rebuild line
                 ctx.rebuilds = RebuildLoop(ctx.kube, ctx.registry, ctx.namespace, rebuild_settings)
                 tasks.append(asyncio.create_task(ctx.rebuilds.run(stop)))
-            from .indexer import IndexSettings, NotebookIndexer
-
             index_settings = IndexSettings(parent=self)
             if index_settings.enabled:
                 indexer = NotebookIndexer(ctx.kube, ctx.registry, ctx.namespace, index_settings)

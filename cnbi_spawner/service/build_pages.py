@@ -13,10 +13,10 @@ from tornado import web
 from ..builds.resource import creator_of
 from ..builds.validate import BuildRequestError, parse_body
 from ..errors import LaunchError
-from .builds import _BuildsBase
+from .builds import NAME_RE, BuildsHandlerBase
 
 
-class _PageBase(_BuildsBase):
+class _PageBase(BuildsHandlerBase):
     def render_page(self, template: str, status: int = 200, **ns) -> None:
         self.set_status(status)
         self.set_header("Cache-Control", "no-store")
@@ -124,3 +124,13 @@ class BuildPageHandler(_PageBase):
             raise web.HTTPError(400, "unknown action")
         await self.delete_cr(name)
         self.redirect(f"{self.ctx.prefix}builds")
+
+
+def handlers(prefix: str) -> list:
+    """Tornado URL specs for the build pages under ``prefix`` (ends with /)."""
+    p = prefix
+    return [
+        (p + "builds", BuildsPageHandler),
+        (p + "builds/new", BuildFormHandler),
+        (p + f"builds/{NAME_RE}", BuildPageHandler),
+    ]

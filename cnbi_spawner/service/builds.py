@@ -50,31 +50,6 @@ from .context import HubServiceHandler
 SCOPE = "custom:cnbi:builds"
 NAME_RE = r"([a-z0-9][a-z0-9-]{0,62})"
 
-#: ``c.JupyterHub.custom_scopes.update(CUSTOM_SCOPES)``
-CUSTOM_SCOPES = {SCOPE: {"description": "Request custom course image builds (CustomNBImages)."}}
-#: add to the ``cnbi`` entry of ``c.JupyterHub.services`` so OAuth logins carry the scope
-SERVICE_OAUTH = {"oauth_client_allowed_scopes": [SCOPE]}
-
-
-def author_role(
-    users: list[str] | tuple[str, ...] = (),
-    groups: list[str] | tuple[str, ...] = ("authors",),
-    services: list[str] | tuple[str, ...] = (),
-    service_name: str = "cnbi",
-) -> dict:
-    """A hub role (``c.JupyterHub.load_roles``) for course authors: builds + the service.
-
-    Never grant it to the anonymous group: the builds API refuses anonymous users anyway.
-    """
-    return {
-        "name": "cnbi-author",
-        "description": "Course authors: request custom course images",
-        "scopes": [SCOPE, f"access:services!service={service_name}"],
-        "users": list(users),
-        "groups": list(groups),
-        "services": list(services),
-    }
-
 
 class BuildSettings(Configurable):
     """Knobs of the builds API (``c.BuildSettings.*`` in the service config)."""
@@ -132,7 +107,7 @@ def build_json(cr: dict, status: BuildStatus, image=None, launch_url: str = "") 
     }
 
 
-class _BuildsBase(HubServiceHandler):
+class BuildsHandlerBase(HubServiceHandler):
     hub_scopes = {SCOPE}
 
     @property
@@ -291,7 +266,7 @@ class _BuildsBase(HubServiceHandler):
         return logging.getLogger("cnbi.builds")
 
 
-class _APIBase(_BuildsBase):
+class _APIBase(BuildsHandlerBase):
     def get_login_url(self):
         raise web.HTTPError(403, "a hub token or login with the builds scope is required")
 
@@ -398,15 +373,11 @@ class BuildEventsHandler(_APIBase):
 
 
 def handlers(prefix: str) -> list:
-    """Tornado URL specs for the builds API and pages under ``prefix`` (ends with /)."""
-    from .build_pages import BuildFormHandler, BuildPageHandler, BuildsPageHandler
-
+    """Tornado URL specs for the builds API under ``prefix`` (ends with /); the pages are
+    :func:`cnbi_spawner.service.build_pages.handlers`."""
     p = prefix
     return [
         (p + "api/builds", BuildsAPIHandler),
         (p + f"api/builds/{NAME_RE}/events", BuildEventsHandler),
         (p + f"api/builds/{NAME_RE}", BuildAPIHandler),
-        (p + "builds", BuildsPageHandler),
-        (p + "builds/new", BuildFormHandler),
-        (p + f"builds/{NAME_RE}", BuildPageHandler),
     ]

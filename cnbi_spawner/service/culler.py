@@ -1,7 +1,7 @@
 """The culler: stop idle servers, delete throw-away learners and their storage.
 
 The policy (what gets culled, why, and the safety rules) is :mod:`.cull_policy`, pure
-data in, decisions out; it is re-exported here. :class:`Culler` does the I/O: every
+data in, decisions out. :class:`Culler` does the I/O: every
 ``cull_every`` seconds it pages through the hub's user list (``GET
 /hub/api/users?state=active`` and ``?state=inactive``, paginated like
 jupyterhub-idle-culler 2.x) and lists the user PVCs once, asks :func:`decide` about each
@@ -17,16 +17,12 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from .cull_policy import (  # noqa: F401  (the policy's names are importable from here too)
-    PVC_COMPONENT_SELECTOR,
-    USERNAME_KEY,
+from .cull_policy import (
     Action,
     CullDecision,
     CullPolicy,
-    Thresholds,
     decide,
     orphan_pvcs,
-    parse_time,
     pvc_owner,
     user_kind,
 )

@@ -22,13 +22,6 @@ from .cull_policy import PVC_COMPONENT_SELECTOR
 log = logging.getLogger("cnbi.kube")
 
 
-async def make_api_client(kubeconfig: str | None = None) -> client.ApiClient:
-    """Delegate to the shared builder (``cnbi_spawner.kube``)."""
-    from ..kube import make_api_client as shared
-
-    return await shared(kubeconfig)
-
-
 class UserStorage:
     """KubeSpawner user PVCs in ``namespace``, through a kubernetes_asyncio ApiClient."""
 
