@@ -321,7 +321,7 @@ class TmpLoginMixin(LoggingConfigurable):
         return [
             *super().get_handlers(app),
             ("/tmplogin", TmpLoginHandler, {"tmplogin": self}),
-            ("/waiting-room", WaitingRoomHandler),
+            ("/waiting-room", WaitingRoomHandler, {"tmplogin": self}),
         ]
 
 

@@ -56,7 +56,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import quote, urlencode
 
 from jupyterhub.handlers import BaseHandler
@@ -71,12 +71,36 @@ from .errors import BadSignature, LaunchError, RegistryNotReady, Throttled
 from .link_preview import PAGE, Visit, VisitDecision, classify, preview_page
 from .pool import PoolKey
 from .ratelimit import client_key
+from .selection import ImageSource, LaunchPolicy, plan_launch
 from .signing import TICKET_PARAM, launch_ticket, verify_params
-from .waiting_page import Waiting
+from .waiting_page import LobbyAuth, Waiting
 from .waiting_room import RoomFull
 
-if TYPE_CHECKING:
-    from .auth import TmpLoginMixin
+
+class TmpLoginAuth(LobbyAuth, Protocol):
+    """What the handler needs from the authenticator that registers it (``TmpLoginMixin``
+    on a JupyterHub ``Authenticator``, :mod:`cnbi_spawner.auth`), which passes itself as the
+    handler's ``tmplogin`` argument. A protocol, so this module never imports ``auth``."""
+
+    default_launch: dict
+    named_users_launch_as_self: bool
+    reuse_sessions: bool
+    trusted_proxy_count: int
+    link_max_ttl: int
+    manage_groups: bool
+
+    @property
+    def signing_key(self) -> bytes: ...
+    def launch_policy(self) -> LaunchPolicy: ...
+    async def ready_registry(self) -> ImageSource: ...
+    def user_is_anonymous(self, user: Any) -> bool: ...
+    def login_data(self, name: str) -> dict: ...
+    def is_reserved(self, name: str) -> bool: ...
+    def reserve(self, name: str) -> None: ...
+    def release(self, name: str) -> None: ...
+    def in_group(self, user: Any) -> bool: ...
+    def add_to_group(self, user: Any, db: Any, *, commit: bool = True) -> None: ...
+
 
 RESULTS = (
     "ok",
@@ -169,7 +193,7 @@ class TmpLoginHandler(BaseHandler):
     """``GET /hub/tmplogin``: see the module docstring (``HEAD`` previews, ``POST`` is the
     preview page's launch button)."""
 
-    def initialize(self, tmplogin: TmpLoginMixin) -> None:
+    def initialize(self, tmplogin: TmpLoginAuth) -> None:
         self.tmplogin = tmplogin  # the authenticator that registered this handler
 
     async def get(self) -> None:
@@ -217,7 +241,7 @@ class TmpLoginHandler(BaseHandler):
         if result == "claimed":
             observe_claim(started)
 
-    async def _plan(self, auth: TmpLoginMixin, *, anonymous: bool) -> Any:
+    async def _plan(self, auth: TmpLoginAuth, *, anonymous: bool) -> Any:
         """Check the signature and plan the launch (pure): the plan, or None for no options."""
         query = self.request.query_arguments
         if auth.signing_key:
@@ -227,13 +251,11 @@ class TmpLoginHandler(BaseHandler):
             options = {k: str(v) for k, v in auth.default_launch.items()}
         if not options:
             return None
-        from .selection import plan_launch
-
         return plan_launch(
             options, await auth.ready_registry(), auth.launch_policy(), anonymous=anonymous
         )
 
-    async def _preview(self, auth: TmpLoginMixin, decision: VisitDecision, client: str) -> None:
+    async def _preview(self, auth: TmpLoginAuth, decision: VisitDecision, client: str) -> None:
         """The link preview / one-button page; creates nothing (module docstring, step 0)."""
         plan = await self._plan(auth, anonymous=True)
         if plan is not None:
@@ -262,7 +284,7 @@ class TmpLoginHandler(BaseHandler):
         self.set_header("X-Robots-Tag", "noindex, nofollow")
         self.finish(html)
 
-    async def _launch(self, auth: TmpLoginMixin, client: str) -> tuple[str, str, str]:
+    async def _launch(self, auth: TmpLoginAuth, client: str) -> tuple[str, str, str]:
         lobby = auth.lobby
         browser = lobby.enabled and not wants_json(self.request.headers.get("Accept", ""))
         place = lobby.place_of(self) if browser else None
@@ -322,7 +344,7 @@ class TmpLoginHandler(BaseHandler):
         return "ok", url, f"user={new_user.name} course={course}"
 
     def _wait_unless(
-        self, check: Callable[..., None], auth: TmpLoginMixin, browser: bool, what: str, wants: str
+        self, check: Callable[..., None], auth: TmpLoginAuth, browser: bool, what: str, wants: str
     ) -> None:
         """Run one of the lobby's checks for a newcomer (``check(auth, settings)`` raises
         ``Throttled``); a browser that must wait gets a place instead of the refusal."""
@@ -354,7 +376,7 @@ class TmpLoginHandler(BaseHandler):
         pending = url_path_join(self.hub.base_url, "spawn-pending", user.escaped_name)
         return pending + "?" + urlencode({"next": target}, quote_via=quote)
 
-    async def _login_anonymous(self, auth: TmpLoginMixin) -> Any:
+    async def _login_anonymous(self, auth: TmpLoginAuth) -> Any:
         """Create the UUID user (in the anonymous group) and set its cookie."""
         name = new_anonymous_name()
         auth.reserve(name)

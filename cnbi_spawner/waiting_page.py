@@ -44,7 +44,7 @@ import secrets
 import time
 from collections import deque
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader
 from jupyterhub.metrics import SERVER_SPAWN_DURATION_SECONDS
@@ -56,6 +56,7 @@ from traitlets.config import LoggingConfigurable
 
 from .claim import ready_pool_servers
 from .errors import Throttled
+from .ratelimit import RateLimiter
 from .waiting_room import (
     Place,
     RoomFull,
@@ -66,8 +67,23 @@ from .waiting_room import (
     poll_after,
 )
 
-if TYPE_CHECKING:
-    from .auth import TmpLoginMixin
+
+class LobbyAuth(Protocol):
+    """What the waiting room needs from the authenticator (``TmpLoginMixin``,
+    :mod:`cnbi_spawner.auth`, which passes itself to the handler as ``tmplogin``). A
+    protocol, so this module never imports ``auth`` (which imports this one)."""
+
+    capacity_retry_after: int
+    claim_pool_servers: bool
+
+    @property
+    def rate_limiter(self) -> RateLimiter: ...
+    @property
+    def lobby(self) -> Lobby: ...
+    def check_capacity(self, users: Any) -> None: ...
+    def capacity_headroom(self, users: Any) -> int | None: ...
+    def starting(self) -> int: ...
+
 
 PLACE_COOKIE = "cnbi-place"
 #: shortest time between two admission rounds (a round walks the hub's user list once)
@@ -247,7 +263,7 @@ class Lobby:
 
     # --- admission -----------------------------------------------------------------------
 
-    def check_line(self, auth: TmpLoginMixin, settings: dict) -> None:
+    def check_line(self, auth: LobbyAuth, settings: dict) -> None:
         """Raise ``Throttled`` while anyone waits: a newcomer may not overtake."""
         if self.room.busy:
             raise Throttled(
@@ -256,7 +272,7 @@ class Lobby:
                 status=503,
             )
 
-    def gate(self, auth: TmpLoginMixin, settings: dict) -> None:
+    def gate(self, auth: LobbyAuth, settings: dict) -> None:
         """Raise ``Throttled`` unless a newcomer's spawn may start now (then it has taken
         its hub-wide login token). ``settings``: the hub's tornado settings."""
         self.check_line(auth, settings)
@@ -277,7 +293,7 @@ class Lobby:
         if self._spawn_free is not None:
             self._spawn_free -= 1  # this login will spawn before the next round counts it
 
-    def tick(self, auth: TmpLoginMixin, settings: dict) -> None:
+    def tick(self, auth: LobbyAuth, settings: dict) -> None:
         """One admission round, unless one ran less than ``TICK_SECONDS`` ago.
         ``settings``: the hub's tornado settings (``users``, ``db``, spawn limit)."""
         now = self.clock()
@@ -351,7 +367,7 @@ class Lobby:
     def wait_seconds(self, position: int) -> float | None:
         return estimate_wait(position, self.room.admissions_per_second(), self.spawn_seconds())
 
-    def retry_after(self, auth: TmpLoginMixin) -> int:
+    def retry_after(self, auth: LobbyAuth) -> int:
         """Retry-After for a JSON client: the wait at the back of the queue, if measured."""
         wait = self.wait_seconds(len(self.room))
         if wait is None:
@@ -397,14 +413,13 @@ class Lobby:
 class WaitingRoomHandler(web.RequestHandler):
     """``GET /hub/waiting-room``: the place's status as JSON (see the module docstring)."""
 
-    def get(self) -> None:
-        from .auth import TmpLoginMixin  # auth imports this module
+    def initialize(self, tmplogin: LobbyAuth) -> None:
+        self.tmplogin = tmplogin  # the authenticator that registered this handler
 
+    def get(self) -> None:
         self.set_header("Cache-Control", "no-store")
         self.set_header("Content-Type", "application/json; charset=UTF-8")
-        auth = self.settings.get("authenticator")
-        if not isinstance(auth, TmpLoginMixin):
-            raise web.HTTPError(404)
+        auth = self.tmplogin
         lobby = auth.lobby
         place = lobby.place_of(self)
         if place is not None:
