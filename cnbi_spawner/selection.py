@@ -8,14 +8,14 @@ in practice ``images.registry.ImageRegistry``.
 
 Rules (the URL contract of DESIGN §3, decided here):
 
+- Names, values and their grammar are :mod:`cnbi_spawner.launch_grammar`'s.
 - Keys: ``course`` (alias ``image``), ``notebook``, ``size``, plus ``sig``/``exp``/``ticket``
   which are accepted and ignored here (the authenticator checks signatures, the spawner
   checks tickets). Any other key -> 400.
   A key given twice -> 400; ``course`` and ``image`` together -> 400 (they are one parameter).
-- Values: a string, bytes (UTF-8, else 400) or a one-element list of those. Anything else
-  (numbers, objects, empty or longer lists) -> 400.
-- ``course``: required; 1-256 characters from ``A-Z a-z 0-9 . _ : @ + / -``, starting with a
-  letter or digit. Checked *before* the registry is asked, so junk never reaches a lookup.
+- Values: one piece of text (``launch_grammar.flatten``), else 400.
+- ``course``: required, a course name by the grammar. Checked *before* the registry is
+  asked, so junk never reaches a lookup.
   Matching is the registry's (case-insensitive names, aliases, tags; outdated images hidden).
   With ``allow_outdated=True`` (re-planning a server that already launched once) the exact
   key is looked up first with ``images.get``, so a restart keeps an image that has since
@@ -44,15 +44,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from . import launch_grammar as grammar
 from .errors import SelectionError, UnknownImage
 from .images.model import KnownImage
 from .notebook_paths import listed_notebooks, normalise_notebook, notebook_url
 
 LABEL_PREFIX = "cnbi.meteor.zone/"
-KNOWN_KEYS = frozenset({"course", "image", "notebook", "size", "sig", "exp", "ticket"})
-MAX_COURSE_CHARS = 256  # the registry's own bound on names (images/index.py)
-_COURSE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@+/-]*\Z")
-_SIZE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z")
+KNOWN_KEYS = grammar.LAUNCH_OPTIONS | grammar.LINK_PARAMS
 _SHOWABLE_KEY_RE = re.compile(r"[A-Za-z0-9_.-]{1,40}\Z")
 _LABEL_VALUE_RE = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9._-]{0,61}[A-Za-z0-9])?)?\Z")
 _MAX_IGNORED_CHARS = 512
@@ -219,10 +217,10 @@ class LaunchPlan:
 
     def user_options(self) -> dict[str, str]:
         """The canonical options the hub stores; planning them again gives this plan."""
-        options = {"course": self.image.key}
+        options = {grammar.COURSE: self.image.key}
         if self.notebook is not None:
-            options["notebook"] = self.notebook
-        options["size"] = self.size.name
+            options[grammar.NOTEBOOK] = self.notebook
+        options[grammar.SIZE] = self.size.name
         return options
 
 
@@ -232,26 +230,21 @@ def _describe_key(key: object) -> str:
     return "a parameter"
 
 
+_VALUE_PROBLEMS = {
+    "repeated": "was given more than once",
+    "empty": "has no value",
+    "encoding": "is not valid UTF-8 text",
+    "type": "must be text",
+}
+
+
 def _single_value(key: str, raw: object) -> str:
-    """One text value from a str/bytes or a one-element list of them."""
-    if isinstance(raw, list | tuple):
-        if len(raw) > 1:
-            raise SelectionError(
-                f"The launch parameter {_describe_key(key)} was given more than once."
-            )
-        if not raw:
-            raise SelectionError(f"The launch parameter {_describe_key(key)} has no value.")
-        raw = raw[0]
-    if isinstance(raw, bytes | bytearray):
-        try:
-            raw = bytes(raw).decode("utf-8")
-        except UnicodeDecodeError:
-            raise SelectionError(
-                f"The launch parameter {_describe_key(key)} is not valid UTF-8 text."
-            ) from None
-    if not isinstance(raw, str):
-        raise SelectionError(f"The launch parameter {_describe_key(key)} must be text.")
-    return raw
+    """One text value (``launch_grammar.flatten``), refusals worded for the learner."""
+    try:
+        return grammar.flatten(raw)
+    except grammar.QueryValueError as e:
+        problem = _VALUE_PROBLEMS[e.reason]
+        raise SelectionError(f"The launch parameter {_describe_key(key)} {problem}.") from None
 
 
 def parse(options: Mapping[str, Any]) -> LaunchRequest:
@@ -274,25 +267,25 @@ def parse(options: Mapping[str, Any]) -> LaunchRequest:
                 f"The launch parameter {_describe_key(key)} was given more than once."
             )
         values[key] = _single_value(key, raw)
-    if "course" in values and "image" in values:
+    if grammar.COURSE in values and grammar.IMAGE in values:
         raise SelectionError("Give either 'course' or 'image' (they mean the same), not both.")
-    for key in ("sig", "exp", "ticket"):
+    for key in sorted(grammar.LINK_PARAMS):
         value = values.get(key, "")
         if len(value) > _MAX_IGNORED_CHARS or not value.isprintable():
             raise SelectionError(f"The launch parameter '{key}' is malformed.")
 
-    course = values.get("course", values.get("image", ""))
+    course = values.get(grammar.COURSE, values.get(grammar.IMAGE, ""))
     if not course:
         raise SelectionError("Please say which course to start (the 'course' parameter).")
-    if len(course) > MAX_COURSE_CHARS or not _COURSE_RE.match(course):
+    if not grammar.is_course_name(course):
         raise SelectionError(
             "That is not a valid course name: use letters, digits and . _ : - "
-            f"(at most {MAX_COURSE_CHARS} characters)."
+            f"(at most {grammar.MAX_NAME_CHARS} characters)."
         )
-    size = values.get("size") or None
-    if size is not None and not _SIZE_RE.match(size):
+    size = values.get(grammar.SIZE) or None
+    if size is not None and not grammar.is_size_name(size):
         raise SelectionError("That is not a valid size name.")
-    notebook = normalise_notebook(values.get("notebook", ""))
+    notebook = normalise_notebook(values.get(grammar.NOTEBOOK, ""))
     return LaunchRequest(course=course, notebook=notebook, size=size)
 
 

@@ -44,14 +44,12 @@ from collections.abc import Mapping, Sequence
 from urllib.parse import quote, urlencode
 
 from .errors import BadSignature
+from .launch_grammar import COURSE, EXP, NOTEBOOK, SIG, SIZE, TICKET, QueryValueError, flatten
 
 #: where the hub (TmpLoginMixin) and the cnbi service read the key when it is not configured
 SIGNING_KEY_ENV = "CNBI_LINK_SIGNING_KEY"
-SIG_PARAM = "sig"
-EXP_PARAM = "exp"
 _DOMAIN = b"cnbi-tmplogin-v1\n"
 _TICKET_DOMAIN = b"cnbi-ticket-v1\n"
-TICKET_PARAM = "ticket"
 _SIG_LEN = 43  # base64url of 32 bytes, unpadded
 
 
@@ -64,22 +62,22 @@ def _single(params: Mapping[str, object]) -> dict[str, str]:
     """Flatten a query mapping (values may be lists of str/bytes); repeats are refused."""
     flat: dict[str, str] = {}
     for name, value in params.items():
-        if isinstance(value, list | tuple):
-            if len(value) != 1:
-                raise BadSignature("This launch link repeats a parameter, so it cannot be checked.")
-            value = value[0]
-        if isinstance(value, bytes):
-            try:
-                value = value.decode("utf-8")
-            except UnicodeDecodeError:
+        try:
+            flat[str(name)] = flatten(value)
+        except QueryValueError as e:
+            if e.reason == "encoding":
                 raise BadSignature("This launch link is not valid UTF-8.") from None
-        flat[str(name)] = str(value)
+            if e.reason != "type":
+                raise BadSignature(
+                    "This launch link repeats a parameter, so it cannot be checked."
+                ) from None
+            flat[str(name)] = str(value)  # e.g. a number from a caller's own mapping
     return flat
 
 
 def canonical(params: Mapping[str, str]) -> bytes:
     """The exact bytes that are signed: every parameter but ``sig``, sorted and encoded."""
-    pairs = sorted((k, v) for k, v in params.items() if k != SIG_PARAM)
+    pairs = sorted((k, v) for k, v in params.items() if k != SIG)
     body = "&".join(quote(k, safe="") + "=" + quote(v, safe="") for k, v in pairs)
     return _DOMAIN + body.encode("utf-8")
 
@@ -94,9 +92,9 @@ def sign_params(params: Mapping[str, str], key: bytes | str, expires: int) -> di
     """A copy of ``params`` with ``exp`` (the given epoch second) and ``sig`` added."""
     if not as_key(key):
         raise ValueError("the signing key is empty")
-    signed = {k: str(v) for k, v in params.items() if k not in (SIG_PARAM, EXP_PARAM)}
-    signed[EXP_PARAM] = str(int(expires))
-    signed[SIG_PARAM] = signature(signed, key)
+    signed = {k: str(v) for k, v in params.items() if k not in (SIG, EXP)}
+    signed[EXP] = str(int(expires))
+    signed[SIG] = signature(signed, key)
     return signed
 
 
@@ -113,10 +111,10 @@ def verify_params(
     ``max_ttl`` (seconds) bounds how far in the future ``exp`` may lie; ``None`` or 0: no bound.
     """
     flat = _single(params)
-    sig = flat.get(SIG_PARAM)
+    sig = flat.get(SIG)
     if not sig:
         raise BadSignature("This hub only accepts signed launch links, and this one is not signed.")
-    exp_text = flat.get(EXP_PARAM, "")
+    exp_text = flat.get(EXP, "")
     if not exp_text:
         raise BadSignature("This launch link has no expiry time, so it cannot be accepted.")
     if len(sig) != _SIG_LEN or not exp_text.isascii() or not exp_text.isdigit():
@@ -137,7 +135,7 @@ def verify_params(
 
 def launch_ticket(key: bytes | str, user: str, options: Mapping[str, str]) -> str:
     """The ticket binding ``user`` to these canonical launch options (see module doc)."""
-    body = {k: v for k, v in options.items() if k != TICKET_PARAM}
+    body = {k: v for k, v in options.items() if k != TICKET}
     message = _TICKET_DOMAIN + user.encode("utf-8") + b"\n" + canonical(body)
     digest = hmac.new(as_key(key), message, hashlib.sha256).digest()
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
@@ -157,7 +155,7 @@ def verify_ticket(key: bytes | str, user: str, options: Mapping[str, str], ticke
 
 def launch_link(base_url: str, params: Mapping[str, str]) -> str:
     """``<base_url>/tmplogin?<params>`` with ``course`` first and ``sig`` last (readability)."""
-    order = {"course": 0, "notebook": 1, "size": 2, EXP_PARAM: 8, SIG_PARAM: 9}
+    order = {COURSE: 0, NOTEBOOK: 1, SIZE: 2, EXP: 8, SIG: 9}
     pairs = sorted(params.items(), key=lambda kv: (order.get(kv[0], 5), kv[0]))
     return base_url.rstrip("/") + "/tmplogin?" + urlencode(pairs, quote_via=quote)
 

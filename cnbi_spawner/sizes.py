@@ -33,9 +33,9 @@ from typing import Any
 from traitlets import Dict, TraitError, Unicode, default, validate
 from traitlets.config import Configurable
 
+from .launch_grammar import is_size_name
 from .selection import RESOURCE_FIELDS, LaunchPolicy, ResourcePackage, parse_quantity
 
-_NAME_RE = re.compile(r"[a-z0-9](?:[-a-z0-9_.]{0,61}[a-z0-9])?\Z")
 _MEM_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([KMGT]i?)?\Z")
 _MEM_UNITS = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 _FIELDS = {"display_name", "description", *RESOURCE_FIELDS}
@@ -149,7 +149,7 @@ def _object_list(value: Any, what: str) -> tuple[dict, ...]:
 
 def build_package(name: str, spec: Mapping[str, Any]) -> ResourcePackage:
     """One ``ResourcePackage`` from its config dict; ValueError naming the bad field."""
-    if not isinstance(name, str) or not _NAME_RE.match(name):
+    if not isinstance(name, str) or name != name.lower() or not is_size_name(name):
         raise ValueError(
             f"resource package name {name!r} must be lower-case letters, digits, '-', '_' "
             "or '.', at most 63 characters"

@@ -49,9 +49,10 @@ from .errors import LaunchError, RegistryNotReady
 from .images.model import KnownImage
 from .images.registry import ImageRegistry
 from .launch_failures import progress_message
+from .launch_grammar import TICKET, flatten
 from .launch_guard import LaunchDiagnostics, guard_start
 from .selection import RESOURCE_FIELDS, LaunchPlan, ResourcePackage, plan_launch
-from .signing import TICKET_PARAM, verify_ticket
+from .signing import verify_ticket
 from .sizes import ResourcePolicy
 
 # KubeSpawner traits a plan sets; their configured values are the base each plan adds to.
@@ -143,13 +144,9 @@ def _applied_in_load_user_options(spawner: Any, user_options: dict) -> None:
     """
 
 
-def _single_text(value: Any) -> str:
-    """One option value as text: the hub gives str, bytes or a one-element list."""
-    if isinstance(value, list | tuple):
-        value = value[0] if len(value) == 1 else ""
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", "replace")
-    return value if isinstance(value, str) else ""
+def _ticket(options: Mapping[str, Any]) -> str:
+    """The launch ticket among ``options`` ("" if none); ``plan_launch`` checked its shape."""
+    return flatten(options[TICKET]) if TICKET in options else ""
 
 
 class CNBiSpawner(KubeSpawner):
@@ -288,14 +285,13 @@ class CNBiSpawner(KubeSpawner):
         """
         key = self._ticket_key(plan)
         if key:
-            ticket = _single_text(options.get(TICKET_PARAM))
-            verify_ticket(key, self.user.name, plan.user_options(), ticket)
+            verify_ticket(key, self.user.name, plan.user_options(), _ticket(options))
 
     def _canonical(self, plan: LaunchPlan, options: Mapping[str, Any]) -> dict[str, str]:
         """The options the hub stores: the plan's, plus the checked ticket (restarts keep it)."""
         canonical = plan.user_options()
         if self._ticket_key(plan):
-            canonical[TICKET_PARAM] = _single_text(options.get(TICKET_PARAM))
+            canonical[TICKET] = _ticket(options)
         return canonical
 
     # -- hub hooks -----------------------------------------------------------------------

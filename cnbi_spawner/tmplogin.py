@@ -68,11 +68,12 @@ from tornado.httputil import responses
 from .anonymous import new_anonymous_name
 from .claim import claim_pool_server, observe_claim
 from .errors import BadSignature, LaunchError, RegistryNotReady, Throttled
+from .launch_grammar import LINK_PARAMS, TICKET
 from .link_preview import PAGE, Visit, VisitDecision, classify, preview_page
 from .pool import PoolKey
 from .ratelimit import client_key
 from .selection import ImageSource, LaunchPolicy, plan_launch
-from .signing import TICKET_PARAM, launch_ticket, verify_params
+from .signing import launch_ticket, verify_params
 from .waiting_page import LobbyAuth, Waiting
 from .waiting_room import RoomFull
 
@@ -117,7 +118,7 @@ RESULTS = (
     "waiting",
 )
 #: query parameters that are not launch options: the hub's ``next`` and the signature
-NOT_OPTIONS = frozenset({"next", "sig", "exp", "ticket"})
+NOT_OPTIONS = frozenset({"next"}) | LINK_PARAMS
 
 
 def _counter() -> Counter:
@@ -335,7 +336,7 @@ class TmpLoginHandler(BaseHandler):
         if plan is not None:
             options = plan.user_options()
             if key:  # bind the checked launch to this user (the spawner verifies it)
-                options[TICKET_PARAM] = launch_ticket(key, new_user.name, options)
+                options[TICKET] = launch_ticket(key, new_user.name, options)
             url = spawn_url(self.hub.base_url, options)
         else:  # the hub's own check of ?next= (same host, path only; "" when refused)
             url = self._validate_next_url(self.get_query_argument("next", "")) or spawn_url(

@@ -17,9 +17,9 @@ from cnbi_spawner.builds.validate import (
     check_quota,
     generate_name,
     parse_body,
-    valid_image_ref,
     validate_request,
 )
+from cnbi_spawner.launch_grammar import is_image_ref
 
 DNS1123 = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
 BASE = "registry.example/courses/s2i-minimal-py38-notebook:v0.2.2"
@@ -486,10 +486,15 @@ def test_design_samples_accepted_as_written(file, kind, pipelines, warned, shape
         ("/abs", False),
         ("a/../b", False),
         ("img\n", False),
+        # one grammar for builds and image sources: only sha256/sha512 digests
+        ("registry.example/org/img@sha512:" + "0" * 128, True),
+        ("registry.example/org/img@md5:" + "0" * 32, False),
+        ("registry.example/org/img@sha256+b64:" + "0" * 64, False),
+        ("registry.example/" + "a" * 240, False),  # repository over 255 characters
     ],
 )
 def test_image_refs(ref, valid):
-    assert valid_image_ref(ref) is valid
+    assert is_image_ref(ref) is valid
 
 
 def test_quota():

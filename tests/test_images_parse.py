@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cnbi_spawner.images.fields import normalize_notebook_path, split_image_ref
+from cnbi_spawner.images.fields import normalize_notebook_path
 from cnbi_spawner.images.imagestreams import parse_imagestream, parse_imagestream_report
 from cnbi_spawner.images.model import Package
 from cnbi_spawner.images.static import parse_static_report
+from cnbi_spawner.launch_grammar import split_image_ref
 
 FIXTURES = Path(__file__).parent / "fixtures" / "imagestreams"
 DS = "jupyter-datascience-notebook"

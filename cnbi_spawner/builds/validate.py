@@ -31,8 +31,8 @@ Policy (what a course author may ask for):
   ``[prepare, build]`` (``[build]`` alone stays as asked: the build pipeline prepares itself).
 - ``packageVersions``: 1-200 PEP 508 requirement strings (``packaging``), each at most
   200 characters, no direct URL references (``name @ url``), no duplicate names.
-- ``baseImage``: an image reference by the distribution reference grammar
-  (``[host[:port]/]path[:tag][@digest]``), no scheme, no spaces, at most 255 characters.
+- ``baseImage``: an image reference as :mod:`cnbi_spawner.launch_grammar` defines it
+  (``[host[:port]/]path[:tag][@sha256:…|@sha512:…]``, no scheme, no spaces).
 - ``runtimeEnvironment``: ``{pythonVersion: "3.N", osName?, osVersion?}``.
 - ``ttl``: optional whole seconds, 3600..2592000 (30 days).
 - The CustomNBImage name is generated: a DNS-1123 slug of ``displayName`` plus a short
@@ -59,13 +59,13 @@ from packaging.utils import canonicalize_name
 
 from cnbi_spawner.builds import GROUP, KIND, VERSION
 from cnbi_spawner.errors import LaunchError
+from cnbi_spawner.launch_grammar import is_image_ref
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_DISPLAY_NAME = 63
 MAX_DESCRIPTION = 500
 MAX_PACKAGES = 200
 MAX_PACKAGE_LEN = 200
-MAX_IMAGE_REF = 255
 MAX_REPO_URL = 500
 MIN_TTL, MAX_TTL = 3600, 30 * 24 * 3600
 NAME_SLUG_MAX = 30  # + "-" + suffix; leaves room for "cnbi-<name>-package-list" in 63
@@ -94,17 +94,8 @@ DRAFT_ACTIONS = {"build": ("prepare", "build"), "import": ("import",)}
 RUNTIME_KEYS = frozenset({"osName", "osVersion", "pythonVersion"})
 
 # distribution/reference grammar (reference/regexp.go), anchored.
-_ALNUM = r"[a-z0-9]+"
-_SEP = r"(?:[._]|__|[-]+)"
-_PATH_COMPONENT = rf"{_ALNUM}(?:{_SEP}{_ALNUM})*"
 _DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
 _DOMAIN = rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[0-9a-fA-F:]+\])(?::[0-9]+)?"
-_TAG = r"[\w][\w.-]{0,127}"
-_DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
-IMAGE_REF_RE = re.compile(
-    rf"(?:{_DOMAIN}/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*(?::{_TAG})?(?:@{_DIGEST})?",
-    re.ASCII,
-)
 PYTHON_VERSION_RE = re.compile(r"3\.[0-9]{1,2}", re.ASCII)
 OS_NAME_RE = re.compile(r"[a-z][a-z0-9.-]{0,31}", re.ASCII)
 OS_VERSION_RE = re.compile(r"[0-9A-Za-z][0-9A-Za-z._-]{0,15}", re.ASCII)
@@ -233,15 +224,6 @@ def _text(body: Mapping, key: str, errors: dict, *, max_len: int, required: bool
     else:
         return value
     return ""
-
-
-def valid_image_ref(ref: str) -> bool:
-    """Is ``ref`` an image reference by the distribution grammar (no scheme, no spaces)?"""
-    return (
-        isinstance(ref, str)
-        and 0 < len(ref) <= MAX_IMAGE_REF
-        and IMAGE_REF_RE.fullmatch(ref) is not None
-    )
 
 
 def _packages(value: object, errors: dict) -> tuple[str, ...]:
@@ -502,7 +484,7 @@ def validate_request(
     base_image = ""
     if body.get("baseImage") not in (None, ""):
         value = body["baseImage"]
-        if not isinstance(value, str) or not valid_image_ref(value):
+        if not isinstance(value, str) or not is_image_ref(value):
             errors.setdefault(
                 "baseImage", "must be an image reference like registry.example/org/image:tag"
             )

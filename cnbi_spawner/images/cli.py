@@ -25,7 +25,7 @@ from pathlib import Path
 
 import yaml
 
-from .fields import split_image_ref
+from ..launch_grammar import split_image_ref
 from .model import KnownImage
 
 

@@ -1,5 +1,7 @@
 """Validators for the values an image source hands us (annotations, static config).
 
+Names and image references follow :mod:`cnbi_spawner.launch_grammar`.
+
 Every value read from an ImageStream annotation or an operator's config file
 passes through one of these pure functions before it reaches a ``KnownImage``.
 They never raise on bad input: they return ``None`` / an empty result plus a
@@ -12,38 +14,23 @@ from __future__ import annotations
 import json
 import re
 
+from ..launch_grammar import TAG_PATTERN, is_course_name, is_image_ref, is_size_name
 from .model import Package
 
 #: Caps that keep a hostile annotation from costing memory or CPU.
 MAX_JSON_CHARS = 64 * 1024
 MAX_TEXT_CHARS = 2048
-MAX_NAME_CHARS = 256
+MAX_DISPLAY_CHARS = 256  # display names, creators
 MAX_LIST_ITEMS = 256
-MAX_IMAGE_REF_CHARS = 512
 MAX_NOTEBOOK_PATH_BYTES = 1024
 _INTERN_LIMIT = 100_000  # entries in each de-duplication table (cleared when full)
 
-_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_LABEL = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?"
-# like docker: the first component is a host only with a dot, a port, or "localhost"
-_PORT = r"(?::[0-9]{1,5})"
-_DOMAIN = rf"(?:localhost{_PORT}?|{_LABEL}(?:\.{_LABEL})+{_PORT}?|{_LABEL}{_PORT})"
-_TAG = r"\w[\w.-]{0,127}"
-_DIGEST = r"sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128}"
-IMAGE_REF_RE = re.compile(
-    rf"(?P<repo>(?:{_DOMAIN}/)?{_COMPONENT}(?:/{_COMPONENT})*)"
-    rf"(?::(?P<tag>{_TAG}))?(?:@(?P<digest>{_DIGEST}))?",
-    re.ASCII,
-)
-_ALIAS_RE = re.compile(r"[a-z0-9][a-z0-9._:/@+-]{0,127}", re.ASCII)
-_SIZE_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}", re.ASCII)
-_DIGEST_RE = re.compile(_DIGEST, re.ASCII)
 _TRAILING_COMMA_RE = re.compile(r",\s*([\]}])")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 
 
 _K8S_NAME_RE = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?", re.ASCII)
-_TAG_RE = re.compile(_TAG, re.ASCII)
+_TAG_RE = re.compile(TAG_PATTERN, re.ASCII)
 _URL_RE = re.compile(r"https?://[^\s\x00-\x1f\x7f\"'<>\\]{1,1000}", re.ASCII | re.IGNORECASE)
 
 
@@ -61,23 +48,9 @@ def safe_url(value: object) -> str:
     if not isinstance(value, str):
         return ""
     value = value.strip()
-    if _URL_RE.fullmatch(value) or split_image_ref(value):
+    if _URL_RE.fullmatch(value) or is_image_ref(value):
         return value
     return ""
-
-
-def split_image_ref(ref: object) -> tuple[str, str, str] | None:
-    """``repo[:tag][@digest]`` -> ``(repo, tag, digest)``; ``None`` if not a valid reference."""
-    if not isinstance(ref, str) or not ref or len(ref) > MAX_IMAGE_REF_CHARS:
-        return None
-    m = IMAGE_REF_RE.fullmatch(ref)
-    if not m:
-        return None
-    return m["repo"], m["tag"] or "", m["digest"] or ""
-
-
-def is_digest(value: object) -> bool:
-    return isinstance(value, str) and _DIGEST_RE.fullmatch(value) is not None
 
 
 _SHARED: dict[str, str] = {}
@@ -215,7 +188,7 @@ def parse_aliases(value: object, what: str = "course-aliases") -> tuple[tuple[st
         alias = item.strip().lower()
         if not alias:
             continue
-        if _ALIAS_RE.fullmatch(alias):
+        if is_course_name(alias):
             if alias not in out:
                 out.append(alias)
         else:
@@ -253,6 +226,6 @@ def parse_size(value: object, what: str = "default-size") -> tuple[str | None, s
     if not isinstance(value, str) or not value.strip():
         return None, None
     size = value.strip().lower()
-    if _SIZE_RE.fullmatch(size):
+    if is_size_name(size):
         return size, None
     return None, f"{what}: {value[:40]!r} is not a valid size name; ignored"

@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from ..launch_grammar import is_digest, split_image_ref
 from . import fields
 from .model import KnownImage
 from .notebook_index import ANNOTATION as INDEX_ANNOTATION
@@ -72,13 +73,13 @@ def _pick_ref(
 ) -> tuple[str | None, bool, str | None]:
     """(image ref, pinned, problem) for one launchable tag."""
     ref = item.get("dockerImageReference")
-    parts = fields.split_image_ref(ref)
+    parts = split_image_ref(ref)
     if parts and parts[2]:
         return ref, True, None
     digest = item.get("image")
-    repo_parts = fields.split_image_ref(status_repo)
+    repo_parts = split_image_ref(status_repo)
     bad = "dockerImageReference is not a valid image reference; " if ref and not parts else ""
-    if fields.is_digest(digest) and repo_parts and not repo_parts[1] and not repo_parts[2]:
+    if is_digest(digest) and repo_parts and not repo_parts[1] and not repo_parts[2]:
         return (
             f"{status_repo}@{digest}",
             True,
@@ -88,11 +89,11 @@ def _pick_ref(
         return ref, False, "dockerImageReference has no digest; launches are not pinned"
     if repo_parts and not repo_parts[1] and not repo_parts[2]:
         candidate = f"{status_repo}:{tag}"
-        if fields.split_image_ref(candidate):
+        if split_image_ref(candidate):
             return candidate, False, "no digest known; using status.dockerImageRepository:tag"
     if spec_from.get("kind", "DockerImage") == "DockerImage":
         name = spec_from.get("name")
-        if fields.split_image_ref(name):
+        if split_image_ref(name):
             return name, False, "no digest known; using spec.tags[].from.name"
     return None, False, "no usable image reference"
 
@@ -135,11 +136,11 @@ def parse_imagestream_report(
         problems.append(f"unknown notebook-image-phase {phase[:40]!r}; ignored")
         phase = ""
     common = dict(
-        display_name=fields.text(ann.get(ODH + "notebook-image-name"), fields.MAX_NAME_CHARS)
+        display_name=fields.text(ann.get(ODH + "notebook-image-name"), fields.MAX_DISPLAY_CHARS)
         or name,
         description=fields.text(ann.get(ODH + "notebook-image-desc")),
         url=fields.safe_url(ann.get(ODH + "notebook-image-url")),
-        creator=fields.text(ann.get(ODH + "notebook-image-creator"), fields.MAX_NAME_CHARS),
+        creator=fields.text(ann.get(ODH + "notebook-image-creator"), fields.MAX_DISPLAY_CHARS),
         order=order,
         phase=phase,
         stream=name,

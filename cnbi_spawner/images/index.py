@@ -30,9 +30,9 @@ import time
 from collections.abc import Iterable
 
 from ..errors import UnknownImage
+from ..launch_grammar import MAX_NAME_CHARS
 from .model import KnownImage
 
-MAX_NAME_CHARS = 256
 Ref = tuple[str, str]  # (source, key)
 
 

@@ -26,6 +26,7 @@ import json
 import logging
 from collections.abc import Mapping
 
+from ..launch_grammar import is_course_name, split_image_ref
 from . import fields
 from .model import KnownImage
 
@@ -50,11 +51,11 @@ def _bool(value: object) -> bool:
 def _one(entry: Mapping, problems: list[str]) -> KnownImage | None:
     name = entry.get("name")
     key = name.strip().lower() if isinstance(name, str) else ""
-    if not key or not fields._ALIAS_RE.fullmatch(key):
+    if not is_course_name(key):
         problems.append(f"static image {str(name)[:40]!r}: invalid name; skipped")
         return None
     image = entry.get("image")
-    parts = fields.split_image_ref(image.strip() if isinstance(image, str) else image)
+    parts = split_image_ref(image.strip() if isinstance(image, str) else image)
     if not parts:
         problems.append(f"static image {key!r}: invalid image reference; skipped")
         return None
@@ -73,11 +74,13 @@ def _one(entry: Mapping, problems: list[str]) -> KnownImage | None:
     return KnownImage(
         key=key,
         image=image.strip(),
-        display_name=fields.text(entry.get("display_name"), fields.MAX_NAME_CHARS) or name.strip(),
+        display_name=(
+            fields.text(entry.get("display_name"), fields.MAX_DISPLAY_CHARS) or name.strip()
+        ),
         pinned=bool(parts[2]),
         description=fields.text(entry.get("description")),
         order=order,
-        creator=fields.text(entry.get("creator"), fields.MAX_NAME_CHARS),
+        creator=fields.text(entry.get("creator"), fields.MAX_DISPLAY_CHARS),
         aliases=tuple(a for a in aliases if a != key),
         software=software,
         python_deps=deps,

@@ -44,6 +44,7 @@ from traitlets.config import Configurable
 
 from ..anonymous import new_anonymous_name
 from ..errors import LaunchError
+from ..launch_grammar import TICKET
 from ..pool import (
     POOL_GROUP,
     MemberState,
@@ -56,7 +57,7 @@ from ..pool import (
     plan_pool,
 )
 from ..selection import LABEL_PREFIX, plan_launch
-from ..signing import TICKET_PARAM, launch_ticket
+from ..signing import launch_ticket
 from .hubapi import HubAPIError
 
 log = logging.getLogger("cnbi.pool")
@@ -354,7 +355,7 @@ class PoolManager:
         t0 = time.monotonic()
         options = key.user_options()
         if self.signing_key:  # the spawner starts a guest only with its link's ticket
-            options[TICKET_PARAM] = launch_ticket(self.signing_key, name, options)
+            options[TICKET] = launch_ticket(self.signing_key, name, options)
         quoted = quote(name, safe="")
         try:
             await self.hub.request("POST", f"/users/{quoted}", body={})
