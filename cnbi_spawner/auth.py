@@ -20,19 +20,22 @@ user who follows a course link launches it as themselves instead of becoming ano
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from typing import Any
 
 from jupyterhub.auth import Authenticator
 from jupyterhub.utils import maybe_future, url_path_join
-from traitlets import Bool, Bytes, Dict, Float, Integer, Unicode, Union, default
+from traitlets import Bool, Dict, Float, Integer, Unicode, default
 from traitlets.config import LoggingConfigurable
 
-from .anonymous import ANONYMOUS_GROUP, is_anonymous
+from .anonymous import GuestPolicy
 from .errors import Throttled
+from .images.registry import ImageRegistry
+from .moved_settings import FROM_TMPLOGIN, class_sections, refuse_moved
 from .ratelimit import Rate, RateLimiter
-from .signing import SIGNING_KEY_ENV, as_key
+from .selection import LaunchPolicy
+from .signing import LinkSigning
+from .sizes import ResourcePolicy
 from .tmplogin import TmpLoginHandler
 from .waiting_page import Lobby, WaitingRoomHandler, WaitingRoomSettings
 
@@ -49,11 +52,6 @@ RESERVATION_SECONDS = 30.0
 
 class TmpLoginMixin(LoggingConfigurable):
     """Serve ``/hub/tmplogin`` from any Authenticator (put it first in the bases)."""
-
-    anonymous_group = Unicode(
-        ANONYMOUS_GROUP,
-        help="Group every anonymous user is added to (created if missing).",
-    ).tag(config=True)
 
     reuse_sessions = Bool(
         True,
@@ -121,37 +119,20 @@ class TmpLoginMixin(LoggingConfigurable):
         60, help="Retry-After (seconds) sent when the hub is at max_anonymous_users."
     ).tag(config=True)
 
-    link_signing_key = Union(
-        [Bytes(), Unicode()],
-        help=f"""HMAC-SHA256 key for signed launch links. When set, /tmplogin requires a
-        valid, unexpired `sig`/`exp` (403 otherwise). Defaults to ${SIGNING_KEY_ENV}.
-        Never logged. Mint links with `cnbi-hub sign-link`.""",
-    ).tag(config=True)
-
-    @default("link_signing_key")
-    def _default_signing_key(self) -> str:
-        return os.environ.get(SIGNING_KEY_ENV, "")
-
-    link_max_ttl = Integer(
-        30 * 24 * 3600,
-        help="Longest validity (seconds from now) a signed link may claim; 0: no bound.",
-    ).tag(config=True)
-
-    registry_wait_timeout = Float(
-        5.0,
-        help="""Seconds a launch waits for the image registry's first sync (just after the
-        hub starts) before answering 503 with Retry-After.""",
-    ).tag(config=True)
-
     @default("any_allow_config")
     def _default_any_allow_config(self) -> bool:
         return True  # anonymous access is this authenticator's allow rule
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        refuse_moved(self.config, class_sections(type(self)), FROM_TMPLOGIN)
+        self.guests = GuestPolicy(parent=self)
+        self.link_signing = LinkSigning(parent=self)
+        # the hub's registry, built now (the hub is starting); its spawners get the same one
+        self.image_registry = ImageRegistry.for_hub(self.config, self.log)
         self._limiter: RateLimiter | None = None
         self._lobby: Lobby | None = None
-        self._policy: Any = None
+        self._policy: LaunchPolicy | None = None
         self._reservations: dict[str, float] = {}
         self._registry_task: asyncio.Future | None = None
         self._group: Any = None  # the anonymous orm.Group, while it is live in the hub's session
@@ -160,7 +141,15 @@ class TmpLoginMixin(LoggingConfigurable):
 
     @property
     def signing_key(self) -> bytes:
-        return as_key(self.link_signing_key or b"")
+        return self.link_signing.key_bytes
+
+    @property
+    def link_max_ttl(self) -> int:
+        return self.link_signing.max_ttl
+
+    @property
+    def anonymous_group(self) -> str:
+        return self.guests.anonymous_group
 
     @property
     def rate_limiter(self) -> RateLimiter:
@@ -179,40 +168,35 @@ class TmpLoginMixin(LoggingConfigurable):
             self._lobby = Lobby(WaitingRoomSettings(parent=self))
         return self._lobby
 
-    def launch_policy(self) -> Any:
+    def launch_policy(self) -> LaunchPolicy:
         if self._policy is None:
-            from .sizes import ResourcePolicy
-
             self._policy = ResourcePolicy(config=self.config).launch_policy()
         return self._policy
 
-    def image_registry(self) -> Any:
-        """The shared registry, started in the background on first use."""
-        from .images.registry import ImageRegistry
-
-        registry = ImageRegistry.shared(parent=self)
+    def start_registry(self) -> None:
+        """Start the registry's sync in the background (again, if the last start failed)."""
         task = self._registry_task
         if task is None or (task.done() and (task.cancelled() or task.exception())):
             loop = asyncio.get_running_loop()  # RuntimeError outside the hub's event loop
-            self._registry_task = loop.create_task(registry.start())
+            self._registry_task = loop.create_task(self.image_registry.start())
             self._registry_task.add_done_callback(self._registry_started)
-        return registry
 
     def _registry_started(self, task: asyncio.Future) -> None:
         if not task.cancelled() and task.exception() is not None:
             self.log.error("tmplogin: image registry failed to start: %s", task.exception())
 
-    async def ready_registry(self) -> Any:
-        """The registry, after waiting up to ``registry_wait_timeout`` for its first sync."""
-        registry = self.image_registry()
-        if not registry.synced and self.registry_wait_timeout > 0:
-            await registry.wait_synced(self.registry_wait_timeout)
+    async def ready_registry(self) -> ImageRegistry:
+        """The registry, after waiting up to its ``first_sync_timeout`` for its first sync."""
+        registry = self.image_registry
+        self.start_registry()
+        if not registry.synced:
+            await registry.wait_synced(registry.first_sync_timeout)
         return registry  # still unsynced: resolve() raises RegistryNotReady (503)
 
     # --- anonymous users -----------------------------------------------------------------
 
     def user_is_anonymous(self, user: Any) -> bool:
-        return is_anonymous(user.name, (g.name for g in user.groups), group=self.anonymous_group)
+        return self.guests.is_guest(user.name, [g.name for g in user.groups])
 
     def login_data(self, name: str) -> dict:
         """What the tmplogin handler passes to ``login_user`` for a name it reserved."""
@@ -315,7 +299,7 @@ class TmpLoginMixin(LoggingConfigurable):
 
     def get_handlers(self, app: Any) -> list:
         try:
-            self.image_registry()  # start syncing with the hub, not on the first login
+            self.start_registry()  # start syncing with the hub, not on the first login
         except RuntimeError as e:  # no running event loop (not inside the hub)
             self.log.warning("tmplogin: image registry not started at startup: %s", e)
         return [

@@ -43,10 +43,13 @@ import time
 from collections.abc import Mapping, Sequence
 from urllib.parse import quote, urlencode
 
+from traitlets import Bytes, Integer, TraitError, Unicode, Union, default, validate
+from traitlets.config import Configurable
+
 from .errors import BadSignature
 from .launch_grammar import COURSE, EXP, NOTEBOOK, SIG, SIZE, TICKET, QueryValueError, flatten
 
-#: where the hub (TmpLoginMixin) and the cnbi service read the key when it is not configured
+#: where LinkSigning reads the key when it is not configured
 SIGNING_KEY_ENV = "CNBI_LINK_SIGNING_KEY"
 _DOMAIN = b"cnbi-tmplogin-v1\n"
 _TICKET_DOMAIN = b"cnbi-ticket-v1\n"
@@ -158,6 +161,45 @@ def launch_link(base_url: str, params: Mapping[str, str]) -> str:
     order = {COURSE: 0, NOTEBOOK: 1, SIZE: 2, EXP: 8, SIG: 9}
     pairs = sorted(params.items(), key=lambda kv: (order.get(kv[0], 5), kv[0]))
     return base_url.rstrip("/") + "/tmplogin?" + urlencode(pairs, quote_via=quote)
+
+
+class LinkSigning(Configurable):
+    """The link-signing settings: one key and one lifetime for the hub and the ``cnbi`` service.
+
+    The hub (``/tmplogin``, launch tickets) checks links with them; the service signs the
+    links it hands out (catalog, finished builds) with them. Both load ``jupyterhub_config.py``,
+    so both read the same ``c.LinkSigning``.
+    """
+
+    key = Union(
+        [Bytes(), Unicode()],
+        help=f"""HMAC-SHA256 key for signed launch links. When set, /tmplogin requires a
+        valid, unexpired `sig`/`exp` (403 otherwise), guests get launch tickets, and the cnbi
+        service signs the links it shows. Defaults to ${SIGNING_KEY_ENV}. Never logged.
+        Mint links with `cnbi-hub sign-link`.""",
+    ).tag(config=True)
+
+    @default("key")
+    def _default_key(self) -> str:
+        return os.environ.get(SIGNING_KEY_ENV, "")
+
+    max_ttl = Integer(
+        30 * 24 * 3600,
+        help="""Longest validity, in seconds from now, a signed link may claim (a leaked key
+        cannot mint links that live for ever); links the cnbi service signs are valid this
+        long.""",
+    ).tag(config=True)
+
+    @validate("max_ttl")
+    def _positive_ttl(self, proposal: dict) -> int:
+        if proposal["value"] <= 0:
+            raise TraitError("LinkSigning.max_ttl must be a positive number of seconds")
+        return int(proposal["value"])
+
+    @property
+    def key_bytes(self) -> bytes:
+        """The key as bytes; ``b""`` when links are not signed."""
+        return as_key(self.key or b"")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -42,15 +42,17 @@ from kubespawner import KubeSpawner
 from sqlalchemy.orm import object_session
 from tornado import web
 from traitlets import Any as AnyTrait
-from traitlets import Dict, Float, List, TraitError, Union, default
+from traitlets import Dict, List, TraitError, Union, default
 
-from .anonymous import is_anonymous
+from .anonymous import GuestPolicy
+from .auth import TmpLoginMixin
 from .errors import LaunchError, RegistryNotReady
 from .images.model import KnownImage
 from .images.registry import ImageRegistry
 from .launch_failures import progress_message
 from .launch_grammar import TICKET, flatten
 from .launch_guard import LaunchDiagnostics, guard_start
+from .moved_settings import FROM_SPAWNER, refuse_moved
 from .selection import RESOURCE_FIELDS, LaunchPlan, ResourcePackage, plan_launch
 from .signing import verify_ticket
 from .sizes import ResourcePolicy
@@ -165,18 +167,10 @@ class CNBiSpawner(KubeSpawner):
         """,
     ).tag(config=True)
 
-    registry_wait_timeout = Float(
-        5.0,
-        help="""
-        Seconds a launch waits for the image registry's first sync before it is refused
-        with 503 and Retry-After.
-        """,
-    ).tag(config=True)
-
     image_registry = AnyTrait(
         None,
         allow_none=True,
-        help="The ImageRegistry to use (default: ImageRegistry.shared(parent=spawner)).",
+        help="The ImageRegistry to use (default: the hub's, ImageRegistry.for_hub(config)).",
     )
 
     resource_policy = AnyTrait(
@@ -201,32 +195,24 @@ class CNBiSpawner(KubeSpawner):
         return _applied_in_load_user_options
 
     # -- collaborators -------------------------------------------------------------------
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        refuse_moved(self.config, ["CNBiSpawner"], FROM_SPAWNER)
+        self._cnbi_guests = GuestPolicy(parent=self)
+
     def _registry(self) -> ImageRegistry:
-        if self.image_registry is None:
-            self.image_registry = ImageRegistry.shared(parent=self)
+        if self.image_registry is None:  # the hub's (its authenticator built it at start)
+            self.image_registry = ImageRegistry.for_hub(self.config, self.log)
         return self.image_registry
 
-    async def _ready_registry(self, timeout: float) -> ImageRegistry:
+    async def _ready_registry(self, timeout: float | None = None) -> ImageRegistry:
         reg = self._registry()
-        if self.known_images:
-            await self._apply_known_images(reg)
         try:
-            await reg.start()
-            if not reg.synced:
-                await reg.wait_synced(timeout)
+            await reg.ready(timeout)
         except Exception:
             self.log.exception("Image registry could not start")
             raise http_error(RegistryNotReady()) from None
         return reg
-
-    async def _apply_known_images(self, reg: ImageRegistry) -> None:
-        if reg.static_images != self.known_images:
-            reg.static_images = self.known_images
-        explicit = "watch_imagestreams" in self.config.get("ImageRegistry", {})
-        if reg.watch_imagestreams and not explicit:
-            self.log.info("known_images is set: image registry serves the static list only")
-            reg.watch_imagestreams = False
-            await reg.stop()
 
     def _policy(self):
         try:
@@ -242,16 +228,13 @@ class CNBiSpawner(KubeSpawner):
             raise http from None
 
     def _anonymous(self) -> bool:
-        """The authenticator's rule when it has one (tmplogin's configurable group name)."""
-        rule = getattr(self.authenticator, "user_is_anonymous", None)
-        if callable(rule):
-            return bool(rule(self.user))
-        return is_anonymous(self.user.name, [g.name for g in self.user.groups])
+        """Is this server's user a guest (``c.GuestPolicy``, as the authenticator reads it)?"""
+        return self._cnbi_guests.is_guest(self.user.name, [g.name for g in self.user.groups])
 
     async def _plan(self, options: Mapping[str, Any], *, restart: bool) -> LaunchPlan:
         """``plan_launch`` with this user's registry and policy; refusals as HTTPError."""
         try:
-            reg = await self._ready_registry(self.registry_wait_timeout)
+            reg = await self._ready_registry()
             plan = plan_launch(
                 options,
                 reg,
@@ -272,9 +255,11 @@ class CNBiSpawner(KubeSpawner):
             raise http_error(e) from None
 
     def _ticket_key(self, plan: LaunchPlan) -> bytes:
-        """The link signing key when this launch needs a ticket (a guest), else ``b""``."""
-        key = getattr(self.authenticator, "signing_key", b"") or b""
-        return key if plan.anonymous else b""
+        """The link signing key when this launch needs a ticket (a guest on a hub whose
+        tmplogin mints tickets, i.e. with a signing key), else ``b""``."""
+        if not plan.anonymous or not isinstance(self.authenticator, TmpLoginMixin):
+            return b""
+        return self.authenticator.signing_key
 
     def _check_ticket(self, plan: LaunchPlan, options: Mapping[str, Any]) -> None:
         """On a hub with signed links, a guest starts only the launch its link planned.
@@ -305,7 +290,7 @@ class CNBiSpawner(KubeSpawner):
 
     async def _cnbi_render_form(self) -> str:
         try:
-            reg = await self._ready_registry(min(self.registry_wait_timeout, 2.0))
+            reg = await self._ready_registry(min(self._registry().first_sync_timeout, 2.0))
         except web.HTTPError:
             return options_form_html([], [], ready=False)
         if not reg.synced:

@@ -19,7 +19,7 @@ query kept) runs, in this order, and stops at the first refusal:
    token were taken when it was admitted).
 1. **Rate limit** (``ratelimit.py``): per client -> 429 with ``Retry-After``. The hub-wide
    budget is taken at 6, once the launch can start.
-2. **Signature** (``signing.py``), only when ``link_signing_key`` is set -> 403.
+2. **Signature** (``signing.py``), only when ``c.LinkSigning.key`` is set -> 403.
 3. **Plan** the launch with the spawner's pure ``selection.plan_launch`` against the live
    image registry -> 400 bad parameter, 404 unknown course, 503 registry not synced yet.
    With no launch parameters, ``default_launch`` is used; if that is empty too, the learner
@@ -246,7 +246,7 @@ class TmpLoginHandler(BaseHandler):
         """Check the signature and plan the launch (pure): the plan, or None for no options."""
         query = self.request.query_arguments
         if auth.signing_key:
-            verify_params(query, auth.signing_key, time.time(), max_ttl=auth.link_max_ttl or None)
+            verify_params(query, auth.signing_key, time.time(), max_ttl=auth.link_max_ttl)
         options: dict[str, Any] = {k: v for k, v in query.items() if k not in NOT_OPTIONS}
         if not options and auth.default_launch:
             options = {k: str(v) for k, v in auth.default_launch.items()}

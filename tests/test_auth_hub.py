@@ -192,7 +192,9 @@ async def test_refusals_render_error_pages_and_create_nothing(start_hub):
 
 
 async def test_signed_links_required_when_a_key_is_set(start_hub):
-    hub = await start_hub(hub_config(link_max_ttl=3600), env={"CNBI_LINK_SIGNING_KEY": KEY})
+    hub = await start_hub(
+        hub_config() + "c.LinkSigning.max_ttl = 3600\n", env={"CNBI_LINK_SIGNING_KEY": KEY}
+    )
     now = int(time.time())
     good = sign_params({"course": COURSE, "notebook": NOTEBOOK}, KEY, now + 600)
     cases = [
@@ -268,7 +270,7 @@ async def test_registry_not_synced_is_503_with_retry_after(start_hub, tmp_path):
             }
         )
     )
-    config = hub_config(registry_wait_timeout=0.5).replace(
+    config = (hub_config() + "c.ImageRegistry.first_sync_timeout = 0.5\n").replace(
         "c.ImageRegistry.watch_imagestreams = False", 'c.ImageRegistry.namespaces = ["default"]'
     )
     hub = await start_hub(config, env={"KUBECONFIG": str(kubeconfig)})
@@ -460,7 +462,7 @@ async def test_signed_launch_binds_the_guest_to_its_course(start_hub, stub_devcl
     course afterwards (spawn page query, REST API) is refused and starts nothing."""
     await maybe_await(stub_devcluster.add_image(IMAGE_REPO, tmp_path))
     hub = await start_hub(
-        flow_config(link_max_ttl=3600),
+        flow_config() + "c.LinkSigning.max_ttl = 3600\n",
         env={"CNBI_LINK_SIGNING_KEY": KEY},
         kubeconfig=stub_devcluster.kubeconfig,
     )

@@ -6,9 +6,11 @@ The whole flow through a real hub, proxy and dev cluster is in ``test_auth_hub.p
 from __future__ import annotations
 
 import time
+from types import SimpleNamespace
 
 import pytest
 from jupyterhub.auth import DummyAuthenticator
+from traitlets import TraitError
 from traitlets.config import Config
 
 from cnbi_spawner import auth as auth_mod
@@ -121,9 +123,40 @@ def test_signing_key_from_env_or_config(monkeypatch):
     monkeypatch.setenv(SIGNING_KEY_ENV, "from-env")
     assert TmpLoginAuthenticator().signing_key == b"from-env"
     c = Config()
-    c.TmpLoginAuthenticator.link_signing_key = b"\x00\x01raw"
+    c.LinkSigning.key = b"\x00\x01raw"
     assert TmpLoginAuthenticator(config=c).signing_key == b"\x00\x01raw"
     assert "from-env" not in repr(TmpLoginAuthenticator())
+
+
+@pytest.mark.parametrize(
+    "section, name, value, new",
+    [
+        ("TmpLoginAuthenticator", "link_signing_key", "k", "c.LinkSigning.key"),
+        ("TmpLoginMixin", "link_max_ttl", 60, "c.LinkSigning.max_ttl"),
+        ("TmpLoginMixin", "anonymous_group", "guests", "c.GuestPolicy.anonymous_group"),
+        ("CourseAuthenticator", "registry_wait_timeout", 1.0, "ImageRegistry.first_sync_timeout"),
+    ],
+)
+def test_moved_settings_stop_the_hub_with_their_new_place(section, name, value, new):
+    """An old signing key left under its old name must not leave a hub with unsigned links."""
+    c = Config()
+    c[section][name] = value
+    cls = CourseAuthenticator if section == "CourseAuthenticator" else TmpLoginAuthenticator
+    with pytest.raises(TraitError) as info:
+        cls(config=c)
+    assert f"c.{section}.{name} is now" in str(info.value) and new in str(info.value)
+
+
+def test_guests_and_link_signing_are_read_from_their_own_sections():
+    c = Config()
+    c.GuestPolicy.anonymous_group = "guests"
+    c.LinkSigning.max_ttl = 600
+    a = TmpLoginAuthenticator(config=c)
+    assert (a.anonymous_group, a.link_max_ttl) == ("guests", 600)
+    user = SimpleNamespace(name="teacher", groups=[SimpleNamespace(name="guests")])
+    assert a.user_is_anonymous(user)
+    with pytest.raises(TraitError):
+        TmpLoginAuthenticator(config=Config({"LinkSigning": {"max_ttl": 0}}))
 
 
 def test_rate_limiter_is_built_from_traits():
@@ -209,7 +242,7 @@ async def test_mixin_keeps_the_other_authenticator_for_named_users():
 async def test_get_handlers_adds_tmplogin_and_starts_the_registry():
     from cnbi_spawner.images.registry import ImageRegistry
 
-    ImageRegistry.clear_shared()
+    ImageRegistry.forget_hub_registries()
     c = Config()
     c.ImageRegistry.watch_imagestreams = False
     c.ImageRegistry.static_images = {"Intro": "registry.example/courses/intro:1"}
@@ -219,17 +252,18 @@ async def test_get_handlers_adds_tmplogin_and_starts_the_registry():
         assert paths == ["/login", "/tmplogin", "/waiting-room"]
         registry = await a.ready_registry()
         assert registry.synced and registry.resolve("intro").key == "intro"
+        assert ImageRegistry.for_hub(c) is registry  # what the hub's spawners get
     finally:
-        await ImageRegistry.shared().stop()
-        ImageRegistry.clear_shared()
+        await a.image_registry.stop()
+        ImageRegistry.forget_hub_registries()
 
 
 def test_get_handlers_outside_an_event_loop_still_registers():
     from cnbi_spawner.images.registry import ImageRegistry
 
-    ImageRegistry.clear_shared()
+    ImageRegistry.forget_hub_registries()
     try:
         paths = [h[0] for h in TmpLoginAuthenticator().get_handlers(None)]
         assert paths[-2:] == ["/tmplogin", "/waiting-room"]
     finally:
-        ImageRegistry.clear_shared()
+        ImageRegistry.forget_hub_registries()

@@ -18,6 +18,7 @@ import pytest
 import yaml
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
+from traitlets.config import Config
 
 from cnbi_spawner.errors import UnknownImage
 from cnbi_spawner.images.registry import GROUP, PLURAL, VERSION, ImageRegistry
@@ -276,13 +277,15 @@ def test_static_images_changed_at_run_time(caplog):
     assert "Image removed: a (static)" in caplog.text
 
 
-def test_shared_is_one_per_process():
-    ImageRegistry.clear_shared()
+def test_for_hub_is_one_per_hub_config():
+    ImageRegistry.forget_hub_registries()
     try:
-        first = ImageRegistry.shared()
-        assert ImageRegistry.shared() is first
+        hub = Config({"ImageRegistry": {"watch_imagestreams": False}})
+        first = ImageRegistry.for_hub(hub)
+        assert ImageRegistry.for_hub(Config(hub)) is first  # the same settings: the same one
+        assert ImageRegistry.for_hub(Config()) is not first
     finally:
-        ImageRegistry.clear_shared()
+        ImageRegistry.forget_hub_registries()
 
 
 async def test_cli_against_cluster(devcluster, kube):

@@ -163,7 +163,7 @@ def test_catalog_page_shows_the_rebuild_line():
     from types import SimpleNamespace
 
     from cnbi_spawner.service.catalog import LinkRequest, rebuilt_lines
-    from cnbi_spawner.service.context import ServiceContext, make_jinja
+    from cnbi_spawner.service.context import make_jinja, render_page
 
     built = KnownImage(
         key="cnbi-c1-package-list:latest",
@@ -180,9 +180,10 @@ def test_catalog_page_shows_the_rebuild_line():
     lines = rebuilt_lines([built, OTHER], loop)
     assert lines == {built.key: "rebuilt on 2026-11-25 because base <Base> changed"}
     assert rebuilt_lines([built], None) == {}
-    ctx = ServiceContext(settings=None, hub=None, metrics=None, namespace="default")
-    ctx.jinja = make_jinja()
-    page = ctx.render(
+    page = render_page(
+        make_jinja(),
+        "/services/cnbi/",
+        "/",
         "catalog.html",
         images=[built, OTHER],
         req=LinkRequest(),

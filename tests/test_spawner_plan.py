@@ -16,6 +16,7 @@ import pytest
 from kubernetes_asyncio.client import Configuration
 from kubernetes_asyncio.config import kube_config
 from tornado import web
+from traitlets import TraitError
 from traitlets.config import Config
 
 from cnbi_spawner.images.registry import ImageRegistry
@@ -80,10 +81,11 @@ def make_spawner(*, anonymous=True, known_images=None, **spawner_config) -> CNBi
     user = types.SimpleNamespace(
         name=str(uuid.uuid4()) if anonymous else "teacher", id=7, url="/user/x/", groups=groups
     )
+    if known_images is not None:  # the hub's registry, as its authenticator builds it
+        config.CNBiSpawner.known_images = known_images
     spawner = CNBiSpawner(_mock=True, user=user, config=config)
     if known_images is not None:
-        spawner.known_images = known_images
-        spawner.image_registry = ImageRegistry(config=Config())  # watch on, like a fresh hub
+        spawner.image_registry = ImageRegistry.for_hub(config)
     else:
         spawner.image_registry = ImageRegistry(
             config=Config({"ImageRegistry": {"static_images": STATIC, "watch_imagestreams": False}})
@@ -180,9 +182,11 @@ async def test_known_images_is_a_one_line_migration():
 
 
 async def test_registry_not_synced_is_503_with_retry_after(tmp_path):
-    spawner = make_spawner(registry_wait_timeout=0.3)
+    spawner = make_spawner()
     kubeconfig = kube_config.KUBE_CONFIG_DEFAULT_LOCATION  # port 9: the LIST never succeeds
-    registry = ImageRegistry(config=Config({"ImageRegistry": {"kubeconfig": kubeconfig}}))
+    registry = ImageRegistry(
+        config=Config({"ImageRegistry": {"kubeconfig": kubeconfig, "first_sync_timeout": 0.3}})
+    )
     spawner.image_registry = registry
     try:
         with pytest.raises(web.HTTPError) as info:
@@ -204,16 +208,28 @@ async def test_bad_resource_config_is_a_plain_500_and_a_clear_log_line():
     assert "operator" in info.value.jupyterhub_message
 
 
-async def test_known_images_apply_whoever_creates_the_shared_registry():
-    """tmplogin usually creates the process's registry before any spawner exists."""
+async def test_known_images_apply_when_the_hub_builds_its_registry():
+    """The authenticator builds the hub's registry at start, before any spawner exists; a
+    spawner of that hub gets the same object, and nothing reconfigures it per launch."""
     config = Config()
     config.CNBiSpawner.known_images = {"Intro_Course": f"registry.example/ol@{DIGEST}"}
-    authenticator_like = types.SimpleNamespace(config=config, log=None)
-    ImageRegistry.clear_shared()
+    ImageRegistry.forget_hub_registries()
     try:
-        registry = ImageRegistry.shared(parent=authenticator_like)
+        registry = ImageRegistry.for_hub(config)
         assert registry.watch_imagestreams is False and registry.synced
         assert registry.resolve("INTRO_COURSE").image == f"registry.example/ol@{DIGEST}"
         assert "ImageRegistry" not in config  # the hub's config is left alone
+        user = types.SimpleNamespace(name="teacher", id=7, url="/user/x/", groups=[])
+        spawner = CNBiSpawner(_mock=True, user=user, config=config)
+        assert spawner._registry() is registry
+        other = Config({"ImageRegistry": {"watch_imagestreams": False}})
+        assert ImageRegistry.for_hub(other) is not registry  # other settings: not ignored
     finally:
-        ImageRegistry.clear_shared()
+        ImageRegistry.forget_hub_registries()
+
+
+async def test_moved_spawner_setting_is_refused_with_its_new_place():
+    config = Config({"CNBiSpawner": {"registry_wait_timeout": 1.0}})
+    user = types.SimpleNamespace(name="teacher", id=7, url="/user/x/", groups=[])
+    with pytest.raises(TraitError, match="ImageRegistry.first_sync_timeout"):
+        CNBiSpawner(_mock=True, user=user, config=config)

@@ -38,6 +38,7 @@ def env_list(name, default):
 
 
 NAMESPACE = env("CNBI_NAMESPACE", "default")  # where pods, PVCs and CustomNBImages live
+ANONYMOUS_GROUP = env("CNBI_ANONYMOUS_GROUP", "anonymous")  # the guests' hub group
 SERVICE_URL = env("CNBI_SERVICE_URL", "http://127.0.0.1:10101")  # where the cnbi service listens
 
 # --- Hub process -------------------------------------------------------------
@@ -58,15 +59,17 @@ c.JupyterHub.cleanup_servers = False  # pods outlive hub restarts; the hub re-at
 if env("CNBI_PROXY_COMMAND"):
     c.ConfigurableHTTPProxy.command = shlex.split(env("CNBI_PROXY_COMMAND"))
 
+# --- Guests and signed links: read by the hub and the cnbi service alike -------------
+c.GuestPolicy.anonymous_group = ANONYMOUS_GROUP
+# CNBI_LINK_SIGNING_KEY (read by LinkSigning itself): when set, links must be signed.
+
 # --- Anonymous logins (/tmplogin); TmpLoginMixin settings apply to any authenticator using it
-c.TmpLoginMixin.anonymous_group = env("CNBI_ANONYMOUS_GROUP", "anonymous")
 c.TmpLoginMixin.reuse_sessions = env_bool("CNBI_REUSE_SESSIONS", True)
 c.TmpLoginMixin.per_client_rate = env_float("CNBI_PER_CLIENT_RATE", 300)
 c.TmpLoginMixin.global_rate = env_float("CNBI_GLOBAL_RATE", 1200)
 c.TmpLoginMixin.max_anonymous_users = env_int("CNBI_MAX_ANONYMOUS_USERS", 0)
 # proxies in front of the hub that append to X-Forwarded-For (CHP is one; add ingress)
 c.TmpLoginMixin.trusted_proxy_count = env_int("CNBI_TRUSTED_PROXY_COUNT", 1)
-# CNBI_LINK_SIGNING_KEY (read by the authenticator itself): when set, links must be signed.
 
 # --- Known images -------------------------------------------------------------
 c.ImageRegistry.namespaces = env_list("CNBI_IMAGE_NAMESPACES", NAMESPACE)
@@ -83,7 +86,7 @@ c.ResourcePolicy.default_size = env("CNBI_DEFAULT_SIZE", "small")
 c.ResourcePolicy.anonymous_max_size = env("CNBI_ANONYMOUS_MAX_SIZE", "medium")
 
 # --- The cnbi service: culler, catalog, builds, health, metrics -----------------
-c.CullerSettings.namespace = NAMESPACE
+c.ServiceSettings.namespace = NAMESPACE
 c.CullerSettings.cull_every = env_float("CNBI_CULL_EVERY", 60)
 c.CullerSettings.anonymous_idle_timeout = env_float("CNBI_ANONYMOUS_IDLE_TIMEOUT", 600)
 c.CullerSettings.anonymous_max_age = env_float("CNBI_ANONYMOUS_MAX_AGE", 6 * 3600)
@@ -126,7 +129,7 @@ c.JupyterHub.load_roles = [
         "groups": [env("CNBI_AUTHORS_GROUP", "course-authors")],
     },
     # learners may ask the service why their own server failed (api/sessions/me[/logs])
-    learner_role(groups=[env("CNBI_ANONYMOUS_GROUP", "anonymous")]),
+    learner_role(groups=[ANONYMOUS_GROUP]),
 ]
 if POOL_TARGETS:  # the service creates pool users and starts their servers
     c.JupyterHub.load_roles.append(pool_role("cnbi"))

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -50,10 +52,11 @@ def _simple_label(selector: str) -> tuple[str, str] | None:
     return (k.strip(), v.strip()) if k.strip() else None
 
 
-def _with_known_images(config: Config) -> Config:
-    """``c.CNBiSpawner.known_images`` (MIT-style one-line migration, see spawner.py) means
-    ``static_images`` = that dict and, unless set explicitly, no ImageStream watch."""
-    known = config.CNBiSpawner.get("known_images") if "CNBiSpawner" in config else None
+def registry_config(config: Config) -> Config:
+    """The hub's config as the registry reads it: ``c.CNBiSpawner.known_images`` (MIT-style
+    one-line migration, see spawner.py) means ``static_images`` = that dict and, unless set
+    explicitly, no ImageStream watch."""
+    known = config["CNBiSpawner"].get("known_images") if "CNBiSpawner" in config else None
     if not known:
         return config
     merged = copy.deepcopy(config)
@@ -61,6 +64,11 @@ def _with_known_images(config: Config) -> Config:
     if "watch_imagestreams" not in merged.ImageRegistry:
         merged.ImageRegistry.watch_imagestreams = False
     return merged
+
+
+def _settings_key(config: Config) -> str:
+    section = config["ImageRegistry"] if "ImageRegistry" in config else {}
+    return json.dumps(dict(section), sort_keys=True, default=repr)
 
 
 class ImageRegistry(LoggingConfigurable):
@@ -119,28 +127,38 @@ class ImageRegistry(LoggingConfigurable):
         "resync_period + request_timeout (an API that hangs is noticed by then).",
     ).tag(config=True)
 
-    _shared_instance: ClassVar[ImageRegistry | None] = None
+    first_sync_timeout = Float(
+        5.0,
+        help="Seconds a launch (tmplogin, the spawn page, the REST API) waits for the "
+        "registry's first sync, just after the hub starts, before it is refused with 503 "
+        "and Retry-After.",
+    ).tag(config=True)
+
+    _hub_registries: ClassVar[dict[str, ImageRegistry]] = {}
 
     @classmethod
-    def shared(cls, parent=None, config=None) -> ImageRegistry:
-        """The registry of this process (created on first call; later arguments ignored)."""
-        if cls._shared_instance is None:
-            kwargs: dict = {
-                "config": config if config is not None else getattr(parent, "config", None)
-            }
-            if kwargs["config"] is None:
-                del kwargs["config"]
-            else:  # whoever creates it first (usually tmplogin), not only the spawner
-                kwargs["config"] = _with_known_images(kwargs["config"])
-            if parent is not None and getattr(parent, "log", None) is not None:
-                kwargs["log"] = parent.log
-            cls._shared_instance = cls(**kwargs)
-        return cls._shared_instance
+    def for_hub(cls, config: Config, log: logging.Logger | None = None) -> ImageRegistry:
+        """The hub's registry for this config, built once, when the hub starts.
+
+        The authenticator and every spawner of a hub get the same object: it is built (with
+        ``registry_config``) by the first of them, the authenticator at hub start, and kept
+        per registry settings, so a caller with other settings (a test) gets its own rather
+        than having its settings ignored. Nothing reconfigures it afterwards.
+        """
+        effective = registry_config(config)
+        key = _settings_key(effective)
+        found = cls._hub_registries.get(key)
+        if found is None:
+            kwargs: dict = {"config": effective}
+            if log is not None:
+                kwargs["log"] = log
+            found = cls._hub_registries[key] = cls(**kwargs)
+        return found
 
     @classmethod
-    def clear_shared(cls) -> None:
-        """Forget the process-wide instance (tests only; stop it first)."""
-        cls._shared_instance = None
+    def forget_hub_registries(cls) -> None:
+        """Forget the registries ``for_hub`` built (tests only; stop them first)."""
+        cls._hub_registries.clear()
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -329,6 +347,14 @@ class ImageRegistry(LoggingConfigurable):
             self.label_selector,
             ", ".join(dict.fromkeys(self.namespaces)),
         )
+
+    async def ready(self, timeout: float | None = None) -> ImageRegistry:
+        """Started, and synced unless ``timeout`` (default ``first_sync_timeout``) ran out;
+        an unsynced registry's ``resolve`` raises ``RegistryNotReady`` (503)."""
+        await self.start()
+        if not self.synced:
+            await self.wait_synced(self.first_sync_timeout if timeout is None else timeout)
+        return self
 
     async def wait_synced(self, timeout: float | None = None) -> bool:
         """Wait for the first complete sync; False on timeout."""

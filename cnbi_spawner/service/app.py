@@ -35,8 +35,9 @@ Least privilege (:func:`service_role`): the service's token gets exactly
   read auth state) is *not* needed.
 
 It does not get ``start:servers``, ``admin:users``, ``admin:servers``, ``tokens``,
-``users:activity`` or any group scope. Run with ``--CullerSettings...`` flags or a
-config file (``--config``); ``cnbi-hub service --help-all`` lists every knob.
+``users:activity`` or any group scope. Run with ``--ServiceSettings...``/``--CullerSettings...``
+flags or a config file (``--config``); ``cnbi-hub service --help-all`` lists every knob
+(the settings themselves are :mod:`cnbi_spawner.service.settings`).
 """
 
 from __future__ import annotations
@@ -47,24 +48,24 @@ import os
 import secrets
 import signal
 import sys
-from pathlib import Path
 from urllib.parse import urlparse
 
 from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler
 from tornado import web
 from tornado.httpserver import HTTPServer
 from tornado.log import LogFormatter
-from traitlets import Bool, Float, Int, Unicode, default
-from traitlets.config import Application, Configurable
+from traitlets import TraitError, Unicode, default
+from traitlets.config import Application, Config
 
-from ..images.registry import ImageRegistry
+from ..anonymous import GuestPolicy
+from ..images.registry import ImageRegistry, registry_config
 from ..kube import make_api_client
-from ..signing import SIGNING_KEY_ENV
+from ..moved_settings import FROM_CULLER, refuse_moved
+from ..signing import LinkSigning
+from ..sizes import ResourcePolicy
 from . import build_pages, builds, sessions
-from .builds import BuildSettings
 from .catalog import CatalogHandler, ImagesAPIHandler
 from .context import HERE, ServiceContext, make_jinja
-from .cull_policy import CullPolicy, Thresholds
 from .culler import Culler
 from .health import HealthHandler
 from .hubapi import HubClient
@@ -73,6 +74,7 @@ from .kubeapi import UserStorage
 from .metrics import MetricsHandler, ServiceMetrics
 from .pool import PoolManager, PoolSettings
 from .rebuilds import RebuildLoop, RebuildSettings
+from .settings import BuildSettings, CullerSettings, ServiceSettings
 
 SERVICE_SCOPES = ("list:users", "read:users", "read:servers", "delete:servers", "delete:users")
 
@@ -85,106 +87,6 @@ def service_role(service_name: str = "cnbi", role_name: str = "cnbi-service") ->
         "scopes": list(SERVICE_SCOPES),
         "services": [service_name],
     }
-
-
-def _default_namespace() -> str:
-    for var in ("CNBI_NAMESPACE", "POD_NAMESPACE"):
-        if os.environ.get(var):
-            return os.environ[var]
-    sa = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
-    if sa.exists():
-        return sa.read_text().strip()
-    return "default"
-
-
-class CullerSettings(Configurable):
-    """Every knob of the ``cnbi`` service (the registry has its own, on ImageRegistry)."""
-
-    cull_every = Float(60, help="Seconds between cull passes (0: never cull).").tag(config=True)
-    anonymous_idle_timeout = Float(
-        600, help="Stop an anonymous learner's server idle for this many seconds (0: never)."
-    ).tag(config=True)
-    anonymous_max_age = Float(
-        6 * 3600,
-        help="Stop an anonymous learner's server this many seconds after it started, "
-        "even if active (0: no limit). Also deletes server-less anonymous users this old.",
-    ).tag(config=True)
-    abandoned_grace = Float(
-        600,
-        help="Delete an anonymous user that has no server after this many seconds without "
-        "activity (abandoned logins, failed spawns).",
-    ).tag(config=True)
-    named_idle_timeout = Float(
-        3600, help="Stop a named (non-anonymous) user's server idle this long (0: never)."
-    ).tag(config=True)
-    named_max_age = Float(
-        0, help="Stop a named user's server this many seconds after it started (0: no limit)."
-    ).tag(config=True)
-    cull_named_users = Bool(
-        False,
-        help="Also delete named users whose servers are all gone and who were idle for "
-        "named_idle_timeout. Off by default: named users are real people. Admins never.",
-    ).tag(config=True)
-    cull_named_servers = Bool(
-        True, help="Cull named servers (user/server), not only default servers."
-    ).tag(config=True)
-    anonymous_group = Unicode(
-        "anonymous", help="Hub group whose members are anonymous learners."
-    ).tag(config=True)
-    uuid_names_are_anonymous = Bool(
-        True, help="Also treat users whose name is a UUID as anonymous."
-    ).tag(config=True)
-    concurrency = Int(
-        10, help="Hub API requests (and users handled) in flight at once during a cull pass."
-    ).tag(config=True)
-    dry_run = Bool(False, help="Log what would be culled, change nothing.").tag(config=True)
-    namespace = Unicode(
-        help="Kubernetes namespace of user pods and PVCs (default: $CNBI_NAMESPACE, "
-        "$POD_NAMESPACE, the service account's namespace, else 'default')."
-    ).tag(config=True)
-
-    @default("namespace")
-    def _namespace_default(self) -> str:
-        return _default_namespace()
-
-    kubeconfig = Unicode(
-        "", help="Path to a kubeconfig file ('' : in-cluster, else $KUBECONFIG)."
-    ).tag(config=True)
-    kubernetes = Bool(
-        True, help="Use the Kubernetes API (PVC deletion, health). Off: hub-only culling."
-    ).tag(config=True)
-    registry = Bool(True, help="Run the image registry (catalog, /api/images).").tag(config=True)
-    registry_stale_limit = Float(
-        300, help="/health fails when the registry has been stale for longer than this (s)."
-    ).tag(config=True)
-    link_signing_key = Unicode(
-        help="HMAC key for launch links (same as the authenticator's); '' : unsigned links. "
-        "Default: $CNBI_LINK_SIGNING_KEY."
-    ).tag(config=True)
-
-    @default("link_signing_key")
-    def _key_default(self) -> str:
-        return os.environ.get(SIGNING_KEY_ENV, "")
-
-    link_ttl = Int(14 * 24 * 3600, help="Lifetime of signed launch links (s).").tag(config=True)
-    public_hub_url = Unicode(
-        help="Public hub root for launch links, e.g. https://hub.example.edu/ "
-        "(default: $JUPYTERHUB_PUBLIC_URL, else the request's host + base URL)."
-    ).tag(config=True)
-
-    @default("public_hub_url")
-    def _public_default(self) -> str:
-        return os.environ.get("JUPYTERHUB_PUBLIC_URL", "")
-
-    def policy(self) -> CullPolicy:
-        return CullPolicy(
-            anonymous=Thresholds(self.anonymous_idle_timeout, self.anonymous_max_age, True),
-            named=Thresholds(self.named_idle_timeout, self.named_max_age, self.cull_named_users),
-            abandoned_grace=self.abandoned_grace,
-            anonymous_group=self.anonymous_group,
-            uuid_names=self.uuid_names_are_anonymous,
-            cull_named_servers=self.cull_named_servers,
-        )
 
 
 class OAuthCallbackHandler(HubOAuthCallbackHandler):
@@ -218,12 +120,12 @@ def make_app(ctx: ServiceContext, hub_auth: HubOAuth) -> web.Application:
     )
 
 
-def _sizes(config) -> list[str]:
+def _sizes(config: Config) -> list[str]:
+    """The sizes guests may launch with, for the catalog's link builder."""
     try:
-        from ..sizes import ResourcePolicy
-
         policy = ResourcePolicy(config=config).launch_policy()
-    except Exception:
+    except TraitError as e:  # the hub refuses to start with this config; say so here too
+        logging.getLogger("cnbi").error("Invalid resource configuration: %s", e)
         return []
     return [n for n, p in policy.packages.items() if policy.allowed_for(p, anonymous=True)]
 
@@ -237,14 +139,14 @@ class ServiceApp(Application):
         "config": "ServiceApp.config_file",
         "cull-every": "CullerSettings.cull_every",
         "concurrency": "CullerSettings.concurrency",
-        "namespace": "CullerSettings.namespace",
-        "kubeconfig": "CullerSettings.kubeconfig",
+        "namespace": "ServiceSettings.namespace",
+        "kubeconfig": "ServiceSettings.kubeconfig",
         "log-level": "Application.log_level",
     }
     flags = {
         "dry-run": ({"CullerSettings": {"dry_run": True}}, "Log what would be culled only."),
-        "no-kubernetes": ({"CullerSettings": {"kubernetes": False}}, "Hub-only culling."),
-        "no-registry": ({"CullerSettings": {"registry": False}}, "Do not run the registry."),
+        "no-kubernetes": ({"ServiceSettings": {"kubernetes": False}}, "Hub-only culling."),
+        "no-registry": ({"ServiceSettings": {"registry": False}}, "Do not run the registry."),
     }
 
     @default("log_level")
@@ -262,8 +164,11 @@ class ServiceApp(Application):
         # configurables owned by other modules, listed in ``--help-all`` too
         self.classes = [
             ServiceApp,
+            ServiceSettings,
             CullerSettings,
             PoolSettings,
+            GuestPolicy,
+            LinkSigning,
             ImageRegistry,
             BuildSettings,
             RebuildSettings,
@@ -275,46 +180,66 @@ class ServiceApp(Application):
         if self.config_file:
             self.load_config_file(self.config_file)
             self.update_config(self.cli_config)  # command line wins over the file
+        refuse_moved(self.config, ["CullerSettings"], FROM_CULLER)
         for name in ("cnbi", "cnbi.culler", "cnbi.hubapi", "cnbi.kube", "cnbi.pool", "tornado"):
             logging.getLogger(name).setLevel(self.log_level)
         logging.getLogger("cnbi").handlers = self.log.handlers
         logging.getLogger("cnbi").propagate = False
         logging.getLogger("tornado.application").handlers = self.log.handlers
 
+    def registry_config(self, settings: ServiceSettings) -> Config:
+        """The registry's config: the hub's, with the service's namespace and kubeconfig as
+        defaults (an explicit ``c.ImageRegistry.namespaces``/``kubeconfig`` wins)."""
+        config = registry_config(self.config)
+        configured = config["ImageRegistry"] if "ImageRegistry" in config else {}
+        defaults = Config()
+        if "kubeconfig" not in configured and settings.kubeconfig:
+            defaults.ImageRegistry.kubeconfig = settings.kubeconfig
+        if "namespaces" not in configured:
+            defaults.ImageRegistry.namespaces = [settings.namespace]
+        merged = Config(defaults)
+        merged.merge(config)
+        return merged
+
     async def run(self) -> None:
-        settings = CullerSettings(parent=self)
+        settings = ServiceSettings(parent=self)
+        culling = CullerSettings(parent=self)
+        guests = GuestPolicy(parent=self)
         metrics = ServiceMetrics()
-        hub = HubClient(concurrency=settings.concurrency)
+        hub = HubClient(concurrency=culling.concurrency)
+        prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/cnbi/")
+        kube = await make_api_client(settings.kubeconfig or None) if settings.kubernetes else None
+        storage = UserStorage(kube, settings.namespace) if kube is not None else None
+        registry = None
+        if settings.registry:  # the service's own (another process than the hub's)
+            registry = ImageRegistry(config=self.registry_config(settings), log=self.log)
         ctx = ServiceContext(
             settings=settings,
+            guests=guests,
+            links=LinkSigning(parent=self),
+            builds=BuildSettings(parent=self),
             hub=hub,
             metrics=metrics,
+            jinja=make_jinja(),
             namespace=settings.namespace,
-            prefix=os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/cnbi/"),
+            prefix=prefix if prefix.endswith("/") else prefix + "/",
             hub_base_url=os.environ.get("JUPYTERHUB_BASE_URL", "/"),
             sizes=_sizes(self.config),
-            jinja=make_jinja(),
-        )
-        if not ctx.prefix.endswith("/"):
-            ctx.prefix += "/"
-        if settings.kubernetes:
-            ctx.kube = await make_api_client(settings.kubeconfig or None)
-            ctx.storage = UserStorage(ctx.kube, settings.namespace)
-        if settings.registry:
-            ctx.registry = ImageRegistry.shared(parent=self, config=self.config)
-            configured = self.config.get("ImageRegistry", {})
-            if "kubeconfig" not in configured and settings.kubeconfig:
-                ctx.registry.kubeconfig = settings.kubeconfig
-            if "namespaces" not in configured:
-                ctx.registry.namespaces = [settings.namespace]
-        ctx.culler = Culler(
-            hub,
-            settings.policy(),
-            kube=ctx.storage,
-            concurrency=settings.concurrency,
-            dry_run=settings.dry_run,
-            metrics=metrics,
-            logger=logging.getLogger("cnbi.culler"),
+            registry=registry,
+            kube=kube,
+            storage=storage,
+            culler=Culler(
+                hub,
+                culling.policy(
+                    anonymous_group=guests.anonymous_group,
+                    uuid_names=guests.uuid_names_are_anonymous,
+                ),
+                kube=storage,
+                concurrency=culling.concurrency,
+                dry_run=culling.dry_run,
+                metrics=metrics,
+                logger=logging.getLogger("cnbi.culler"),
+            ),
         )
         hub_auth = HubOAuth(parent=self, cache_max_age=60)
         app = make_app(ctx, hub_auth)
@@ -326,8 +251,8 @@ class ServiceApp(Application):
             url.netloc,
             ctx.prefix,
             ctx.namespace,
-            settings.cull_every,
-            ", dry run" if settings.dry_run else "",
+            culling.cull_every,
+            ", dry run" if culling.dry_run else "",
         )
 
         stop = asyncio.Event()
@@ -337,8 +262,8 @@ class ServiceApp(Application):
         tasks = []
         if ctx.registry is not None:
             tasks.append(asyncio.create_task(self._start_registry(ctx.registry)))
-        if settings.cull_every > 0:
-            tasks.append(asyncio.create_task(ctx.culler.run_forever(settings.cull_every, stop)))
+        if culling.cull_every > 0:
+            tasks.append(asyncio.create_task(ctx.culler.run_forever(culling.cull_every, stop)))
         if ctx.registry is not None and ctx.kube is not None:
             rebuild_settings = RebuildSettings(parent=self)
             if rebuild_settings.enabled:  # ctx.rebuilds.notes feed the catalog's rebuild line
@@ -350,9 +275,6 @@ class ServiceApp(Application):
                 tasks.append(asyncio.create_task(indexer.run(stop)))
         pool_settings = PoolSettings(parent=self)
         if pool_settings.targets and ctx.registry is not None:
-            from ..signing import as_key
-            from ..sizes import ResourcePolicy
-
             ctx.pool = PoolManager(
                 hub,
                 ctx.registry,
@@ -360,9 +282,9 @@ class ServiceApp(Application):
                 pool_settings,
                 kube=ctx.kube,
                 namespace=ctx.namespace,
-                signing_key=as_key(settings.link_signing_key or b""),
+                signing_key=ctx.links.key_bytes,
                 metrics=metrics,
-                anonymous_group=settings.anonymous_group,
+                anonymous_group=ctx.guests.anonymous_group,
             )
             tasks.append(asyncio.create_task(ctx.pool.run_forever(stop)))
         await stop.wait()

@@ -26,16 +26,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 from tornado import iostream, web
-from traitlets import Float, Int
-from traitlets.config import Configurable
 
 from .. import signing
-from ..anonymous import is_anonymous
 from ..builds import GROUP, PLURAL, VERSION
 from ..builds.phases import BuildStatus, count_in_progress, normalise
 from ..builds.resource import creator_of, customnbimage, display_name_of
@@ -46,28 +44,10 @@ from ..builds.validate import (
 )
 from ..errors import LaunchError
 from .context import HubServiceHandler
+from .settings import BuildSettings
 
 SCOPE = "custom:cnbi:builds"
 NAME_RE = r"([a-z0-9][a-z0-9-]{0,62})"
-
-
-class BuildSettings(Configurable):
-    """Knobs of the builds API (``c.BuildSettings.*`` in the service config)."""
-
-    max_in_progress = Int(
-        3, help="Unfinished builds one user may have at once (-1: no limit)."
-    ).tag(config=True)
-    events_poll_interval = Float(
-        0.5, help="Seconds between status checks behind the live events stream."
-    ).tag(config=True)
-    events_max_duration = Float(
-        900, help="Close a live events stream after this many seconds (clients reconnect)."
-    ).tag(config=True)
-    launch_wait = Float(
-        60,
-        help="After Success, keep the events stream open this long for the image to "
-        "reach the registry.",
-    ).tag(config=True)
 
 
 def build_json(cr: dict, status: BuildStatus, image=None, launch_url: str = "") -> dict:
@@ -112,11 +92,7 @@ class BuildsHandlerBase(HubServiceHandler):
 
     @property
     def build_settings(self) -> BuildSettings:
-        found = self.settings.get("cnbi_build_settings")
-        if found is None:
-            parent = getattr(self.ctx.settings, "parent", None)
-            found = self.settings["cnbi_build_settings"] = BuildSettings(parent=parent)
-        return found
+        return self.ctx.builds
 
     def check_xsrf_cookie(self):
         # tornado checks XSRF before prepare(): identify a token-authenticated request
@@ -129,7 +105,7 @@ class BuildsHandlerBase(HubServiceHandler):
 
     def prepare(self):
         user = self.current_user
-        if user and is_anonymous(user.get("name", ""), user.get("groups") or ()):
+        if user and self.ctx.guests.is_guest(user.get("name", ""), user.get("groups") or ()):
             raise web.HTTPError(403, "anonymous users cannot request image builds")
 
     @property
@@ -194,20 +170,13 @@ class BuildsHandlerBase(HubServiceHandler):
         found.sort(key=lambda i: (not i.launchable, not i.recommended, not i.default))
         return found[0] if found else None
 
-    def hub_public_url(self) -> str:
-        configured = getattr(self.ctx.settings, "public_hub_url", "")
-        if configured:
-            return configured.rstrip("/") + "/"
-        return f"{self.request.protocol}://{self.request.host}{self.ctx.hub_base_url}"
-
     def launch_url(self, image) -> str:
         if image is None or not image.launchable:
             return ""
         params = {"course": image.key}
-        key = getattr(self.ctx.settings, "link_signing_key", "")
-        if key:
-            ttl = getattr(self.ctx.settings, "link_ttl", 14 * 24 * 3600)
-            params = signing.sign_params(params, key, int(time.time() + ttl))
+        links = self.ctx.links
+        if links.key_bytes:
+            params = signing.sign_params(params, links.key_bytes, int(time.time() + links.max_ttl))
         return signing.launch_link(self.hub_public_url(), params)
 
     def view(self, cr: dict) -> dict:
@@ -238,16 +207,11 @@ class BuildsHandlerBase(HubServiceHandler):
         return created, req.warnings
 
     def _count(self, phase: str) -> None:
-        metrics = getattr(self.ctx, "metrics", None)
-        counter = getattr(metrics, "build_requests", None)
-        if counter is not None:
-            counter.labels(phase=phase).inc()
+        self.ctx.metrics.build_requests.labels(phase=phase).inc()
 
     def _gauge(self, crs: list[dict]) -> None:
         """Refresh the builds-per-phase gauge from a full listing."""
-        gauge = getattr(getattr(self.ctx, "metrics", None), "builds", None)
-        if gauge is None:
-            return
+        gauge = self.ctx.metrics.builds
         counts: dict[str, int] = {}
         for cr in crs:
             phase = normalise(cr).phase
@@ -260,9 +224,7 @@ class BuildsHandlerBase(HubServiceHandler):
         self.log.info("build %s: %s by %s %s", name, what, self.user_name, extra)
 
     @property
-    def log(self):
-        import logging
-
+    def log(self) -> logging.Logger:
         return logging.getLogger("cnbi.builds")
 
 

@@ -65,7 +65,7 @@ def image_json(image: KnownImage) -> dict:
 def rebuilt_lines(images: list[KnownImage], rebuilds) -> dict[str, str]:
     """``{image key: "rebuilt on <date> because base X changed"}`` from the rebuild loop's
     notes (``service/rebuilds.py``), for images whose stream a finished rebuild published."""
-    notes = getattr(rebuilds, "notes", None) or {}
+    notes = rebuilds.notes if rebuilds is not None else {}
     out = {}
     for image in images:
         note = notes.get(image.source.rsplit("/", 1)[-1]) if image.source else None
@@ -198,7 +198,6 @@ class CatalogHandler(_Base):
         asked = any(args.values()) or "make" in self.request.arguments
         req = LinkRequest(**args)
         images = [i for i in self.images() if i.launchable]
-        settings = self.ctx.settings
         sizes = self.ctx.sizes
         result = None
         if asked:
@@ -207,8 +206,8 @@ class CatalogHandler(_Base):
                 self.lookup,
                 sizes,
                 hub_url=self.hub_public_url(),
-                signing_key=settings.link_signing_key,
-                ttl=settings.link_ttl,
+                signing_key=self.ctx.links.key_bytes,
+                ttl=self.ctx.links.max_ttl,
             )
             if result.errors:
                 self.set_status(400)
@@ -221,18 +220,11 @@ class CatalogHandler(_Base):
             result=result,
             sizes=sizes,
             selected=selected,
-            signing=bool(settings.link_signing_key),
+            signing=bool(self.ctx.links.key_bytes),
             synced=bool(self.ctx.registry is not None and self.ctx.registry.synced),
             user_model=self.current_user,
-            rebuilt=rebuilt_lines(images, getattr(self.ctx, "rebuilds", None)),
-            pools=pool_lines(getattr(self.ctx, "pool", None)),
+            rebuilt=rebuilt_lines(images, self.ctx.rebuilds),
+            pools=pool_lines(self.ctx.pool),
         )
         self.set_header("Cache-Control", "no-store")
         self.write(html)
-
-    def hub_public_url(self) -> str:
-        configured = self.ctx.settings.public_hub_url
-        if configured:
-            return configured.rstrip("/") + "/"
-        base = self.ctx.hub_base_url  # JUPYTERHUB_BASE_URL, "/" by default
-        return f"{self.request.protocol}://{self.request.host}{base}"

@@ -19,7 +19,19 @@ from urllib.parse import urlencode
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader, select_autoescape
 from jupyterhub._data import DATA_FILES_PATH
 from jupyterhub.services.auth import HubOAuthenticated
+from kubernetes_asyncio.client import ApiClient
 from tornado import web
+
+from ..anonymous import GuestPolicy
+from ..images.registry import ImageRegistry
+from ..signing import LinkSigning
+from .culler import Culler
+from .hubapi import HubClient
+from .kubeapi import UserStorage
+from .metrics import ServiceMetrics
+from .pool import PoolManager
+from .rebuilds import RebuildLoop
+from .settings import BuildSettings, ServiceSettings
 
 HERE = Path(__file__).parent
 
@@ -32,54 +44,69 @@ class _UserView:
 
 @dataclass
 class ServiceContext:
-    """What handlers find in ``settings["cnbi"]``."""
+    """What handlers find in ``settings["cnbi"]``: built once by ``app.ServiceApp.run``."""
 
-    settings: Any  # app.CullerSettings
-    hub: Any  # hubapi.HubClient
-    metrics: Any  # metrics.ServiceMetrics
+    settings: ServiceSettings
+    guests: GuestPolicy
+    links: LinkSigning
+    builds: BuildSettings
+    hub: HubClient
+    metrics: ServiceMetrics
+    jinja: Environment
+    culler: Culler
     namespace: str
-    registry: Any = None  # ImageRegistry
-    kube: Any = None  # kubernetes_asyncio ApiClient
-    storage: Any = None  # kubeapi.UserStorage
-    culler: Any = None  # culler.Culler
-    rebuilds: Any = None  # rebuilds.RebuildLoop, when enabled
-    pool: Any = None  # pool.PoolManager, when PoolSettings.targets is set
     prefix: str = "/services/cnbi/"
     hub_base_url: str = "/"
     sizes: list[str] = field(default_factory=list)
-    jinja: Environment | None = None
+    registry: ImageRegistry | None = None  # None: ServiceSettings.registry is off
+    kube: ApiClient | None = None  # None: ServiceSettings.kubernetes is off
+    storage: UserStorage | None = None  # with kube
+    rebuilds: RebuildLoop | None = None  # when RebuildSettings.enabled
+    pool: PoolManager | None = None  # when PoolSettings.targets is set
 
-    def render(self, template: str, handler=None, **ns) -> str:
-        hub_prefix = self.hub_base_url + "hub/"
-        user = handler.current_user if handler is not None else None
-        view = _UserView(user["name"], json.dumps(user["name"])[1:-1]) if user else None
-        base = {
-            "base_url": hub_prefix,
-            "prefix": self.hub_base_url,
-            "service_prefix": self.prefix,
-            "user": view,
-            "no_spawner_check": True,
-            "admin_access": False,
-            "parsed_scopes": set((user or {}).get("scopes", [])),
-            "services": [],
-            "logout_url": hub_prefix + "logout",
-            "login_url": hub_prefix + "login",
-            "logo_url": hub_prefix,
-            "announcement": None,
-            "version_hash": "",
-            "xsrf_token": handler.xsrf_token.decode() if handler is not None else "",
-            "static_url": lambda path, include_version=True: hub_prefix + "static/" + path,
-            "service_static": lambda path: self.prefix + "static/" + path,
-            "link_for": lambda course, notebook: _builder_url(self.prefix, course, notebook),
-            "expires_text": "",
-        }
-        result = ns.get("result")
-        if result is not None and result.expires:
-            base["expires_text"] = dt.datetime.fromtimestamp(result.expires, dt.UTC).strftime(
-                "%Y-%m-%d %H:%M UTC"
-            )
-        base.update(ns)
-        return self.jinja.get_template(template).render(**base)
+    def render(self, template: str, handler: Any = None, **ns: Any) -> str:
+        return render_page(self.jinja, self.prefix, self.hub_base_url, template, handler, **ns)
+
+
+def render_page(
+    jinja: Environment,
+    prefix: str,
+    hub_base_url: str,
+    template: str,
+    handler: Any = None,
+    **ns: Any,
+) -> str:
+    """A service page with the hub's ``page.html`` look (``handler``: whose user, XSRF)."""
+    hub_prefix = hub_base_url + "hub/"
+    user = handler.current_user if handler is not None else None
+    view = _UserView(user["name"], json.dumps(user["name"])[1:-1]) if user else None
+    base = {
+        "base_url": hub_prefix,
+        "prefix": hub_base_url,
+        "service_prefix": prefix,
+        "user": view,
+        "no_spawner_check": True,
+        "admin_access": False,
+        "parsed_scopes": set((user or {}).get("scopes", [])),
+        "services": [],
+        "logout_url": hub_prefix + "logout",
+        "login_url": hub_prefix + "login",
+        "logo_url": hub_prefix,
+        "announcement": None,
+        "version_hash": "",
+        "xsrf_token": handler.xsrf_token.decode() if handler is not None else "",
+        "static_url": lambda path, include_version=True: hub_prefix + "static/" + path,
+        "service_static": lambda path: prefix + "static/" + path,
+        "link_for": lambda course, notebook: _builder_url(prefix, course, notebook),
+        "expires_text": "",
+    }
+    result = ns.get("result")
+    if result is not None and result.expires:
+        base["expires_text"] = dt.datetime.fromtimestamp(result.expires, dt.UTC).strftime(
+            "%Y-%m-%d %H:%M UTC"
+        )
+    base.update(ns)
+    return jinja.get_template(template).render(**base)
 
 
 def _builder_url(prefix: str, course: str, notebook: str) -> str:
@@ -109,5 +136,13 @@ class HubServiceHandler(HubOAuthenticated, web.RequestHandler):
         return self.settings["cnbi"]
 
     @property
-    def hub_auth(self):
+    def hub_auth(self) -> Any:
         return self.settings["hub_auth"]
+
+    def hub_public_url(self) -> str:
+        """The public hub root for launch links: ``ServiceSettings.public_hub_url``, else this
+        request's scheme and host with the hub's base URL."""
+        configured = self.ctx.settings.public_hub_url
+        if configured:
+            return configured.rstrip("/") + "/"
+        return f"{self.request.protocol}://{self.request.host}{self.ctx.hub_base_url}"

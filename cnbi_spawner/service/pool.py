@@ -42,7 +42,7 @@ from urllib.parse import quote
 from traitlets import Dict, Float, Int, Integer, Union
 from traitlets.config import Configurable
 
-from ..anonymous import new_anonymous_name
+from ..anonymous import ANONYMOUS_GROUP, new_anonymous_name
 from ..errors import LaunchError
 from ..launch_grammar import TICKET
 from ..pool import (
@@ -158,7 +158,7 @@ class PoolManager:
         namespace: str = "default",
         signing_key: bytes = b"",
         metrics: Any = None,
-        anonymous_group: str = "anonymous",
+        anonymous_group: str = ANONYMOUS_GROUP,
     ) -> None:
         self.hub = hub
         self.registry = registry
