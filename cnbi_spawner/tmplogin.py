@@ -89,6 +89,7 @@ class TmpLoginAuth(LobbyAuth, Protocol):
     trusted_proxy_count: int
     link_max_ttl: int
     manage_groups: bool
+    claim_pool_servers: bool
 
     @property
     def signing_key(self) -> bytes: ...
