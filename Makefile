@@ -40,11 +40,13 @@ test: deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # ruff (style), then import-linter: the layering contracts in pyproject.toml (no import
-# cycles, pure decision modules do no I/O, product code never imports the dev cluster)
+# cycles, pure decision modules do no I/O, product code never imports the dev cluster),
+# then mypy on the product package ([tool.mypy] in pyproject.toml)
 lint: deps
 	$(BIN)/ruff check cnbi_spawner devcluster tests benchmarks
 	$(BIN)/ruff format --check cnbi_spawner devcluster tests benchmarks
 	$(BIN)/lint-imports --no-cache
+	$(BIN)/mypy
 
 docs: deps
 	$(BIN)/sphinx-build -W --keep-going -b html docs docs/_build/html

@@ -290,12 +290,15 @@ class TmpLoginMixin(LoggingConfigurable):
             if name not in self._reservations:
                 return None
             return {"name": name, "groups": [self.anonymous_group]}
-        return await maybe_future(super().authenticate(handler, data))
+        # a mixin: the Authenticator that provides these comes after it in the MRO
+        return await maybe_future(super().authenticate(handler, data))  # type: ignore[misc]
 
     async def check_allowed(self, username: str, authentication: Any = None) -> bool:
         if username in self._reservations:
             return True  # minted by our handler a moment ago
-        return await maybe_future(super().check_allowed(username, authentication))
+        return await maybe_future(
+            super().check_allowed(username, authentication)  # type: ignore[misc]
+        )
 
     def get_handlers(self, app: Any) -> list:
         try:
@@ -303,7 +306,7 @@ class TmpLoginMixin(LoggingConfigurable):
         except RuntimeError as e:  # no running event loop (not inside the hub)
             self.log.warning("tmplogin: image registry not started at startup: %s", e)
         return [
-            *super().get_handlers(app),
+            *super().get_handlers(app),  # type: ignore[misc]
             ("/tmplogin", TmpLoginHandler, {"tmplogin": self}),
             ("/waiting-room", WaitingRoomHandler, {"tmplogin": self}),
         ]

@@ -35,7 +35,7 @@ def _collector(factory: Any, name: str, *args: Any, **kwargs: Any) -> Any:
     try:
         return factory(name, *args, registry=REGISTRY, **kwargs)
     except ValueError:  # this module was imported twice (e.g. reloaded): reuse the collector
-        names = REGISTRY._names_to_collectors  # type: ignore[attr-defined]
+        names = REGISTRY._names_to_collectors
         return names.get(name) or names[name + "_total"]
 
 

@@ -144,7 +144,7 @@ def _s(value: object) -> str:
 
 def _statuses(pod: dict) -> list[dict]:
     status = _d(pod.get("status"))
-    out = []
+    out: list[dict] = []
     for key in ("initContainerStatuses", "containerStatuses"):
         out.extend(_d(s) for s in _l(status.get(key)))
     return out

@@ -72,7 +72,11 @@ class LaunchDiagnostics(Configurable):
 
 
 class LaunchFailed(Exception):
-    """A launch that failed for a reason we can explain (the hub shows our messages)."""
+    """A launch that failed for a reason we can explain (the hub shows our messages).
+
+    Not an ``HTTPError`` (``hub_errors``): the hub reports a failed start through
+    ``jupyterhub_message``/``jupyterhub_html_message`` on any exception, with its own status.
+    """
 
     def __init__(self, failure: LaunchFailure, events: list[dict], logs: list[str]) -> None:
         super().__init__(failure_text(failure))
@@ -109,7 +113,7 @@ async def _record(spawner: Any, pod: dict | None, failure: LaunchFailure) -> Non
     meta = (pod or {}).get("metadata") or {}
     labels = ((pod or {}).get("metadata") or {}).get("labels") or {}
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    body = {
+    body: Any = {  # the client accepts the plain JSON object
         "metadata": {
             "generateName": f"{spawner.pod_name}.cnbi-",
             "labels": {
@@ -177,6 +181,7 @@ async def guard_start(spawner: Any, inner: asyncio.Future, settings: LaunchDiagn
                 return inner.result()
             if isinstance(exc, asyncio.TimeoutError | TimeoutError):
                 found = diagnose(_pod_of(spawner), spawner.events, timed_out=True)
+                assert found is not None  # timed_out=True: at least a Timeout
                 raise (await explain(spawner, settings, found)) from exc
             raise exc
         now = loop.time()

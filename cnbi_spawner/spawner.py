@@ -47,6 +47,7 @@ from traitlets import Dict, List, TraitError, Union, default
 from .anonymous import GuestPolicy
 from .auth import TmpLoginMixin
 from .errors import LaunchError, RegistryNotReady
+from .hub_errors import LaunchRefused, UserFacingError
 from .images.model import KnownImage
 from .images.registry import ImageRegistry
 from .launch_failures import progress_message
@@ -59,16 +60,6 @@ from .sizes import ResourcePolicy
 
 # KubeSpawner traits a plan sets; their configured values are the base each plan adds to.
 _PLAN_TRAITS = (*RESOURCE_FIELDS, "extra_labels", "extra_annotations")
-
-
-def http_error(error: LaunchError) -> web.HTTPError:
-    """A tornado error the hub renders with ``error.message`` (HTML page or JSON)."""
-    http = web.HTTPError(error.status, "%s: %s", type(error).__name__, error.message)
-    http.jupyterhub_message = error.message  # shown by the spawn page, error page and API
-    retry_after = getattr(error, "retry_after", None)
-    if retry_after:
-        http.headers = {"Retry-After": str(retry_after)}
-    return http
 
 
 def _format_escape(value: str) -> str:
@@ -179,6 +170,7 @@ class CNBiSpawner(KubeSpawner):
         help="The ResourcePolicy to use (default: ResourcePolicy(parent=spawner)).",
     )
 
+    user_options: dict[str, Any]  # KubeSpawner's trait (the hub's stored launch options)
     _cnbi_base: dict[str, Any] | None = None
     _cnbi_plan: LaunchPlan | None = None
 
@@ -211,7 +203,7 @@ class CNBiSpawner(KubeSpawner):
             await reg.ready(timeout)
         except Exception:
             self.log.exception("Image registry could not start")
-            raise http_error(RegistryNotReady()) from None
+            raise LaunchRefused(RegistryNotReady()) from None
         return reg
 
     def _policy(self):
@@ -221,11 +213,11 @@ class CNBiSpawner(KubeSpawner):
             return self.resource_policy.launch_policy()
         except TraitError as e:  # an operator's mistake: loud in the log, plain for the learner
             self.log.error("Invalid resource configuration: %s", e)
-            http = web.HTTPError(500, "invalid ResourcePolicy configuration")
-            http.jupyterhub_message = (
-                "The hub's resource settings are invalid; please tell its operator."
-            )
-            raise http from None
+            raise UserFacingError(
+                500,
+                "The hub's resource settings are invalid; please tell its operator.",
+                "invalid ResourcePolicy configuration",
+            ) from None
 
     def _anonymous(self) -> bool:
         """Is this server's user a guest (``c.GuestPolicy``, as the authenticator reads it)?"""
@@ -252,7 +244,7 @@ class CNBiSpawner(KubeSpawner):
                 type(e).__name__,
                 e.message,
             )
-            raise http_error(e) from None
+            raise LaunchRefused(e) from None
 
     def _ticket_key(self, plan: LaunchPlan) -> bytes:
         """The link signing key when this launch needs a ticket (a guest on a hub whose
@@ -346,6 +338,7 @@ class CNBiSpawner(KubeSpawner):
         for name in ("extra_resource_guarantees", "extra_resource_limits", "node_selector"):
             setattr(self, name, {**base[name], **getattr(size, name)})
         for name in ("tolerations", "node_affinity_required"):
+            # KubeSpawner's own dict-or-list reading of these traits (private API, pinned)
             configured = self._sorted_dict_values(base[name]) or []
             setattr(self, name, [*configured, *(dict(t) for t in getattr(size, name))])
         self.extra_labels = {**base["extra_labels"], **plan.labels}
@@ -388,6 +381,15 @@ class CNBiSpawner(KubeSpawner):
         ``User.spawn`` does not treat as a failure: the server stays "ready" with no pod and
         no route ("ghost server", learner sees "500: Redirect loop"). Shielded, only the
         cancelled spawn stops waiting; the others fail or succeed on their own.
+
+        Upstream: ``KubeSpawner._start_reflector`` in kubespawner/spawner.py (7.1.0:
+        ``await previous_reflector.first_load_future`` for a reflector another spawn started,
+        ``await current_reflector.first_load_future`` for a new one); every call site starts
+        the reflectors since jupyterhub/kubespawner#678 (multi-namespace watching), and the
+        future's failure handling is jupyterhub/kubespawner#635. On the hub side, a cancelled
+        spawn future that is not reported as a failure is jupyterhub/jupyterhub#5089 (fix
+        proposed in jupyterhub/jupyterhub#5091). Private API: pyproject.toml pins the
+        KubeSpawner versions this was tested with.
         """
         return await asyncio.shield(super()._start_reflector(*args, **kwargs))
 

@@ -56,18 +56,17 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 from urllib.parse import quote, urlencode
 
 from jupyterhub.handlers import BaseHandler
 from jupyterhub.utils import url_path_join
 from prometheus_client import REGISTRY, Counter
-from tornado import web
-from tornado.httputil import responses
 
 from .anonymous import new_anonymous_name
 from .claim import claim_pool_server, observe_claim
 from .errors import BadSignature, LaunchError, RegistryNotReady, Throttled
+from .hub_errors import LaunchRefused
 from .launch_grammar import LINK_PARAMS, TICKET
 from .link_preview import PAGE, Visit, VisitDecision, classify, preview_page
 from .pool import PoolKey
@@ -128,7 +127,7 @@ def _counter() -> Counter:
             "cnbi_tmplogin", "Requests to /hub/tmplogin by outcome", ["result"], registry=REGISTRY
         )
     except ValueError:  # this module was imported twice (e.g. reloaded): reuse the collector
-        counter = REGISTRY._names_to_collectors["cnbi_tmplogin_total"]  # type: ignore[attr-defined]
+        counter = cast(Counter, REGISTRY._names_to_collectors["cnbi_tmplogin_total"])
     for result in RESULTS:
         counter.labels(result=result)
     return counter
@@ -166,21 +165,6 @@ def spawn_url(hub_base_url: str, options: Mapping[str, str] | None) -> str:
     if not options:
         return url
     return url + "?" + urlencode({f"opt-{k}": v for k, v in options.items()}, quote_via=quote)
-
-
-class LaunchRefused(web.HTTPError):
-    """A ``LaunchError`` on its way to the hub's error page (or JSON)."""
-
-    def __init__(self, error: LaunchError) -> None:
-        super().__init__(
-            error.status,
-            log_message=f"tmplogin refused: {type(error).__name__}",
-            reason=responses.get(error.status, "Error"),
-        )
-        self.launch_error = error
-        self.jupyterhub_message = error.message  # shown (escaped) by the hub's error.html
-        retry_after = getattr(error, "retry_after", None)
-        self.headers = {"Retry-After": str(retry_after)} if retry_after else {}
 
 
 def _peer_address(request: Any) -> str:
@@ -316,9 +300,9 @@ class TmpLoginHandler(BaseHandler):
             return "ok", url, f"user={user.name} course={course} named"
 
         if user is not None and auth.reuse_sessions:
-            url = self._reuse_url(user, plan)
-            if url:
-                return "reused", url, f"user={user.name} course={course}"
+            reuse = self._reuse_url(user, plan)
+            if reuse:
+                return "reused", reuse, f"user={user.name} course={course}"
 
         pool = PoolKey(plan.image.key, plan.size.name) if plan is not None else None
         wants = str(pool) if pool is not None and auth.claim_pool_servers else ""

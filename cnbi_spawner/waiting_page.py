@@ -46,7 +46,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Protocol
 
-from jinja2 import ChoiceLoader, Environment, FileSystemLoader
+from jinja2 import BaseLoader, ChoiceLoader, Environment, FileSystemLoader
 from jupyterhub.metrics import SERVER_SPAWN_DURATION_SECONDS
 from jupyterhub.utils import url_path_join
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
@@ -396,9 +396,10 @@ class Lobby:
         """The waiting page in the hub's look (``page.html``), for a ``BaseHandler``."""
         if self._env is None:
             hub_env: Environment = handler.settings["jinja2_env_sync"]
-            self._env = hub_env.overlay(
-                loader=ChoiceLoader([FileSystemLoader(str(TEMPLATES)), hub_env.loader])
-            )
+            loaders: list[BaseLoader] = [FileSystemLoader(str(TEMPLATES))]
+            if hub_env.loader is not None:
+                loaders.append(hub_env.loader)
+            self._env = hub_env.overlay(loader=ChoiceLoader(loaders))
         status = self.status(place)
         namespace = dict(handler.template_namespace)
         namespace.update(

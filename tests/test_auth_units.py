@@ -24,8 +24,9 @@ from cnbi_spawner.errors import (
     Throttled,
     UnknownImage,
 )
+from cnbi_spawner.hub_errors import LaunchRefused
 from cnbi_spawner.signing import SIGNING_KEY_ENV
-from cnbi_spawner.tmplogin import LaunchRefused, result_for, spawn_url, wants_json
+from cnbi_spawner.tmplogin import result_for, spawn_url, wants_json
 
 
 @pytest.mark.parametrize(

@@ -7,9 +7,10 @@ import html.parser
 import pytest
 
 from cnbi_spawner.errors import RegistryNotReady, SelectionError, Throttled, UnknownImage
+from cnbi_spawner.hub_errors import LaunchRefused
 from cnbi_spawner.images.model import KnownImage
 from cnbi_spawner.sizes import ResourcePolicy
-from cnbi_spawner.spawner import http_error, options_form_html
+from cnbi_spawner.spawner import options_form_html
 
 HOSTILE = '<script>alert("x")</script>&"\''
 
@@ -85,7 +86,7 @@ def test_form_defaults_and_empty_states():
     ],
 )
 def test_http_error_carries_the_message(error, status, retry):
-    http = http_error(error)
+    http = LaunchRefused(error)
     assert http.status_code == status
     assert http.jupyterhub_message == error.message
     assert getattr(http, "headers", {}).get("Retry-After") == retry

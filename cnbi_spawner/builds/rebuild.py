@@ -103,7 +103,7 @@ def opted_in(cr: dict, default: bool) -> bool:
 
 
 def base_ref(cr: dict) -> str:
-    spec = cr.get("spec") if isinstance(cr.get("spec"), dict) else {}
+    spec = cr["spec"] if isinstance(cr.get("spec"), dict) else {}
     for key in ("baseImage", "fromImage"):
         value = spec.get(key)
         if isinstance(value, str) and value.strip():
@@ -164,14 +164,14 @@ def decide(
 ) -> Decision:
     """The decision for one CR, ignoring the concurrency budget (see ``plan``)."""
     meta = _meta(cr)
-    name = meta.get("name") if isinstance(meta.get("name"), str) else ""
+    name = meta["name"] if isinstance(meta.get("name"), str) else ""
     if not opted_in(cr, default_opt_in):
         return Decision(name, "skip", "not opted in")
     ref = base_ref(cr)
     if not ref:
         return Decision(name, "skip", "no base image")
     ann = _annotations(cr)
-    recorded_key = ann.get(BASE_IMAGE) if isinstance(ann.get(BASE_IMAGE), str) else ""
+    recorded_key = ann[BASE_IMAGE] if isinstance(ann.get(BASE_IMAGE), str) else ""
     base = find_base(ref, images, recorded_key)
     if base is None:
         return Decision(name, "skip", f"base {ref!r} is not a pinned registry image")

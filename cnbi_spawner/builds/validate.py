@@ -290,7 +290,7 @@ def _runtime(value: object, errors: dict) -> RuntimeEnvironment | None:
     ):
         errors[f"{key}.osVersion"] = "must be a short version such as 8 or 22.04"
         ok = False
-    if not ok:
+    if not ok or not isinstance(py, str):
         return None
     return RuntimeEnvironment(py, os_name or "", os_version or "")
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+from typing import TypeGuard
 
 from ..launch_grammar import TAG_PATTERN, is_course_name, is_image_ref, is_size_name
 from .model import Package
@@ -34,11 +35,11 @@ _TAG_RE = re.compile(TAG_PATTERN, re.ASCII)
 _URL_RE = re.compile(r"https?://[^\s\x00-\x1f\x7f\"'<>\\]{1,1000}", re.ASCII | re.IGNORECASE)
 
 
-def is_k8s_name(value: object) -> bool:
+def is_k8s_name(value: object) -> TypeGuard[str]:
     return isinstance(value, str) and _K8S_NAME_RE.fullmatch(value) is not None
 
 
-def is_tag(value: object) -> bool:
+def is_tag(value: object) -> TypeGuard[str]:
     """An image tag as docker and OpenShift allow it (ASCII word chars, '.', '-')."""
     return isinstance(value, str) and _TAG_RE.fullmatch(value) is not None
 
@@ -97,7 +98,7 @@ def load_json(value: object, what: str) -> tuple[object, str | None]:
         return None, f"{what}: value of {len(value)} characters is too long; ignored"
     try:
         return json.loads(value), None
-    except ValueError as e:
+    except json.JSONDecodeError as e:
         first = f"{what}: invalid JSON ({e.msg} at line {e.lineno})"
     try:
         return json.loads(

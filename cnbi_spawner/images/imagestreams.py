@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..launch_grammar import is_digest, split_image_ref
 from . import fields
@@ -115,7 +116,7 @@ def parse_imagestream_report(
     obj = _dict(obj)
     meta = _dict(obj.get("metadata"))
     name = meta.get("name")
-    namespace = meta.get("namespace") if isinstance(meta.get("namespace"), str) else ""
+    namespace = meta["namespace"] if isinstance(meta.get("namespace"), str) else ""
     if not fields.is_k8s_name(name):
         return ParseResult(source="imagestream:?", problems=["ImageStream without a valid name"])
     if namespace and not fields.is_k8s_name(namespace):
@@ -135,7 +136,7 @@ def parse_imagestream_report(
     if phase and phase not in PHASES:
         problems.append(f"unknown notebook-image-phase {phase[:40]!r}; ignored")
         phase = ""
-    common = dict(
+    common: dict[str, Any] = dict(
         display_name=fields.text(ann.get(ODH + "notebook-image-name"), fields.MAX_DISPLAY_CHARS)
         or name,
         description=fields.text(ann.get(ODH + "notebook-image-desc")),

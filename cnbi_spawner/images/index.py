@@ -55,7 +55,7 @@ def _add(level: dict[str, Refs], name: str, ref: Ref) -> None:
     found = level.get(name)
     if found is None:
         level[name] = ref
-    elif type(found) is tuple:
+    elif isinstance(found, tuple):
         if found != ref:
             level[name] = {found: None, ref: None}
     else:
@@ -66,7 +66,7 @@ def _drop(level: dict[str, Refs], name: str, ref: Ref) -> None:
     found = level.get(name)
     if found is None:
         return
-    if type(found) is tuple:
+    if isinstance(found, tuple):
         if found == ref:
             del level[name]
         return
@@ -80,7 +80,7 @@ def _drop(level: dict[str, Refs], name: str, ref: Ref) -> None:
 def _refs(found: Refs | None) -> tuple[Ref, ...]:
     if found is None:
         return ()
-    return (found,) if type(found) is tuple else tuple(found)
+    return (found,) if isinstance(found, tuple) else tuple(found)
 
 
 def default_tag(images: Iterable[KnownImage]) -> KnownImage | None:
@@ -242,7 +242,7 @@ def resolve(index: ImageIndex, name: object) -> KnownImage:
         found = level.get(n)
         if found is None:
             continue
-        if type(found) is tuple:
+        if isinstance(found, tuple):
             return _ref_image(index, found)
         one_stream = _within_one_source(index, found)
         if one_stream is not None:

@@ -22,7 +22,7 @@ import asyncio
 import logging
 import random
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from kubernetes_asyncio import client, watch
 from kubernetes_asyncio.client.exceptions import ApiException
@@ -81,7 +81,10 @@ async def list_namespace(
     parsed: list[tuple[ParseResult, str | None]] = []
 
     def fetch(cont: str | None) -> asyncio.Future:
-        kwargs = {"label_selector": settings.label_selector, "limit": settings.page_size}
+        kwargs: dict[str, Any] = {
+            "label_selector": settings.label_selector,
+            "limit": settings.page_size,
+        }
         if cont:
             kwargs["_continue"] = cont
         return asyncio.ensure_future(
@@ -117,7 +120,7 @@ async def list_namespace(
         if pending is not None:
             pending.cancel()
         # the generated client keeps the last response body (a whole page) alive
-        api.api_client.last_response = None
+        api.api_client.last_response = None  # type: ignore[attr-defined]
     sink._replace_namespace(ns, listed, parsed)
     return rv
 

@@ -170,7 +170,7 @@ class ImageRegistry(LoggingConfigurable):
         self._snapshot: dict[str, KnownImage] | None = None
         self._listed: set[str] = set()  # namespaces listed at least once
         self._failing: dict[str, float] = {}  # namespace -> since when its loop fails
-        self._stream_rv: dict[str, str] = {}  # source -> resourceVersion parsed
+        self._stream_rv: dict[str, str | None] = {}  # source -> resourceVersion parsed
         self._tasks: list[asyncio.Task] = []
         self._api: client.ApiClient | None = None
         self._starting: asyncio.Future | None = None
@@ -243,9 +243,9 @@ class ImageRegistry(LoggingConfigurable):
 
     def _apply(self, changes: dict[str, list[KnownImage]], *, quiet: bool = False) -> int:
         """Replace the images of each source in ``changes``; log and notify. Returns #changes."""
-        old = self._snapshot if self._listeners and self._snapshot is not None else None
-        if self._listeners and old is None:
-            old = self._mapping()
+        old: dict[str, KnownImage] = {}
+        if self._listeners:
+            old = self._snapshot if self._snapshot is not None else self._mapping()
         n = 0
         for source, images in changes.items():
             added, removed, changed = self.index.set_source(source, images)
@@ -300,11 +300,14 @@ class ImageRegistry(LoggingConfigurable):
         for problem in result.problems:
             self.log.warning("%s: %s", result.source, problem)
         # only non-empty entries: 10,000 healthy streams should cost nothing here
-        for store, value in ((self.problems, result.problems), (self.skipped, result.skipped)):
-            if value:
-                store[result.source] = value
-            else:
-                store.pop(result.source, None)
+        if result.problems:
+            self.problems[result.source] = result.problems
+        else:
+            self.problems.pop(result.source, None)
+        if result.skipped:
+            self.skipped[result.source] = result.skipped
+        else:
+            self.skipped.pop(result.source, None)
         self._stream_rv[result.source] = rv
 
     def _forget(self, source: str) -> None:

@@ -56,7 +56,7 @@ def _one(entry: Mapping, problems: list[str]) -> KnownImage | None:
         return None
     image = entry.get("image")
     parts = split_image_ref(image.strip() if isinstance(image, str) else image)
-    if not parts:
+    if not parts or not isinstance(image, str) or not isinstance(name, str):
         problems.append(f"static image {key!r}: invalid image reference; skipped")
         return None
     unknown = sorted(str(k)[:40] for k in entry if k not in KNOWN_FIELDS)

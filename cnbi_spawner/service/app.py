@@ -153,7 +153,7 @@ class ServiceApp(Application):
     def _log_level(self):
         return logging.INFO
 
-    _log_formatter_cls = LogFormatter
+    _log_formatter_cls = LogFormatter  # type: ignore[assignment]  # tornado's colours
 
     @default("log_format")
     def _log_format(self):
@@ -182,7 +182,7 @@ class ServiceApp(Application):
             self.update_config(self.cli_config)  # command line wins over the file
         refuse_moved(self.config, ["CullerSettings"], FROM_CULLER)
         for name in ("cnbi", "cnbi.culler", "cnbi.hubapi", "cnbi.kube", "cnbi.pool", "tornado"):
-            logging.getLogger(name).setLevel(self.log_level)
+            logging.getLogger(name).setLevel(self.log_level)  # type: ignore[arg-type]
         logging.getLogger("cnbi").handlers = self.log.handlers
         logging.getLogger("cnbi").propagate = False
         logging.getLogger("tornado.application").handlers = self.log.handlers

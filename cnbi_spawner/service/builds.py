@@ -52,7 +52,7 @@ NAME_RE = r"([a-z0-9][a-z0-9-]{0,62})"
 
 def build_json(cr: dict, status: BuildStatus, image=None, launch_url: str = "") -> dict:
     """Public view of one build."""
-    spec = cr.get("spec") if isinstance(cr.get("spec"), dict) else {}
+    spec = cr["spec"] if isinstance(cr.get("spec"), dict) else {}
     meta = cr.get("metadata") or {}
     return {
         "name": status.name,

@@ -109,7 +109,7 @@ def build_link(
     sizes: list[str],
     *,
     hub_url: str,
-    signing_key: str = "",
+    signing_key: bytes | str = "",
     ttl: int = 0,
     now: float | None = None,
 ) -> LinkResult:
@@ -134,7 +134,7 @@ def build_link(
             errors["notebook"] = "That notebook is not one of this image's notebooks."
     if req.size and sizes and req.size not in sizes:
         errors["size"] = "Unknown size; pick one from the list."
-    if errors:
+    if errors or image is None:
         return LinkResult(None, errors)
     params = {"course": image.key}
     if notebook:

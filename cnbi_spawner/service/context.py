@@ -80,7 +80,7 @@ def render_page(
     hub_prefix = hub_base_url + "hub/"
     user = handler.current_user if handler is not None else None
     view = _UserView(user["name"], json.dumps(user["name"])[1:-1]) if user else None
-    base = {
+    base: dict[str, Any] = {
         "base_url": hub_prefix,
         "prefix": hub_base_url,
         "service_prefix": prefix,

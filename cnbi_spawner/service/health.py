@@ -20,6 +20,7 @@ import time
 
 from tornado import web
 
+from .context import ServiceContext
 from .metrics import stale_seconds
 
 
@@ -48,7 +49,7 @@ def registry_check(registry, stale_limit: float) -> dict:
     }
 
 
-async def health_report(ctx, timeout: float = 3.0) -> dict:
+async def health_report(ctx: ServiceContext, timeout: float = 3.0) -> dict:
     """The health JSON for a service context (also used by tests and the CLI)."""
     hub_task = _check(ctx.hub.whoami(timeout=timeout, retries=0), timeout + 0.5)
     if ctx.storage is not None:
@@ -60,13 +61,12 @@ async def health_report(ctx, timeout: float = 3.0) -> dict:
 
         kube_task = absent()
     hub, kube = await asyncio.gather(hub_task, kube_task)
-    report = {
+    parts = {
         "hub": hub,
         "kubernetes": kube,
         "registry": registry_check(ctx.registry, ctx.settings.registry_stale_limit),
     }
-    report["ok"] = all(part["ok"] for part in report.values())
-    return report
+    return {**parts, "ok": all(part["ok"] for part in parts.values())}
 
 
 class HealthHandler(web.RequestHandler):

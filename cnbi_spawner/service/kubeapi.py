@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
@@ -35,7 +36,7 @@ class UserStorage:
         out: list[dict] = []
         token = None
         while True:
-            kwargs = {"label_selector": PVC_COMPONENT_SELECTOR, "limit": 500}
+            kwargs: dict[str, Any] = {"label_selector": PVC_COMPONENT_SELECTOR, "limit": 500}
             if token:
                 kwargs["_continue"] = token
             resp = await asyncio.wait_for(

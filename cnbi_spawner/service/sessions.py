@@ -67,7 +67,7 @@ def _age(started: str, now: dt.datetime) -> float | None:
 
 def session_view(name: str, server: dict, registry, now: dt.datetime) -> dict:
     """One server of the hub's user model as the API shows it (pure)."""
-    options = server.get("user_options") if isinstance(server.get("user_options"), dict) else {}
+    options = server["user_options"] if isinstance(server.get("user_options"), dict) else {}
     course = options.get("course") if isinstance(options.get("course"), str) else ""
     image = registry.get(course) if registry is not None and course else None
     return {
@@ -142,7 +142,7 @@ class SessionsHandler(_SessionsBase):
         name = self.target_user()
         model = await self.user_model(name)
         now = dt.datetime.now(dt.UTC)
-        servers = model.get("servers") if isinstance(model.get("servers"), dict) else {}
+        servers = model["servers"] if isinstance(model.get("servers"), dict) else {}
         views = [
             session_view(server_name, server, self.ctx.registry, now)
             for server_name, server in sorted(servers.items())
@@ -244,7 +244,7 @@ def _from_event(event: dict) -> LaunchFailure | None:
         "cnbi.meteor.zone/launch-failure"
     )
     try:
-        data = json.loads(raw) if isinstance(raw, str) else None
+        data = json.loads(raw) if isinstance(raw, str) else {}
         return LaunchFailure(
             str(data["reason"]),
             str(data["message"]),
