@@ -60,7 +60,7 @@ from cnbi_spawner.service.app import service_role
 from cnbi_spawner.service.pool import pool_role
 c.JupyterHub.spawner_class = "cnbi"
 c.JupyterHub.authenticator_class = "tmplogin"
-c.TmpLoginAuthenticator.link_signing_key = {KEY!r}
+c.LinkSigning.key = {KEY!r}
 c.KubeSpawner.namespace = {NS!r}
 c.KubeSpawner.start_timeout = 90
 c.KubeSpawner.http_timeout = 90
