@@ -308,7 +308,7 @@ class TmpLoginHandler(BaseHandler):
         wants = str(pool) if pool is not None and auth.claim_pool_servers else ""
         if place is None:  # nobody overtakes the waiting room, not even for a pool server
             self._wait_unless(lobby.check_line, auth, browser, f"course={course}", wants)
-        if pool is not None and auth.claim_pool_servers:  # no spawn, so no capacity gate
+        if plan is not None and pool is not None and auth.claim_pool_servers:  # no spawn gate
             claimed = claim_pool_server(self, auth, pool)
             if claimed is not None:  # one commit made it this learner's; no spawn needed
                 self.set_login_cookie(claimed)
