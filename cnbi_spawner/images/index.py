@@ -235,7 +235,7 @@ def _within_one_source(index: ImageIndex, refs: dict[Ref, None]) -> KnownImage |
 def resolve(index: ImageIndex, name: object) -> KnownImage:
     """The launchable image ``name`` means (rules in the module docstring)."""
     n = _norm(name)
-    if n is None:
+    if n is None or not isinstance(name, str):
         raise UnknownImage(str(name)[:64] if isinstance(name, str) else "")
     ambiguous: dict[Ref, None] | None = None
     for level in index._levels:

@@ -23,9 +23,11 @@ Role ``cnbi-notebook-index``).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import secrets
 import time
+from typing import Any
 
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
@@ -148,7 +150,7 @@ class NotebookIndexer:
             self._done[key] = image.digest
             task = asyncio.create_task(self._index(image), name=f"cnbi-index:{image.key}")
             self._running[key] = task
-            task.add_done_callback(lambda _t, key=key: self._finished(key))
+            task.add_done_callback(functools.partial(self._finished, key))
             started.append(image)
         return started
 
@@ -156,7 +158,7 @@ class NotebookIndexer:
         key = (image.source, image.tag)
         self._retry_at[key] = time.monotonic() + self.settings.resync_interval
 
-    def _finished(self, key: tuple[str, str]) -> None:
+    def _finished(self, key: tuple[str, str], _task: asyncio.Task | None = None) -> None:
         self._running.pop(key, None)
         self._wake.set()  # room for the next one
 
@@ -181,7 +183,7 @@ class NotebookIndexer:
     async def _index(self, image: KnownImage) -> None:
         started = time.monotonic()
         name = f"cnbi-index-{secrets.token_hex(5)}"
-        pod = index_pod(
+        pod: Any = index_pod(  # a plain JSON object, which the client sends as is
             name=name,
             namespace=self.namespace,
             image_ref=image.image,
