@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from . import resources as R
@@ -157,19 +157,18 @@ def pod_status(pod: dict) -> str:
     return reason
 
 
-def _pod_cells(pod: dict, now: datetime) -> list:
+def _pod_cells(pod: dict) -> list:
     status = pod.get("status") or {}
     statuses = status.get("containerStatuses") or []
     total = len((pod.get("spec") or {}).get("containers") or [])
     ready = sum(1 for cs in statuses if cs.get("ready"))
     restarts = sum(int(cs.get("restartCount") or 0) for cs in statuses)
+    return [f"{ready}/{total}", pod_status(pod), str(restarts)]
+
+
+def _pod_wide_cells(pod: dict) -> list:
     return [
-        pod["metadata"]["name"],
-        f"{ready}/{total}",
-        pod_status(pod),
-        str(restarts),
-        age(pod["metadata"].get("creationTimestamp"), now),
-        status.get("podIP") or "<none>",
+        (pod.get("status") or {}).get("podIP") or "<none>",
         (pod.get("spec") or {}).get("nodeName") or "<none>",
     ]
 
@@ -186,128 +185,88 @@ def _event_cells(ev: dict, now: datetime) -> list:
     ]
 
 
-def _service_cells(svc: dict, now: datetime) -> list:
+def _service_cells(svc: dict) -> list:
     spec = svc.get("spec") or {}
     ports = ",".join(
         f"{p.get('port')}/{p.get('protocol') or 'TCP'}" for p in spec.get("ports") or []
     )
-    return [
-        svc["metadata"]["name"],
-        spec.get("type") or "ClusterIP",
-        spec.get("clusterIP") or "<none>",
-        "<none>",
-        ports or "<none>",
-        age(svc["metadata"].get("creationTimestamp"), now),
-    ]
+    return [spec.get("type") or "ClusterIP", spec.get("clusterIP") or "<none>", "<none>",
+            ports or "<none>"]  # fmt: skip
 
 
-def _pvc_cells(pvc: dict, now: datetime) -> list:
+ACCESS_MODES = {"ReadWriteOnce": "RWO", "ReadOnlyMany": "ROX", "ReadWriteMany": "RWX"}
+
+
+def _pvc_cells(pvc: dict) -> list:
     spec, status = pvc.get("spec") or {}, pvc.get("status") or {}
     return [
-        pvc["metadata"]["name"],
         status.get("phase") or "Pending",
         spec.get("volumeName") or "",
         (status.get("capacity") or {}).get("storage") or "",
-        ",".join(
-            {"ReadWriteOnce": "RWO", "ReadOnlyMany": "ROX", "ReadWriteMany": "RWX"}.get(m, m)
-            for m in status.get("accessModes") or []
-        ),  # fmt: skip
+        ",".join(ACCESS_MODES.get(m, m) for m in status.get("accessModes") or []),
         spec.get("storageClassName") or "<unset>",
-        age(pvc["metadata"].get("creationTimestamp"), now),
     ]
 
 
+def named(
+    middle: Sequence[tuple[str, str]],
+    cells: Callable[[dict], list],
+    wide: Sequence[tuple[str, str]] = (),
+    wide_cells: Callable[[dict], list] = lambda o: [],
+) -> tuple[list[Column], Cells]:
+    """Columns Name, ``middle`` (name, description), Age, then ``wide`` at priority 1."""
+    columns = [column("Name", NAME_DOC, fmt="name")]
+    columns += [column(n, d) for n, d in middle] + [column("Age", AGE_DOC)]
+    columns += [column(n, d, priority=1) for n, d in wide]
+
+    def row(o: dict, now: datetime) -> list:
+        created = age(o["metadata"].get("creationTimestamp"), now)
+        return [o["metadata"]["name"], *cells(o), created, *wide_cells(o)]
+
+    return columns, row
+
+
 BUILTIN: dict[str, tuple[list[Column], Cells]] = {
-    "Pod": (
-        [
-            column("Name", NAME_DOC, fmt="name"),
-            column("Ready", "The aggregate readiness state of this pod for accepting traffic."),
-            column("Status", "The aggregate status of the containers in this pod."),
-            column(
-                "Restarts", "The number of times the containers in this pod have been restarted."
-            ),
-            column("Age", AGE_DOC),
-            column("IP", "IP address allocated to the pod.", priority=1),
-            column("Node", "Name of the node the pod is assigned to.", priority=1),
-        ],
+    "Pod": named(
+        [("Ready", "The aggregate readiness state of this pod for accepting traffic."),
+         ("Status", "The aggregate status of the containers in this pod."),
+         ("Restarts", "The number of times the containers in this pod have been restarted.")],
         _pod_cells,
+        [("IP", "IP address allocated to the pod."),
+         ("Node", "Name of the node the pod is assigned to.")],
+        _pod_wide_cells,
     ),
-    "Namespace": (
-        [
-            column("Name", NAME_DOC, fmt="name"),
-            column("Status", "The phase of the namespace."),
-            column("Age", AGE_DOC),
-        ],
-        lambda o, now: [
-            o["metadata"]["name"],
-            (o.get("status") or {}).get("phase") or "Active",
-            age(o["metadata"].get("creationTimestamp"), now),
-        ],
-    ),  # fmt: skip
-    "ConfigMap": (
-        [
-            column("Name", NAME_DOC, fmt="name"),
-            column("Data", "Number of keys."),
-            column("Age", AGE_DOC),
-        ],
-        lambda o, now: [
-            o["metadata"]["name"],
-            str(len(o.get("data") or {}) + len(o.get("binaryData") or {})),
-            age(o["metadata"].get("creationTimestamp"), now),
-        ],
-    ),  # fmt: skip
-    "Secret": (
-        [
-            column("Name", NAME_DOC, fmt="name"),
-            column("Type", "The type of the secret."),
-            column("Data", "Number of keys."),
-            column("Age", AGE_DOC),
-        ],
-        lambda o, now: [
-            o["metadata"]["name"],
-            o.get("type") or "Opaque",
-            str(len(o.get("data") or {})),
-            age(o["metadata"].get("creationTimestamp"), now),
-        ],
-    ),  # fmt: skip
-    "Service": (
-        [
-            column("Name", NAME_DOC, fmt="name"),
-            column("Type", "The type of the service."),
-            column("Cluster-IP", "The cluster IP."),
-            column("External-IP", "The external IP."),
-            column("Port(s)", "The ports of the service."),
-            column("Age", AGE_DOC),
-        ],
+    "Namespace": named(
+        [("Status", "The phase of the namespace.")],
+        lambda o: [(o.get("status") or {}).get("phase") or "Active"],
+    ),
+    "ConfigMap": named(
+        [("Data", "Number of keys.")],
+        lambda o: [str(len(o.get("data") or {}) + len(o.get("binaryData") or {}))],
+    ),
+    "Secret": named(
+        [("Type", "The type of the secret."), ("Data", "Number of keys.")],
+        lambda o: [o.get("type") or "Opaque", str(len(o.get("data") or {}))],
+    ),
+    "Service": named(
+        [("Type", "The type of the service."), ("Cluster-IP", "The cluster IP."),
+         ("External-IP", "The external IP."), ("Port(s)", "The ports of the service.")],
         _service_cells,
-    ),  # fmt: skip
-    "PersistentVolumeClaim": (
-        [
-            column("Name", NAME_DOC, fmt="name"),
-            column("Status", "The phase of the claim."),
-            column("Volume", "The bound volume."),
-            column("Capacity", "The capacity."),
-            column("Access Modes", "The access modes."),
-            column("StorageClass", "The storage class."),
-            column("Age", AGE_DOC),
-        ],
+    ),
+    "PersistentVolumeClaim": named(
+        [("Status", "The phase of the claim."), ("Volume", "The bound volume."),
+         ("Capacity", "The capacity."), ("Access Modes", "The access modes."),
+         ("StorageClass", "The storage class.")],
         _pvc_cells,
-    ),  # fmt: skip
+    ),
     "Event": (
-        [
-            column("Last Seen", "Time since the event was last seen."),
-            column("Type", "Event type."),
-            column("Reason", "Why the event happened."),
-            column("Object", "The object it is about."),
-            column("Message", "What happened."),
-        ],
+        [column("Last Seen", "Time since the event was last seen."), column("Type", "Event type."),
+         column("Reason", "Why the event happened."), column("Object", "The object it is about."),
+         column("Message", "What happened.")],
         _event_cells,
-    ),  # fmt: skip
-}
-DEFAULT = (
-    [column("Name", NAME_DOC, fmt="name"), column("Age", AGE_DOC)],
-    lambda o, now: [o["metadata"]["name"], age(o["metadata"].get("creationTimestamp"), now)],
-)
+    ),
+}  # fmt: skip
+DEFAULT = named([], lambda o: [])
 
 
 def printer_columns(crd: dict | None, version: str) -> list[dict] | None:
