@@ -5,10 +5,11 @@ from __future__ import annotations
 from . import resources as R
 from .routes import Route
 
+#: the Kubernetes version whose API (and kubectl) the dev cluster is checked against
 VERSION_INFO = {
     "major": "1",
-    "minor": "31",
-    "gitVersion": "v1.31.0-cnbi-devcluster",
+    "minor": "34",
+    "gitVersion": "v1.34.0-cnbi-devcluster",
     "gitCommit": "0000000000000000000000000000000000000000",
     "gitTreeState": "clean",
     "buildDate": "2026-01-01T00:00:00Z",

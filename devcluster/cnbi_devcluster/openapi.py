@@ -23,6 +23,7 @@ from functools import cache
 from typing import Any
 
 from . import resources as R
+from .discovery import VERSION_INFO
 
 META = "io.k8s.apimachinery.pkg.apis.meta.v1."
 CORE = "io.k8s.api.core.v1."
@@ -218,7 +219,7 @@ def group_version_doc(types: list[R.ResourceType]) -> dict:
         paths.update(resource_paths(rt, f"#/components/schemas/{name}"))
     return {
         "openapi": "3.0.0",
-        "info": {"title": "Kubernetes (cnbi dev cluster)", "version": "v1.34.0"},
+        "info": {"title": "Kubernetes (cnbi dev cluster)", "version": VERSION_INFO["gitVersion"]},
         "paths": paths,
         "components": {"schemas": schemas},
     }
@@ -282,7 +283,7 @@ def v2_doc(docs: dict[str, dict]) -> dict:
             }
     return {
         "swagger": "2.0",
-        "info": {"title": "Kubernetes (cnbi dev cluster)", "version": "v1.34.0"},
+        "info": {"title": "Kubernetes (cnbi dev cluster)", "version": VERSION_INFO["gitVersion"]},
         "paths": paths,
         "definitions": definitions,
     }
