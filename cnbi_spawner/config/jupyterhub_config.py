@@ -10,6 +10,7 @@ import json
 import os
 import shlex
 
+from cnbi_spawner.anonymous import ANONYMOUS_GROUP
 from cnbi_spawner.service.app import service_role
 from cnbi_spawner.service.pool import pool_role
 from cnbi_spawner.service.sessions import learner_role
@@ -38,7 +39,7 @@ def env_list(name, default):
 
 
 NAMESPACE = env("CNBI_NAMESPACE", "default")  # where pods, PVCs and CustomNBImages live
-ANONYMOUS_GROUP = env("CNBI_ANONYMOUS_GROUP", "anonymous")  # the guests' hub group
+GUEST_GROUP = env("CNBI_ANONYMOUS_GROUP", ANONYMOUS_GROUP)  # the guests' hub group
 SERVICE_URL = env("CNBI_SERVICE_URL", "http://127.0.0.1:10101")  # where the cnbi service listens
 
 # --- Hub process -------------------------------------------------------------
@@ -60,7 +61,7 @@ if env("CNBI_PROXY_COMMAND"):
     c.ConfigurableHTTPProxy.command = shlex.split(env("CNBI_PROXY_COMMAND"))
 
 # --- Guests and signed links: read by the hub and the cnbi service alike -------------
-c.GuestPolicy.anonymous_group = ANONYMOUS_GROUP
+c.GuestPolicy.anonymous_group = GUEST_GROUP
 # CNBI_LINK_SIGNING_KEY (read by LinkSigning itself): when set, links must be signed.
 
 # --- Anonymous logins (/tmplogin); TmpLoginMixin settings apply to any authenticator using it
@@ -129,7 +130,7 @@ c.JupyterHub.load_roles = [
         "groups": [env("CNBI_AUTHORS_GROUP", "course-authors")],
     },
     # learners may ask the service why their own server failed (api/sessions/me[/logs])
-    learner_role(groups=[ANONYMOUS_GROUP]),
+    learner_role(groups=[GUEST_GROUP]),
 ]
 if POOL_TARGETS:  # the service creates pool users and starts their servers
     c.JupyterHub.load_roles.append(pool_role("cnbi"))

@@ -32,6 +32,7 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 from tornado import web
 
+from ..anonymous import ANONYMOUS_GROUP
 from ..launch_failures import LaunchFailure, diagnose, relevant_events, tail_lines
 from ..launch_guard import EVENT_COMPONENT, EVENT_REASON
 from .context import HubServiceHandler
@@ -44,7 +45,7 @@ LOG_LINES = 50
 EVENTS = 20
 
 
-def learner_role(groups=("anonymous",), users=(), service_name: str = "cnbi") -> dict:
+def learner_role(groups=(ANONYMOUS_GROUP,), users=(), service_name: str = "cnbi") -> dict:
     """A hub role letting learners read their own sessions (``c.JupyterHub.load_roles``)."""
     return {
         "name": "cnbi-learner",
