@@ -372,6 +372,8 @@ async def test_stub_runtime_serves_many_pods(tmp_path):
             n = 40
             for i in range(n):
                 body = pod(f"s{i}", "unused")
+                # a Jupyter server (the default command) is what the stub runtime fakes
+                del body["spec"]["containers"][0]["command"]
                 body["spec"]["containers"][0]["env"].append(
                     {"name": "JUPYTERHUB_SERVICE_PREFIX", "value": f"/user/u{i}/"}
                 )
