@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import time
 from pathlib import Path
 
 import pytest
 import yaml
+from harness import kubectl_command
 from kubernetes_asyncio import client
 
+from cnbi_devcluster import DevCluster
 from cnbi_devcluster.builds import DELAY_ENV, INJECT_FAILURE
 from cnbi_spawner.builds import GROUP, PLURAL, VERSION
 from cnbi_spawner.builds.phases import normalise
@@ -139,6 +143,27 @@ async def test_survives_dropped_watches_and_an_api_outage(cluster, api):
 FIXTURES = Path(__file__).parent / "fixtures" / "customnbimages"
 
 
+@pytest.fixture
+async def https_cluster(tmp_path, monkeypatch):
+    """A dev cluster over HTTPS (kubectl sends its token only over TLS), fast build steps."""
+    monkeypatch.setenv(DELAY_ENV, "0.25")
+    async with DevCluster(tmp_path / "dc", tls=True) as c:
+        yield c
+
+
+async def kubectl(cluster, home, *args: str) -> str:
+    """Run the real kubectl against ``cluster`` (from this event loop); its stdout."""
+    env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig), "HOME": str(home)}
+    env.pop("KUBERNETES_SERVICE_HOST", None)
+    proc = await asyncio.create_subprocess_exec(
+        kubectl_command(), *args, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, f"kubectl {' '.join(args)}: {err.decode()}"
+    return out.decode()
+
+
 @pytest.mark.parametrize(
     "file,phases,stream_suffix",
     [
@@ -149,18 +174,30 @@ FIXTURES = Path(__file__).parent / "fixtures" / "customnbimages"
          ["Pending", "Preparing", "Resolving", "Building", "Success"], "package-list"),
     ],
 )  # fmt: skip
-async def test_design_samples_applied_as_written(cluster, api, file, phases, stream_suffix):
-    """The design's YAML created as is (what ``kubectl apply -f`` sends; no service in
-    between): the CRD keeps every field, and the controller runs the whole flow."""
-    manifest = yaml.safe_load((FIXTURES / file).read_text())
+async def test_design_samples_applied_with_kubectl(https_cluster, tmp_path, file, phases,
+                                                   stream_suffix):  # fmt: skip
+    """``kubectl apply -f`` of the design's YAML as written (validated by the CRD, nothing
+    pruned, the draft's ``action`` included), and the controller runs the whole flow."""
+    cluster = https_cluster
+    path = FIXTURES / file
+    manifest = yaml.safe_load(path.read_text())
     name = manifest["metadata"]["name"]
-    created = await api.create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, manifest)
-    assert created["spec"] == manifest["spec"]  # nothing pruned, the draft's action included
-    seen, obj = await phases_until_final(api, name)
-    assert seen == phases
-    stream = await api.get_namespaced_custom_object(
-        "image.openshift.io", "v1", NS, "imagestreams", f"cnbi-{name}-{stream_suffix}"
+    out = await kubectl(cluster, tmp_path, "apply", "-n", NS, "-f", str(path))
+    assert f"customnbimage.meteor.zone/{name} created" in out
+    created = json.loads(
+        await kubectl(cluster, tmp_path, "get", "cnbi", name, "-n", NS, "-o", "json")
     )
+    assert created["spec"] == manifest["spec"]  # nothing pruned
+    api_client = await make_api_client(str(cluster.kubeconfig))
+    try:
+        api = client.CustomObjectsApi(api_client)
+        seen, obj = await phases_until_final(api, name)
+        assert seen == phases
+        stream = await api.get_namespaced_custom_object(
+            "image.openshift.io", "v1", NS, "imagestreams", f"cnbi-{name}-{stream_suffix}"
+        )
+    finally:
+        await api_client.close()
     spec = manifest["spec"]
     annotations = stream["metadata"]["annotations"]
     display = spec.get("displayName", spec.get("name"))
@@ -169,3 +206,5 @@ async def test_design_samples_applied_as_written(cluster, api, file, phases, str
     if stream_suffix == "package-list":
         done = {c["type"] for c in obj["status"]["conditions"] if c["status"] == "True"}
         assert done == {"PipelineRunPrepare", "PipelineRunBuild"}
+    listed = await kubectl(cluster, tmp_path, "get", "cnbi", "-n", NS)
+    assert name in listed and ("Ready" in listed)

@@ -271,10 +271,13 @@ def controller_for(cluster, *, step_delay: float | None = None, namespace: str |
     async def run() -> None:
         from kubernetes_asyncio import config
 
-        api_client = client.ApiClient(configuration=client.Configuration())
+        # load the kubeconfig first: the client builds its TLS context (the cluster's CA
+        # over HTTPS) when it is created
+        configuration = client.Configuration()
         await config.load_kube_config(
-            config_file=str(cluster.kubeconfig), client_configuration=api_client.configuration
+            config_file=str(cluster.kubeconfig), client_configuration=configuration
         )
+        api_client = client.ApiClient(configuration=configuration)
 
         def on_image(repo: str, cr: dict) -> None:
             cluster.add_image(repo, content_for(cluster, cr))

@@ -9,9 +9,11 @@ What a real kubelet reports and KubeSpawner reads (KUBE_API_SUBSET §4):
   ``InspectFailed``). A repository in ``missing_images`` (an explicit fault) fails with
   Events ``Failed``/``BackOff`` and container state ``waiting`` reason ``ErrImagePull``
   then ``ImagePullBackOff``, retried with back-off, so it pulls once it leaves the set;
-- run: Events ``Created``, ``Started``; ``phase: Running``, ``podIP``, ``containerStatuses``
-  (``ready: false``) once the process runs; ``ready: true`` + conditions Ready/ContainersReady
-  only once the container's port accepts connections;
+- run: Events ``Created``, ``Started``; the main container's ``lifecycle.postStart`` exec
+  command (run here, in the pod's home, with its environment); ``phase: Running``,
+  ``podIP``, ``containerStatuses`` (``ready: false``) once the process runs;
+  ``ready: true`` + conditions Ready/ContainersReady only once the container's port accepts
+  connections;
 - exit: ``state.terminated`` (exitCode, reason Completed/Error), phase Succeeded/Failed
   (no restarts: ``restartPolicy`` is not honoured);
 - delete: on ``deletionTimestamp`` stop the container (SIGTERM, SIGKILL after the grace
@@ -21,8 +23,9 @@ What a real kubelet reports and KubeSpawner reads (KUBE_API_SUBSET §4):
 
 Only the pod's main container (the one with port ``notebook-port``, else the first) runs;
 other containers are reported running and ready, init containers completed. The ``stub``
-runtime fakes only Jupyter servers; any other command (e.g. the service's notebook-indexing
-pod) runs as a real process against the pod's seeded home, as in the ``process`` runtime.
+runtime fakes only notebook servers (a ``notebook-port``); any other container (e.g. the
+service's notebook-indexing pod) runs its command as a real process against the pod's seeded
+home, as in the ``process`` runtime.
 """
 
 from __future__ import annotations
@@ -50,12 +53,13 @@ from .podspec import (
     is_image_reference,
     main_container,
     pod_conditions,
-    runs_jupyter,
+    serves_notebooks,
 )
 from .runtimes import IpPool, LaunchSpec, ProcessContainer, StubContainer
 from .store import Store
 
 log = logging.getLogger("cnbi.devcluster")
+POST_START_TIMEOUT = 30
 
 
 class Kubelet:
@@ -300,6 +304,32 @@ class Kubelet:
             while not entry["deleting"] and asyncio.get_running_loop().time() < deadline:
                 await asyncio.sleep(0.05)
 
+    async def _post_start(self, pod: dict, entry: dict) -> None:
+        """``lifecycle.postStart.exec`` of the main container: its command, run on this
+        machine with the container's environment in its home, before the pod is reported
+        running (as a kubelet does). A failure is an Event ``FailedPostStartHook`` (a real
+        kubelet would also kill the container)."""
+        hook = (main_container(pod).get("lifecycle") or {}).get("postStart") or {}
+        command = (hook.get("exec") or {}).get("command") if isinstance(hook, dict) else None
+        spec = entry.get("spec")
+        if not command or spec is None:
+            return
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *[str(a) for a in command],
+                env=spec.env,
+                cwd=spec.cwd,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE,
+            )
+            _, err = await asyncio.wait_for(proc.communicate(), POST_START_TIMEOUT)
+            failed = f"exit code {proc.returncode}: {err.decode(errors='replace')[:200]}"
+            ok = proc.returncode == 0
+        except (OSError, TimeoutError) as e:
+            failed, ok = str(e) or "timed out", False
+        if not ok:
+            self.event(pod, "FailedPostStartHook", f"PostStartHook failed: {failed}", "Warning")
+
     def _current(self, pod: dict) -> dict | None:
         meta = pod["metadata"]
         current = self.store._objects[R.POD_TYPE.key].get((meta["namespace"], meta["name"]))
@@ -341,6 +371,7 @@ class Kubelet:
         name = main_container(pod)["name"]
         self.event(pod, "Created", f"Created container {name}")
         self.event(pod, "Started", f"Started container {name}")
+        await self._post_start(pod, entry)
         started = R.now_rfc3339()
         running = {"running": {"startedAt": started}}
         ip = entry["ip"]
@@ -455,7 +486,7 @@ class Kubelet:
             log_path=root / f"{c['name']}.log",
             meta={"pod": meta["name"]},
         )
-        if self.runtime == "stub" and runs_jupyter(c):
+        if self.runtime == "stub" and serves_notebooks(c):
             container = StubContainer(spec)
         else:
             spec.argv = container_argv(

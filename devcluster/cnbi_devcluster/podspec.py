@@ -53,7 +53,7 @@ def image_repository(ref: str) -> str:
 def main_container(pod: dict) -> dict:
     containers = pod["spec"]["containers"]
     for c in containers:
-        if any(p.get("name") == "notebook-port" for p in c.get("ports") or []):
+        if serves_notebooks(c):
             return c
     return containers[0]
 
@@ -142,10 +142,9 @@ def pod_conditions(ready: bool, initialized: bool = True) -> list[dict]:
     ]
 
 
-def runs_jupyter(c: dict) -> bool:
-    """Does the container run a Jupyter server (the default command, or ``jupyter…``)?"""
-    argv = [str(a) for a in (c.get("command") or []) + (c.get("args") or [])] or DEFAULT_CMD
-    return Path(argv[0]).name.startswith("jupyter")
+def serves_notebooks(c: dict) -> bool:
+    """Is the container a notebook server (KubeSpawner's port ``notebook-port``)?"""
+    return any(p.get("name") == "notebook-port" for p in c.get("ports") or [])
 
 
 def container_argv(c: dict, ip: str, port: int, *, bin_dir: Path, root: bool) -> list[str]:
