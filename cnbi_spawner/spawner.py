@@ -50,6 +50,7 @@ from .errors import LaunchError, RegistryNotReady
 from .hub_errors import LaunchRefused, UserFacingError
 from .images.model import KnownImage
 from .images.registry import ImageRegistry
+from .lab_settings import LabSettings, with_lab_settings
 from .launch_failures import progress_message
 from .launch_grammar import TICKET, flatten
 from .launch_guard import LaunchDiagnostics, guard_start
@@ -394,7 +395,16 @@ class CNBiSpawner(KubeSpawner):
         return await asyncio.shield(super()._start_reflector(*args, **kwargs))
 
     def start(self):
-        """KubeSpawner's start, watched so a failed launch says why (``launch_guard``)."""
+        """KubeSpawner's start, with the learner's JupyterLab defaults (``lab_settings``),
+        watched so a failed launch says why (``launch_guard``)."""
+        hooks = with_lab_settings(self.lifecycle_hooks, LabSettings(parent=self).user_settings)
+        if hooks is None:
+            self.log.warning(
+                "LabSettings.user_settings not written for %s: lifecycle_hooks has a postStart",
+                self._log_name,
+            )
+        else:
+            self.lifecycle_hooks = hooks
         future = super().start()
         settings = LaunchDiagnostics(parent=self)
         if not settings.enabled:

@@ -295,6 +295,14 @@ async def test_launch_link_starts_the_pinned_image_on_the_notebook(hub, kube, br
     contents = f"/user/{learner.name}/api/contents/{quote(NOTEBOOK)}?content=0"
     status, body = await api(hub, "GET", contents, base=hub.url)
     assert status == 200 and body["type"] == "notebook", body
+    # JupyterLab will not ask the learner about "Jupyter news": the server's settings API
+    # says fetchNews is "false" (written by the pod's postStart hook, LabSettings)
+    assert container.lifecycle.post_start._exec.command[0] == "/bin/sh"
+    plugin = "@jupyterlab/apputils-extension:notification"
+    settings = f"/user/{learner.name}/lab/api/settings/{plugin}"
+    status, body = await api(hub, "GET", settings, base=hub.url)
+    assert status == 200, body
+    assert body["settings"]["fetchNews"] == "false", body["settings"]
 
 
 BAD_LINKS = [

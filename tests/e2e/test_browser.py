@@ -88,10 +88,11 @@ async def run_first_code_cell(page, expected: str, attempts: int = 4) -> None:
     A keypress that lands while JupyterLab is still wiring up the editor or the kernel is
     lost, so focus + run is retried a bounded number of times (re-running is harmless).
     """
-    with contextlib.suppress(playwright_api.Error):  # the "Jupyter news?" toast
-        await page.get_by_role("button", name="No", exact=True).click(timeout=3000)
     status = page.locator(".jp-StatusBar-Widget").get_by_text(re.compile(r"\| Idle"))
     await status.first.wait_for(timeout=LAB_TIMEOUT)
+    # JupyterLab asks new users about "Jupyter news" once restored, before the kernel is
+    # idle; the spawner's LabSettings answered it, so no such question is on the page
+    assert await page.get_by_text("official Jupyter news").count() == 0
     cell = page.locator(".jp-Notebook .jp-CodeCell").first
     output = cell.locator(".jp-OutputArea-output")
     for _ in range(attempts):
