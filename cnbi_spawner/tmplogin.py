@@ -117,6 +117,10 @@ RESULTS = (
     "not_ready",
     "waiting",
 )
+NOT_LAUNCHED = (
+    "Nothing was started: only a person's browser opening this link launches the course "
+    "(a browser navigation; see the link-preview rules in the URL contract)."
+)
 #: query parameters that are not launch options: the hub's ``next`` and the signature
 NOT_OPTIONS = frozenset({"next"}) | LINK_PARAMS
 
@@ -258,6 +262,13 @@ class TmpLoginHandler(BaseHandler):
             page.course or "-",
             client,
         )
+        self.set_header("X-Robots-Tag", "noindex, nofollow")
+        if wants_json(self.request.headers.get("Accept", "")):  # a program: say so, in JSON
+            self.set_header("Content-Type", "application/json; charset=UTF-8")
+            body = {"status": 200, "launched": False, "reason": decision.reason}
+            body.update(course=page.course, title=page.title, message=NOT_LAUNCHED)
+            self.finish(json.dumps(body))
+            return
         ns = dict(self.template_namespace)
         ns.update(
             preview=page,
@@ -267,7 +278,6 @@ class TmpLoginHandler(BaseHandler):
         )
         html = self.settings["jinja2_env_sync"].from_string(PAGE).render(**ns)
         self.set_header("Content-Type", "text/html; charset=UTF-8")
-        self.set_header("X-Robots-Tag", "noindex, nofollow")
         self.finish(html)
 
     async def _launch(self, auth: TmpLoginAuth, client: str) -> tuple[str, str, str]:

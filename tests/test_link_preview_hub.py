@@ -110,11 +110,20 @@ async def test_previews_create_nothing_and_a_click_still_launches(start_hub, stu
         assert "<b>2026</b>" not in body and "<script>alert(1)" not in body, who
         assert 'id="cnbi-launch"' in body, who
 
+    # a program asking for JSON (no fetch metadata) is told so in JSON
+    async with jar_session() as program:
+        headers = {"Accept": "application/json", "User-Agent": "python-requests/2.32"}
+        async with program.get(url, headers=headers, allow_redirects=False) as r:
+            assert r.status == 200 and r.headers["Content-Type"].startswith("application/json")
+            body = await r.json()
+    assert body["launched"] is False and body["course"] == COURSE and body["title"] == DISPLAY
+    assert body["reason"] == "no-fetch-metadata"
+
     # nothing was created: no user, no pod, and every fetch counted
     assert await api(hub, "/users") == []
     assert cluster.list("v1", "pods", namespace="default") == []
     counts = await tmplogin_metrics(hub)
-    assert counts["preview"] + counts["confirm"] == len(SHAPES)
+    assert counts["preview"] + counts["confirm"] == len(SHAPES) + 1
     assert counts["ok"] == 0
 
     # a bad link is still refused as such (nothing created either)

@@ -10,6 +10,7 @@ Screenshots go to ``docs/_static/screens/`` (the docs show them).
 from __future__ import annotations
 
 import contextlib
+import html
 import re
 from urllib.parse import urlparse
 
@@ -158,6 +159,26 @@ async def test_error_pages(stack, page, query, status, text, screenshot):
     await page.screenshot(**shot(screenshot))
     assert {u["name"] for u in await stack.users()} == users_before
     assert len(stack.pods()) == pods_before
+
+
+async def test_a_click_on_the_link_launches_in_one_step(stack, page):
+    """A learner clicks the launch link on another page (an LMS, a webmail): Chromium's own
+    fetch metadata make it a person's navigation, so it launches at once: no preview page,
+    no extra button (link previews and mail scanners get that page, test_link_preview_hub)."""
+    users_before = {u["name"] for u in await stack.users()}
+    link = stack.url + MITOL_LINK
+    await page.set_content(f'<a id="launch" href="{html.escape(link)}">Lecture 1</a>')
+    answers: list[tuple[str, int]] = []
+    page.on(
+        "response",
+        lambda r: answers.append((r.url, r.status)) if "/tmplogin" in r.url else None,
+    )
+    await page.click("#launch")
+    await page.wait_for_url(re.compile(r"/(hub/spawn-pending|user)/[0-9a-f-]{36}/"))
+    assert answers and all(status == 302 for _, status in answers), answers
+    assert "cnbi-launch-preview" not in await page.content()
+    new = {u["name"] for u in await stack.users()} - users_before
+    assert len(new) == 1 and USER_RE.search(page.url).group(1) in new
 
 
 async def login_author(page, stack) -> None:
