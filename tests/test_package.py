@@ -25,12 +25,17 @@ CLIS = {"cnbi_spawner.cli": (main, SUBCOMMANDS), "cnbi_devcluster.cli": (dev_mai
         ("jupyterhub.authenticators", "tmplogin", "cnbi_spawner.auth:TmpLoginAuthenticator"),
         ("console_scripts", "cnbi-hub", "cnbi_spawner.cli:main"),
         ("console_scripts", "cnbi-devcluster", "cnbi_devcluster.cli:main"),
+        ("pytest11", "cnbi_devcluster", "cnbi_devcluster.pytest_plugin"),
     ],
 )
 def test_entry_points_resolve(group, name, target):
     (ep,) = [ep for ep in entry_points(group=group) if ep.name == name]
     assert ep.value == target
-    assert callable(ep.load())
+    loaded = ep.load()
+    if group == "pytest11":  # a plugin module with the dev cluster fixtures
+        assert {"devcluster", "stub_devcluster", "make_devcluster"} <= set(vars(loaded))
+    else:
+        assert callable(loaded)
 
 
 @pytest.mark.parametrize("cli", sorted(CLIS))
