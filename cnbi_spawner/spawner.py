@@ -52,7 +52,7 @@ from .images.model import KnownImage
 from .images.registry import ImageRegistry
 from .lab_settings import LabSettings, with_lab_settings
 from .launch_failures import progress_message
-from .launch_grammar import TICKET, flatten
+from .launch_grammar import COURSE, TICKET, flatten
 from .launch_guard import LaunchDiagnostics, guard_start
 from .moved_settings import FROM_SPAWNER, refuse_moved
 from .selection import RESOURCE_FIELDS, LaunchPlan, ResourcePackage, plan_launch
@@ -349,13 +349,28 @@ class CNBiSpawner(KubeSpawner):
         }
         self._cnbi_plan = plan
 
-    def _starting_message(self) -> str | None:
+    def _launch_image(self) -> KnownImage | None:
+        """The course image of this launch: the plan's, else the stored options' course."""
         plan = self._cnbi_plan
-        image = plan.image if plan is not None else None
+        if plan is not None:
+            return plan.image
+        course = (self.user_options or {}).get(COURSE)
+        if isinstance(course, str) and self.image_registry is not None:
+            return self.image_registry.get(course)
+        return None
+
+    def launch_summary(self) -> dict[str, str] | None:
+        """``{"course": display name, "notebook": path or ""}`` of this launch, for the
+        guest's progress page (:mod:`cnbi_spawner.guest_pages`); ``None`` when unknown."""
+        image = self._launch_image()
         if image is None:
-            course = (self.user_options or {}).get("course")
-            if isinstance(course, str) and self.image_registry is not None:
-                image = self.image_registry.get(course)
+            return None
+        plan = self._cnbi_plan
+        notebook = plan.notebook if plan is not None else None
+        return {"course": image.display_name or image.key, "notebook": notebook or ""}
+
+    def _starting_message(self) -> str | None:
+        image = self._launch_image()
         if image is None:
             return None
         name = image.display_name or image.key

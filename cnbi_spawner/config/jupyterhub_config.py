@@ -11,6 +11,7 @@ import os
 import shlex
 
 from cnbi_spawner.anonymous import ANONYMOUS_GROUP
+from cnbi_spawner.guest_pages import TEMPLATE_VAR, TEMPLATES, GuestMark
 from cnbi_spawner.service.app import service_role
 from cnbi_spawner.service.pool import pool_role
 from cnbi_spawner.service.sessions import learner_role
@@ -63,6 +64,9 @@ if env("CNBI_PROXY_COMMAND"):
 # --- Guests and signed links: read by the hub and the cnbi service alike -------------
 c.GuestPolicy.anonymous_group = GUEST_GROUP
 # CNBI_LINK_SIGNING_KEY (read by LinkSigning itself): when set, links must be signed.
+# Guests' hub pages name the course and hide the hub's machinery (c.GuestPages.enabled)
+c.JupyterHub.template_paths = [str(TEMPLATES), *c.JupyterHub.get("template_paths", [])]
+c.JupyterHub.template_vars = {**c.JupyterHub.get("template_vars", {}), TEMPLATE_VAR: GuestMark(c)}
 
 # --- Anonymous logins (/tmplogin); TmpLoginMixin settings apply to any authenticator using it
 c.TmpLoginMixin.reuse_sessions = env_bool("CNBI_REUSE_SESSIONS", True)

@@ -44,6 +44,8 @@ os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
 os.environ.setdefault("no_proxy", "127.0.0.1,localhost")
 
 NS = "default"
+#: ms: one browser step (a click, a page) on 2 busy cores
+STEP_TIMEOUT = 30_000
 PROD_CONFIG = REPO / "cnbi_spawner" / "config" / "jupyterhub_config.py"
 AUTHOR = "author"
 AUTHOR_PASSWORD = "e2e-author-password"

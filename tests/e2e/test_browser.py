@@ -15,46 +15,23 @@ import re
 from urllib.parse import urlparse
 
 import pytest
-import pytest_asyncio
 from e2e_stack import (
     AUTHOR,
     AUTHOR_PASSWORD,
     MITOL_LINK,
     NS,
     SCREENS,
+    STEP_TIMEOUT,
     http_status,
     wait_for,
 )
-from harness import launch_chromium
 
 playwright_api = pytest.importorskip("playwright.async_api")
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
 LAB_TIMEOUT = 150_000  # ms: JupyterLab in a real browser on 2 busy cores is slow
-STEP_TIMEOUT = 30_000
 USER_RE = re.compile(r"/(?:user|spawn-pending)/([0-9a-f-]{36})")
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def browser():
-    async with playwright_api.async_playwright() as p:
-        b = await launch_chromium(p)
-        try:
-            yield b
-        finally:
-            await b.close()
-
-
-@pytest_asyncio.fixture(loop_scope="module")
-async def page(browser):
-    context = await browser.new_context(viewport={"width": 1280, "height": 800})
-    page = await context.new_page()
-    page.set_default_timeout(STEP_TIMEOUT)
-    try:
-        yield page
-    finally:
-        await context.close()
 
 
 def shot(name: str) -> dict:
