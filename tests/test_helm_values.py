@@ -93,10 +93,13 @@ def test_helm_values_has_the_expected_files():
         "values.yaml",
         "rbac.yaml",
         "rbac-builds.yaml",
+        "rbac-reservations.yaml",
+        "rbac-reservations-nodes.yaml",
         "openshift/values.yaml",
         "openshift/route.yaml",
         "crds/customnbimages.meteor.zone.yaml",
         "crds/imagestreams.image.openshift.io.yaml",
+        "crds/coursereservations.cnbi.meteor.zone.yaml",
     } <= names
     assert (HELM / "README.md").is_file()
 
@@ -178,8 +181,12 @@ def hub_grants() -> dict[tuple[str, str], set[str]]:
 
 
 def test_rbac_is_namespaced_only():
-    kinds = {d["kind"] for _, d in manifests()}
-    assert "ClusterRole" not in kinds and "ClusterRoleBinding" not in kinds
+    """The one cluster-scoped grant is the optional, read-only node listing of
+    reservations' capacity (rbac-reservations-nodes.yaml)."""
+    cluster = [(n, d) for n, d in manifests() if d["kind"] in ("ClusterRole", "ClusterRoleBinding")]
+    assert {n.split("#")[0] for n, _ in cluster} == {"rbac-reservations-nodes.yaml"}
+    (role,) = [d for _, d in cluster if d["kind"] == "ClusterRole"]
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list"]}]
 
 
 @pytest.mark.parametrize(
@@ -190,6 +197,9 @@ def test_rbac_is_namespaced_only():
         # builds API (rbac-builds.yaml) + rebuild loop (service/rebuilds.py: GET + PUT)
         ("meteor.zone", "customnbimages", {"get", "list", "watch", "create", "delete", "update"}),
         ("meteor.zone", "customnbimages/status", {"update"}),
+        # class reservations (rbac-reservations.yaml, service/reservations.py)
+        ("cnbi.meteor.zone", "coursereservations", {"get", "list", "watch", "create", "delete"}),
+        ("cnbi.meteor.zone", "coursereservations/status", {"get", "update"}),
         ("", "persistentvolumeclaims", {"get", "list", "delete"}),
         # launch diagnostics (launch_guard.py), the sessions API (service/sessions.py) and
         # the notebook index's pods (service/indexer.py: create, read, delete)
@@ -216,6 +226,8 @@ def test_hub_service_account_gets_nothing_else():
         ("image.openshift.io", "imagestreams"),
         ("meteor.zone", "customnbimages"),
         ("meteor.zone", "customnbimages/status"),
+        ("cnbi.meteor.zone", "coursereservations"),
+        ("cnbi.meteor.zone", "coursereservations/status"),
         ("", "persistentvolumeclaims"),
         ("", "pods"),
         ("", "pods/log"),
@@ -239,6 +251,7 @@ def crd(group: str) -> dict:
     [
         ("meteor.zone", "v1alpha1", "customnbimages", "CustomNBImage"),
         ("image.openshift.io", "v1", "imagestreams", "ImageStream"),
+        ("cnbi.meteor.zone", "v1alpha1", "coursereservations", "CourseReservation"),
     ],
 )
 def test_crds_serve_what_the_code_uses(group, version, plural, kind):
@@ -806,3 +819,22 @@ def test_readme_names_every_file():
     readme = (HELM / "README.md").read_text()
     for path in yaml_files():
         assert str(path.relative_to(HELM)) in readme, path
+
+
+def test_coursereservation_crd_takes_what_the_service_writes():
+    from cnbi_spawner import reservations as R
+
+    r = R.Reservation(
+        "resv-1", "uai-intro", "small", 30,
+        R.parse_time("2026-03-02T09:00:00Z", "start"), R.parse_time("2026-03-02T11:00Z", "end"),
+        "prof", "Lecture 3",
+    )  # fmt: skip
+    obj = R.to_resource(r, "jhub")
+    obj["status"] = {"admitted": 2, "warmed": 30, "admittedUsers": ["a", "b"]}
+    schema = crd_schema(R.GROUP)
+    jsonschema.validate(obj, schema)
+    bad = copy.deepcopy(obj)
+    bad["spec"]["seats"] = 0
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, schema)
+    assert R.PLURAL == crd(R.GROUP)["spec"]["names"]["plural"]

@@ -14,6 +14,8 @@ from cnbi_spawner.anonymous import ANONYMOUS_GROUP
 from cnbi_spawner.guest_pages import TEMPLATE_VAR, TEMPLATES, GuestMark
 from cnbi_spawner.service.app import service_role
 from cnbi_spawner.service.pool import pool_role
+from cnbi_spawner.service.reservation_book import CUSTOM_SCOPES as RESERVATION_SCOPES
+from cnbi_spawner.service.reservation_book import instructor_role
 from cnbi_spawner.service.sessions import learner_role
 
 c = get_config()  # noqa: F821 (provided by the traitlets config loader)
@@ -104,8 +106,16 @@ POOL_TARGETS = json.loads(env("CNBI_POOL_TARGETS", "{}"))
 c.PoolSettings.targets = POOL_TARGETS
 c.PoolSettings.max_concurrent_starts = env_int("CNBI_POOL_MAX_STARTS", 10)
 
+# --- Class reservations: instructors book seats of a course (docs: reservations)
+# CNBI_RESERVATION_SEATS is JSON, e.g. {"small": 200, "gpu": 8}; sizes not listed get
+# their seats from the cluster's nodes (rbac-reservations-nodes.yaml).
+c.ReservationSettings.seats = json.loads(env("CNBI_RESERVATION_SEATS", "{}"))
+RESERVATIONS_WARM_POOL = env_bool("CNBI_RESERVATION_WARM_POOL", False)
+c.ReservationSettings.warm_pool = RESERVATIONS_WARM_POOL
+
 c.JupyterHub.custom_scopes = {
     "custom:cnbi:builds": {"description": "Request and follow custom course image builds."},
+    **RESERVATION_SCOPES,
 }
 service_env = {
     name: value
@@ -120,8 +130,8 @@ c.JupyterHub.services = [
         "command": ["cnbi-hub", "service", "--config", __file__],
         "environment": service_env,
         "oauth_no_confirm": True,
-        # browser logins to the service carry the builds scope (for users who have it)
-        "oauth_client_allowed_scopes": ["custom:cnbi:builds"],
+        # browser logins to the service carry these scopes (for users who have them)
+        "oauth_client_allowed_scopes": ["custom:cnbi:builds", *RESERVATION_SCOPES],
         "display": True,
     }
 ]
@@ -135,6 +145,8 @@ c.JupyterHub.load_roles = [
     },
     # learners may ask the service why their own server failed (api/sessions/me[/logs])
     learner_role(groups=[GUEST_GROUP]),
+    # instructors (and the admins you add to the group) may book classes
+    instructor_role(groups=[env("CNBI_INSTRUCTORS_GROUP", "instructors")]),
 ]
-if POOL_TARGETS:  # the service creates pool users and starts their servers
+if POOL_TARGETS or RESERVATIONS_WARM_POOL:  # the service creates pool users, starts servers
     c.JupyterHub.load_roles.append(pool_role("cnbi"))

@@ -63,7 +63,7 @@ from ..kube import make_api_client
 from ..moved_settings import FROM_CULLER, refuse_moved
 from ..signing import LinkSigning
 from ..sizes import ResourcePolicy
-from . import build_pages, builds, sessions
+from . import build_pages, builds, reservations, sessions
 from .catalog import CatalogHandler, ImagesAPIHandler
 from .context import HERE, ServiceContext, make_jinja
 from .culler import Culler
@@ -74,6 +74,7 @@ from .kubeapi import UserStorage
 from .metrics import MetricsHandler, ServiceMetrics
 from .pool import PoolManager, PoolSettings
 from .rebuilds import RebuildLoop, RebuildSettings
+from .reservation_book import ReservationBook, ReservationSettings
 from .settings import BuildSettings, CullerSettings, ServiceSettings
 
 SERVICE_SCOPES = ("list:users", "read:users", "read:servers", "delete:servers", "delete:users")
@@ -109,7 +110,12 @@ def make_app(ctx: ServiceContext, hub_auth: HubOAuth) -> web.Application:
         (p + "metrics", MetricsHandler),
         (p + r"static/(.*)", web.StaticFileHandler, {"path": str(HERE / "static")}),
     ]
-    handlers[1:1] = [*sessions.handlers(p), *builds.handlers(p), *build_pages.handlers(p)]
+    handlers[1:1] = [
+        *sessions.handlers(p),
+        *builds.handlers(p),
+        *build_pages.handlers(p),
+        *reservations.handlers(p),
+    ]
     return web.Application(
         handlers,
         cnbi=ctx,
@@ -167,6 +173,7 @@ class ServiceApp(Application):
             ServiceSettings,
             CullerSettings,
             PoolSettings,
+            ReservationSettings,
             GuestPolicy,
             LinkSigning,
             ImageRegistry,
@@ -273,8 +280,20 @@ class ServiceApp(Application):
             if index_settings.enabled:
                 indexer = NotebookIndexer(ctx.kube, ctx.registry, ctx.namespace, index_settings)
                 tasks.append(asyncio.create_task(indexer.run(stop)))
+        reservation_settings = ReservationSettings(parent=self)
+        if ctx.kube is not None:  # class reservations: Kubernetes is their store
+            ctx.reservations = ReservationBook(
+                ctx.kube,
+                ctx.namespace,
+                reservation_settings,
+                ResourcePolicy(config=self.config).launch_policy(),
+                registry=ctx.registry,
+                metrics=metrics,
+            )
+            tasks.append(asyncio.create_task(ctx.reservations.run(stop)))
+        warm = ctx.reservations if reservation_settings.warm_pool else None
         pool_settings = PoolSettings(parent=self)
-        if pool_settings.targets and ctx.registry is not None:
+        if (pool_settings.targets or warm is not None) and ctx.registry is not None:
             ctx.pool = PoolManager(
                 hub,
                 ctx.registry,
@@ -285,6 +304,7 @@ class ServiceApp(Application):
                 signing_key=ctx.links.key_bytes,
                 metrics=metrics,
                 anonymous_group=ctx.guests.anonymous_group,
+                extra_targets=warm.pool_targets if warm is not None else None,
             )
             tasks.append(asyncio.create_task(ctx.pool.run_forever(stop)))
         await stop.wait()

@@ -43,7 +43,7 @@ from ..builds.validate import (
     validate_request,
 )
 from ..errors import LaunchError
-from .context import HubServiceHandler
+from .context import JSONAPIMixin, ScopedHandler
 from .settings import BuildSettings
 
 SCOPE = "custom:cnbi:builds"
@@ -87,34 +87,13 @@ def build_json(cr: dict, status: BuildStatus, image=None, launch_url: str = "") 
     }
 
 
-class BuildsHandlerBase(HubServiceHandler):
+class BuildsHandlerBase(ScopedHandler):
     hub_scopes = {SCOPE}
+    guest_refusal = "anonymous users cannot request image builds"
 
     @property
     def build_settings(self) -> BuildSettings:
         return self.ctx.builds
-
-    def check_xsrf_cookie(self):
-        # tornado checks XSRF before prepare(): identify a token-authenticated request
-        # first, so API clients with "Authorization: token …" are exempt (as in the hub)
-        # while cookie requests still need the hub's XSRF token.
-        if self.request.headers.get("Authorization") and not getattr(self, "_cnbi_probe", False):
-            self._cnbi_probe = True
-            _ = self.current_user
-        return self.hub_auth.check_xsrf_cookie(self)
-
-    def prepare(self):
-        user = self.current_user
-        if user and self.ctx.guests.is_guest(user.get("name", ""), user.get("groups") or ()):
-            raise web.HTTPError(403, "anonymous users cannot request image builds")
-
-    @property
-    def user_name(self) -> str:
-        return self.current_user["name"]
-
-    @property
-    def is_admin(self) -> bool:
-        return bool(self.current_user.get("admin"))
 
     @property
     def api(self) -> client.CustomObjectsApi:
@@ -228,32 +207,8 @@ class BuildsHandlerBase(HubServiceHandler):
         return logging.getLogger("cnbi.builds")
 
 
-class _APIBase(BuildsHandlerBase):
-    def get_login_url(self):
-        raise web.HTTPError(403, "a hub token or login with the builds scope is required")
-
-    def write_json(self, data, status: int = 200) -> None:
-        self.set_status(status)
-        self.set_header("Content-Type", "application/json")
-        self.set_header("Cache-Control", "no-store")
-        self.finish(json.dumps(data))
-
-    def write_error(self, status_code: int, **kwargs) -> None:
-        exc = kwargs.get("exc_info", (None, None, None))[1]
-        if isinstance(exc, LaunchError):
-            self.set_status(exc.status)
-            body = exc.to_json()
-        else:
-            message = getattr(exc, "log_message", None) or self._reason
-            body = {"status": status_code, "message": message}
-        self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps(body))
-
-    def _handle_request_exception(self, e: BaseException) -> None:
-        if isinstance(e, LaunchError):
-            self.send_error(e.status, exc_info=(type(e), e, e.__traceback__))
-            return
-        super()._handle_request_exception(e)
+class _APIBase(JSONAPIMixin, BuildsHandlerBase):
+    login_refusal = "a hub token or login with the builds scope is required"
 
 
 class BuildsAPIHandler(_APIBase):

@@ -81,6 +81,25 @@ class ServiceMetrics:
             f"{PREFIX}_builds", "Image builds currently in each phase", ["phase"], registry=r
         )
 
+        self.reservation_requests = Counter(
+            f"{PREFIX}_reservation_requests",
+            "Reservation requests by outcome (booked, refused: no capacity)",
+            ["outcome"],
+            registry=r,
+        )
+        self.reserved_seats = Gauge(
+            f"{PREFIX}_reserved_seats",
+            "Seats booked in reservations not yet over, per size",
+            ["size"],
+            registry=r,
+        )
+        self.reservation_admissions = Counter(
+            f"{PREFIX}_reservation_admissions",
+            "Launches through a reservation's link, by outcome (admitted, full, outside)",
+            ["outcome"],
+            registry=r,
+        )
+
         per_pool = ["course", "size"]
         self.pool_target, self.pool_ready, self.pool_starting = (
             Gauge(f"{PREFIX}_pool_{name}", text, per_pool, registry=r)

@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import quote
 
@@ -159,8 +160,10 @@ class PoolManager:
         signing_key: bytes = b"",
         metrics: Any = None,
         anonymous_group: str = ANONYMOUS_GROUP,
+        extra_targets: Callable[[], Mapping[str, Mapping[str, int]]] | None = None,
     ) -> None:
         self.hub = hub
+        self.extra_targets = extra_targets
         self.registry = registry
         self.launch_policy = launch_policy
         self.settings = settings
@@ -188,10 +191,20 @@ class PoolManager:
     # --- targets -------------------------------------------------------------------------
 
     def resolve_targets(self) -> dict[PoolKey, int]:
-        """``PoolSettings.targets`` as exact pool keys (unknown courses logged once)."""
+        """``PoolSettings.targets`` as exact pool keys (unknown courses logged once), each
+        raised to what ``extra_targets`` (booked classes: ``{course: {size: n}}``) asks."""
+        out = self._resolve(self.settings.targets.items(), sum)
+        if self.extra_targets is not None:
+            for key, n in self._resolve(self.extra_targets().items(), max).items():
+                out[key] = max(out.get(key, 0), n)
+        return out
+
+    def _resolve(
+        self, targets: Iterable[tuple[str, Any]], combine: Callable[[tuple[int, int]], int]
+    ) -> dict[PoolKey, int]:
         out: dict[PoolKey, int] = {}
-        for course, value in self.settings.targets.items():
-            sizes = value if isinstance(value, dict) else {None: value}
+        for course, value in targets:
+            sizes = value if isinstance(value, Mapping) else {None: value}
             for size, n in sizes.items():
                 options = {"course": course} if size is None else {"course": course, "size": size}
                 try:
@@ -203,7 +216,7 @@ class PoolManager:
                         log.warning("Pool target %s skipped: %s", label, e.message)
                     continue
                 key = PoolKey(plan.image.key, plan.size.name)
-                out[key] = out.get(key, 0) + max(0, int(n))
+                out[key] = combine((out.get(key, 0), max(0, int(n))))
         return out
 
     def current_images(self, targets: dict[PoolKey, int]) -> dict[str, str | None]:
