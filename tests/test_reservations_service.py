@@ -46,7 +46,7 @@ def hub_config(kubeconfig: str, port: int, service_config: str) -> str:
 from jupyterhub.auth import DummyAuthenticator
 from cnbi_spawner.auth import TmpLoginMixin
 from cnbi_spawner.service.app import service_role
-from cnbi_spawner.service.reservations import CUSTOM_SCOPES, instructor_role
+from cnbi_spawner.service.reservation_book import CUSTOM_SCOPES, instructor_role
 
 class InstructorsAndLearners(TmpLoginMixin, DummyAuthenticator):
     pass
@@ -54,7 +54,7 @@ class InstructorsAndLearners(TmpLoginMixin, DummyAuthenticator):
 c.JupyterHub.authenticator_class = InstructorsAndLearners
 c.Authenticator.allow_all = True
 c.Authenticator.admin_users = {{"boss"}}
-c.TmpLoginAuthenticator.link_signing_key = {KEY!r}
+c.LinkSigning.key = {KEY!r}
 c.JupyterHub.spawner_class = "cnbi"
 c.KubeSpawner.namespace = {NS!r}
 c.ImageRegistry.namespaces = [{NS!r}]
