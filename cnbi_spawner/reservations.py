@@ -470,15 +470,19 @@ def to_resource(r: Reservation, namespace: str) -> dict:
             "namespace": namespace,
             "labels": {"app.kubernetes.io/part-of": "cnbi-spawner"},
         },
-        "spec": {
-            "course": r.course,
-            "size": r.size,
-            "seats": r.seats,
-            "start": rfc3339(r.start),
-            "end": rfc3339(r.end),
-            "owner": r.owner,
-            "note": r.note,
-        },
+        "spec": _spec(r),
+    }
+
+
+def _spec(r: Reservation) -> dict:
+    return {
+        "course": r.course,
+        "size": r.size,
+        "seats": r.seats,
+        "start": rfc3339(r.start),
+        "end": rfc3339(r.end),
+        "owner": r.owner,
+        "note": r.note,
     }
 
 
@@ -506,14 +510,4 @@ def from_resource(obj: Mapping[str, Any]) -> Reservation | None:
 
 def to_json(r: Reservation) -> dict:
     """The public view of one reservation (API)."""
-    return {
-        "name": r.name,
-        "course": r.course,
-        "size": r.size,
-        "seats": r.seats,
-        "start": rfc3339(r.start),
-        "end": rfc3339(r.end),
-        "owner": r.owner,
-        "note": r.note,
-        "admitted": r.admitted,
-    }
+    return {"name": r.name, **_spec(r), "admitted": r.admitted}

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import json
 import os
 import re
 from urllib.parse import parse_qs, urlsplit
@@ -21,6 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 import aiohttp
 import pytest
 from harness import HubProcess, free_port, kubectl_command, service_command, wait_for
+from test_builds_service import Client, hub_api
 from test_spawner_hub import REPO, imagestream, put_imagestream
 
 from cnbi_spawner import reservations as R
@@ -117,37 +117,13 @@ async def service_up(svc: str) -> None:
     await wait_for(up, "the cnbi service", WAIT)
 
 
-async def hub_api(hub, method: str, path: str, body=None):
-    headers = {"Authorization": f"token {hub.api_token}"}
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=WAIT)) as s:
-        kw = {"json": body} if body is not None else {}
-        async with s.request(method, hub.api_url + path, headers=headers, **kw) as r:
-            text = await r.text()
-            return r.status, (json.loads(text) if text else {})
-
-
 async def client_for(hub, svc: str, user: str) -> Client:
+    """A service API client with a token carrying all of ``user``'s permissions."""
     status, _ = await hub_api(hub, "POST", f"/users/{user}")
     assert status in (201, 409)
     status, body = await hub_api(hub, "POST", f"/users/{user}/tokens", {})
     assert status == 201, body
     return Client(svc, body["token"])
-
-
-class Client:
-    def __init__(self, svc: str, token: str) -> None:
-        self.svc = svc
-        self.headers = {"Authorization": f"token {token}"}
-
-    async def call(self, method: str, path: str, headers=None, **kw) -> tuple[int, object]:
-        headers = {**self.headers, **(headers or {})}
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=WAIT)) as s:
-            async with s.request(method, self.svc + path, headers=headers, **kw) as r:
-                text = await r.text()
-                try:
-                    return r.status, json.loads(text) if text else None
-                except ValueError:
-                    return r.status, text
 
 
 def window(hours_from_now: int, length: int = 2) -> dict:
