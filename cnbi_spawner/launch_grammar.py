@@ -37,10 +37,12 @@ SIZE = "size"
 SIG = "sig"
 EXP = "exp"
 TICKET = "ticket"
+RESERVATION = "reservation"  # a class reservation's name (covered by the signature)
 #: the launch options a link, the spawn form or the REST API may carry
 LAUNCH_OPTIONS = frozenset({COURSE, IMAGE, NOTEBOOK, SIZE})
-#: parameters of the link itself: signature, expiry, launch ticket (never launch options)
-LINK_PARAMS = frozenset({SIG, EXP, TICKET})
+#: parameters of the link itself: signature, expiry, launch ticket, reservation (never
+#: launch options)
+LINK_PARAMS = frozenset({SIG, EXP, TICKET, RESERVATION})
 
 # --- query values ----------------------------------------------------------------------
 

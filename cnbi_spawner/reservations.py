@@ -38,6 +38,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from .errors import LaunchError
+from .launch_grammar import RESERVATION
 from .selection import ResourcePackage, parse_quantity
 
 GROUP = "cnbi.meteor.zone"
@@ -45,7 +46,7 @@ VERSION = "v1alpha1"
 PLURAL = "coursereservations"
 KIND = "CourseReservation"
 #: the launch-link parameter naming the reservation (covered by the link's signature)
-LINK_PARAM = "reservation"
+LINK_PARAM = RESERVATION
 
 SLOT = dt.timedelta(hours=1)
 UTC = dt.UTC

@@ -20,6 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 import aiohttp
 import pytest
 from harness import HubProcess, free_port, kubectl_command, service_command, wait_for
+from test_auth_hub import browser, tmplogin
 from test_builds_service import Client, hub_api
 from test_spawner_hub import REPO, imagestream, put_imagestream
 
@@ -208,6 +209,11 @@ async def test_booking_authorization_and_capacity(stack):
     verify_params(query, KEY, dt.datetime.now(dt.UTC).timestamp())
     (obj,) = await stored(api)
     assert obj["spec"]["owner"] == "prof" and obj["spec"]["start"].endswith("Z")
+    # the hub takes the link: a signed launch of that course and size
+    async with browser() as b:
+        code, headers, body = await tmplogin(b, hub, urlsplit(mine["launch_url"]).query)
+    assert code == 302, body
+    assert "/hub/spawn?" in headers["Location"] and "opt-size=small" in headers["Location"]
 
     # --- kubectl shows it with our printer columns
     table = await kubectl(cluster, "get", "coursereservations", "-n", NS)
