@@ -24,7 +24,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from harness import free_port
+from harness import BROWSER_NAVIGATION, free_port
 
 pytestmark = [pytest.mark.slow]
 
@@ -135,7 +135,7 @@ async def test_demo_from_the_installed_wheels_launches_a_course(wheels, tmp_path
         jar = aiohttp.CookieJar(unsafe=True)  # cookies for 127.0.0.1
         async with aiohttp.ClientSession(cookie_jar=jar) as learner:
             link = f"{hub}/tmplogin?course=python-basics&notebook=intro/01-hello.ipynb"
-            async with learner.get(link) as r:
+            async with learner.get(link, headers=BROWSER_NAVIGATION) as r:  # a person's click
                 assert r.status == 200, await r.text()
                 parts = r.url.path.split("/")  # /hub/spawn-pending/NAME or /user/NAME/...
                 name = parts[
