@@ -79,6 +79,14 @@ from cnbi_spawner.service.app import service_role
 c.JupyterHub.services = [{{"name": "cnbi", "api_token": {TOKEN!r}}}]
 c.JupyterHub.load_roles = [service_role("cnbi")]
 """
+#: KubeSpawner gives a Kubernetes request 3 s (retrying for 30 s); a dev cluster on a busy
+#: 2-core machine, creating a hundred pods at once, answers slower: the create times out,
+#: the retry finds the pod, deletes it and tries again until the spawn fails. Both stacks
+#: get the same, longer budget (``--api-timeout``).
+API_TIMEOUT = """
+c.KubeSpawner.k8s_api_request_timeout = {timeout}
+c.KubeSpawner.k8s_api_request_retry_timeout = {retry}
+"""
 JOINED = re.compile(r"tmplogin waiting place=(\S+) .*client=10\.(\d+)\.(\d+)\.(\d+)")
 ADMITTED = re.compile(r"waiting-room admitted place=(\S+)")
 ABANDONED = re.compile(r"waiting-room expired place=(\S+)")
@@ -155,12 +163,13 @@ async def run_contender(name: str, args: argparse.Namespace, work: Path) -> dict
     content = work / "content"
     (content / Path(NOTEBOOK).parent).mkdir(parents=True, exist_ok=True)
     (content / NOTEBOOK).write_text('{"cells": [], "metadata": {}, "nbformat": 4}')
+    shared = SERVICE + API_TIMEOUT.format(timeout=args.api_timeout, retry=4 * args.api_timeout)
     if name == "cnbi":
         extra = f"c.TmpLoginAuthenticator.max_anonymous_users = {args.capacity}\n"
-        config, link_of = ours_config(args.spawn_limit, extra=SERVICE + extra), ours_link
+        config, link_of = ours_config(args.spawn_limit, extra=shared + extra), ours_link
     else:
         extra = f"c.JupyterHub.active_server_limit = {args.capacity}\n"
-        config, link_of = stock_config(args.spawn_limit, extra=SERVICE + extra), stock_link
+        config, link_of = stock_config(args.spawn_limit, extra=shared + extra), stock_link
     run_dir = work / f"{name}-{time.monotonic_ns()}"
     async with DevClusterProcess(run_dir / "cluster", {IMAGE_REPO: content}) as cluster:
         hub = await start_hub(config, run_dir / "hub", cluster.kubeconfig)
@@ -282,7 +291,10 @@ async def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", choices=["cnbi", "stock"], help="run one contender")
     p.add_argument("--idle", type=float, default=20.0, help="cull servers idle this long (s)")
     p.add_argument("--cull-every", type=float, default=2.0, help="seconds between cull passes")
-    p.add_argument("--spawn-limit", type=int, default=500, help="concurrent_spawn_limit")
+    p.add_argument("--spawn-limit", type=int, default=100, help="concurrent_spawn_limit")
+    p.add_argument(
+        "--api-timeout", type=float, default=30, help="KubeSpawner k8s_api_request_timeout (s)"
+    )
     p.add_argument("--timeout", type=float, default=900, help="per learner, seconds")
     p.add_argument("--keep", action="store_true", help="keep each run's directory (logs)")
     args = p.parse_args(argv)
