@@ -33,6 +33,7 @@ from .errors import Throttled
 from .images.registry import ImageRegistry
 from .moved_settings import FROM_TMPLOGIN, class_sections, refuse_moved
 from .ratelimit import Rate, RateLimiter
+from .reservation_admission import ReservationAdmission
 from .selection import LaunchPolicy
 from .signing import LinkSigning
 from .sizes import ResourcePolicy
@@ -132,6 +133,7 @@ class TmpLoginMixin(LoggingConfigurable):
         self.image_registry = ImageRegistry.for_hub(self.config, self.log)
         self._limiter: RateLimiter | None = None
         self._lobby: Lobby | None = None
+        self._admission: ReservationAdmission | None = None
         self._policy: LaunchPolicy | None = None
         self._reservations: dict[str, float] = {}
         self._registry_task: asyncio.Future | None = None
@@ -167,6 +169,13 @@ class TmpLoginMixin(LoggingConfigurable):
         if self._lobby is None:
             self._lobby = Lobby(WaitingRoomSettings(parent=self))
         return self._lobby
+
+    @property
+    def reservations(self) -> ReservationAdmission:
+        """Class reservations' admission (``ReservationAdmission`` from the same config)."""
+        if self._admission is None:
+            self._admission = ReservationAdmission(parent=self)
+        return self._admission
 
     def launch_policy(self) -> LaunchPolicy:
         if self._policy is None:

@@ -67,10 +67,11 @@ from .anonymous import new_anonymous_name
 from .claim import claim_pool_server, observe_claim
 from .errors import BadSignature, LaunchError, RegistryNotReady, Throttled
 from .hub_errors import LaunchRefused
-from .launch_grammar import LINK_PARAMS, TICKET
+from .launch_grammar import LINK_PARAMS, RESERVATION, TICKET
 from .link_preview import PAGE, Visit, VisitDecision, classify, preview_page
 from .pool import PoolKey
 from .ratelimit import client_key
+from .reservation_admission import ReservationAdmission
 from .selection import ImageSource, LaunchPolicy, plan_launch
 from .signing import launch_ticket, verify_params
 from .waiting_page import LobbyAuth, Waiting
@@ -92,6 +93,8 @@ class TmpLoginAuth(LobbyAuth, Protocol):
 
     @property
     def signing_key(self) -> bytes: ...
+    @property
+    def reservations(self) -> ReservationAdmission: ...
     def launch_policy(self) -> LaunchPolicy: ...
     async def ready_registry(self) -> ImageSource: ...
     def user_is_anonymous(self, user: Any) -> bool: ...
@@ -316,18 +319,30 @@ class TmpLoginHandler(BaseHandler):
 
         pool = PoolKey(plan.image.key, plan.size.name) if plan is not None else None
         wants = str(pool) if pool is not None and auth.claim_pool_servers else ""
-        if place is None:  # nobody overtakes the waiting room, not even for a pool server
+        # a class reservation's seat (signed links only): past the line and the capacity
+        reservation = self.get_query_argument(RESERVATION, "") if key else ""
+        seat = False
+        if reservation and pool is not None:
+            seat = await auth.reservations.admit(
+                reservation, "", pool.course, pool.size, count=False
+            )
+        if place is None and not seat:  # nobody overtakes the waiting room, for a pool server
             self._wait_unless(lobby.check_line, auth, browser, f"course={course}", wants)
         if plan is not None and pool is not None and auth.claim_pool_servers:  # no spawn gate
             claimed = claim_pool_server(self, auth, pool)
             if claimed is not None:  # one commit made it this learner's; no spawn needed
+                if seat:  # a pool server needs no capacity: the seat is counted if one is left
+                    await auth.reservations.admit(reservation, claimed.name, pool.course, pool.size)
                 self.set_login_cookie(claimed)
                 url = url_path_join(claimed.url, plan.default_url)
                 return "claimed", url, f"user={claimed.name} course={course} pool"
 
-        if place is None:
+        name = new_anonymous_name()
+        if seat and pool is not None:  # counted durably before the user exists
+            seat = await auth.reservations.admit(reservation, name, pool.course, pool.size)
+        if place is None and not seat:
             self._wait_unless(lobby.gate, auth, browser, f"course={course}", wants)
-        new_user = await self._login_anonymous(auth)
+        new_user = await self._login_anonymous(auth, name)
         if plan is not None:
             options = plan.user_options()
             if key:  # bind the checked launch to this user (the spawner verifies it)
@@ -337,7 +352,8 @@ class TmpLoginHandler(BaseHandler):
             url = self._validate_next_url(self.get_query_argument("next", "")) or spawn_url(
                 self.hub.base_url, None
             )
-        return "ok", url, f"user={new_user.name} course={course}"
+        extra = f" reservation={reservation}" if seat else ""
+        return "ok", url, f"user={new_user.name} course={course}{extra}"
 
     def _wait_unless(
         self, check: Callable[..., None], auth: TmpLoginAuth, browser: bool, what: str, wants: str
@@ -372,9 +388,8 @@ class TmpLoginHandler(BaseHandler):
         pending = url_path_join(self.hub.base_url, "spawn-pending", user.escaped_name)
         return pending + "?" + urlencode({"next": target}, quote_via=quote)
 
-    async def _login_anonymous(self, auth: TmpLoginAuth) -> Any:
-        """Create the UUID user (in the anonymous group) and set its cookie."""
-        name = new_anonymous_name()
+    async def _login_anonymous(self, auth: TmpLoginAuth, name: str) -> Any:
+        """Create the UUID user ``name`` (in the anonymous group) and set its cookie."""
         auth.reserve(name)
         try:
             user = await self.login_user(auth.login_data(name))

@@ -15,7 +15,8 @@ import contextlib
 import datetime as dt
 import os
 import re
-from urllib.parse import parse_qs, urlsplit
+import time
+from urllib.parse import parse_qs, parse_qsl, urlsplit
 
 import aiohttp
 import pytest
@@ -26,7 +27,7 @@ from test_spawner_hub import REPO, imagestream, put_imagestream
 
 from cnbi_spawner import reservations as R
 from cnbi_spawner.kube import make_api_client
-from cnbi_spawner.signing import verify_params
+from cnbi_spawner.signing import sign_params, verify_params
 
 pytestmark = [pytest.mark.slow]
 
@@ -36,7 +37,7 @@ WAIT = 60
 SCOPE = "custom:cnbi:reservations"
 
 
-def hub_config(kubeconfig: str, port: int, service_config: str) -> str:
+def hub_config(kubeconfig: str, port: int, service_config: str, extra: str = "") -> str:
     cmd = service_command(
         f"--config={service_config}",
         "--cull-every=0",
@@ -78,6 +79,8 @@ c.JupyterHub.load_roles.extend([
     instructor_role(groups=["instructors"], users=["tricky-anon", "boss"]),
     {{"name": "cnbi-viewer", "scopes": ["access:services!service=cnbi"], "users": ["viewer"]}},
 ])
+c.ReservationAdmission.namespace = {NS!r}
+{extra}
 """
 
 
@@ -88,8 +91,16 @@ c.ResourcePolicy.anonymous_max_size = "small"
 """
 
 
+FULL_AT_ONE = "c.TmpLoginMixin.max_anonymous_users = 1"
+
+
 @pytest.fixture
-async def stack(make_devcluster, start_hub, tmp_path):
+def hub_extra() -> str:
+    return ""
+
+
+@pytest.fixture
+async def stack(make_devcluster, start_hub, tmp_path, hub_extra):
     # HTTPS: kubectl sends its token over TLS only
     cluster = await make_devcluster(runtime="stub", tls=True, builds=False)
     (tmp_path / "content").mkdir()
@@ -98,7 +109,9 @@ async def stack(make_devcluster, start_hub, tmp_path):
     await put_imagestream(api, imagestream())
     (tmp_path / "service_config.py").write_text(SERVICE_CONFIG)
     port = free_port()
-    config = hub_config(str(cluster.kubeconfig), port, str(tmp_path / "service_config.py"))
+    config = hub_config(
+        str(cluster.kubeconfig), port, str(tmp_path / "service_config.py"), hub_extra
+    )
     hub = await start_hub(config, kubeconfig=cluster.kubeconfig)
     svc = f"{hub.url}/services/cnbi/"
     await service_up(svc)
@@ -340,3 +353,66 @@ async def test_the_page_books_through_its_form(stack):
     async with logged_in(hub, "tricky-anon") as browser:
         async with browser.get(svc + "reservations") as r:
             assert r.status == 403
+
+
+async def restarted(hub, config: str, cluster) -> HubProcess:
+    await hub.stop()
+    again = HubProcess(config, workdir=hub.workdir, kubeconfig=cluster.kubeconfig)
+    for attr in ("port", "hub_port", "proxy_api_port", "url", "api_url", "api_token"):
+        setattr(again, attr, getattr(hub, attr))
+    await again.start()
+    return again
+
+
+@pytest.mark.parametrize("hub_extra", [FULL_AT_ONE])
+async def test_a_full_hub_admits_exactly_the_seats_through_the_link(stack):
+    hub, cluster, svc, config, api = stack
+    prof = await client_for(hub, svc, "prof")
+    now = R.floor_hour(dt.datetime.now(dt.UTC))
+    body = {"course": "uai-intro", "size": "small", "seats": 2}
+    body.update(start=R.rfc3339(now), end=R.rfc3339(now + dt.timedelta(hours=2)))
+    status, resv = await prof.call("POST", "api/reservations", json=body)
+    assert status == 201, resv
+    seat_link = dict(parse_qsl(urlsplit(resv["launch_url"]).query))
+    plain = sign_params({"course": "uai-intro", "size": "small"}, KEY, int(time.time()) + 600)
+
+    # fill the hub: one learner with a running server (max_anonymous_users = 1)
+    async with browser() as first:
+        code, headers, _ = await tmplogin(first, hub, plain)
+        assert code == 302, headers
+        async with first.get(hub.url + headers["Location"]) as r:
+            assert r.status < 500
+
+    async def full():
+        async with browser() as b:
+            code, _, _ = await tmplogin(b, hub, plain, json_=True)
+        return code == 503
+
+    await wait_for(full, "the hub at max_anonymous_users", WAIT)
+
+    # the class's link admits exactly two learners, past the full hub; the third waits
+    answers = []
+    for _ in range(3):
+        async with browser() as b:
+            answers.append(await tmplogin(b, hub, seat_link, json_=True))
+    codes = [code for code, _, _ in answers]
+    assert codes == [302, 302, 503], [(c, body[:200]) for c, _, body in answers]
+    assert all("/hub/spawn?" in h["Location"] for _, h, _ in answers[:2])
+    (obj,) = await stored(api)
+    assert obj["status"]["admitted"] == 2 and len(set(obj["status"]["admittedUsers"])) == 2
+    async with browser() as b:  # the plain link still finds the hub full
+        code, _, _ = await tmplogin(b, hub, plain, json_=True)
+    assert code == 503
+
+    # a restart keeps the count: still no third seat
+    again = await restarted(hub, config, cluster)
+    try:
+        async with browser() as b:
+            code, _, _ = await tmplogin(b, again, seat_link, json_=True)
+        assert code == 503
+        (obj,) = await stored(api)
+        assert obj["status"]["admitted"] == 2
+        status, listing = await prof.call("GET", "api/reservations")
+        assert listing["reservations"][0]["admitted"] == 2
+    finally:
+        await again.stop()

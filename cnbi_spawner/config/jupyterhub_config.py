@@ -112,6 +112,7 @@ c.PoolSettings.max_concurrent_starts = env_int("CNBI_POOL_MAX_STARTS", 10)
 c.ReservationSettings.seats = json.loads(env("CNBI_RESERVATION_SEATS", "{}"))
 RESERVATIONS_WARM_POOL = env_bool("CNBI_RESERVATION_WARM_POOL", False)
 c.ReservationSettings.warm_pool = RESERVATIONS_WARM_POOL
+c.ReservationAdmission.namespace = NAMESPACE  # the hub reads them where the service writes
 
 c.JupyterHub.custom_scopes = {
     "custom:cnbi:builds": {"description": "Request and follow custom course image builds."},

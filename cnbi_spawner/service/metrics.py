@@ -93,12 +93,6 @@ class ServiceMetrics:
             ["size"],
             registry=r,
         )
-        self.reservation_admissions = Counter(
-            f"{PREFIX}_reservation_admissions",
-            "Launches through a reservation's link, by outcome (admitted, full, outside)",
-            ["outcome"],
-            registry=r,
-        )
 
         per_pool = ["course", "size"]
         self.pool_target, self.pool_ready, self.pool_starting = (
