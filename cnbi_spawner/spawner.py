@@ -54,8 +54,10 @@ from .lab_settings import LabSettings, with_lab_settings
 from .launch_failures import progress_message
 from .launch_grammar import COURSE, TICKET, flatten
 from .launch_guard import LaunchDiagnostics, guard_start
+from .learner_lab import LearnerLab
 from .moved_settings import FROM_SPAWNER, refuse_moved
 from .selection import RESOURCE_FIELDS, LaunchPlan, ResourcePackage, plan_launch
+from .service.settings import CullerSettings
 from .signing import verify_ticket
 from .sizes import ResourcePolicy
 
@@ -408,6 +410,20 @@ class CNBiSpawner(KubeSpawner):
         KubeSpawner versions this was tested with.
         """
         return await asyncio.shield(super()._start_reflector(*args, **kwargs))
+
+    def get_env(self) -> dict[str, str]:
+        """KubeSpawner's environment plus the learner-lab extension's (``learner_lab``),
+        with this kind of user's limits from the culler's own ``c.CullerSettings``."""
+        env = super().get_env()
+        culler = CullerSettings(parent=self)
+        policy = culler.policy(
+            anonymous_group=self._cnbi_guests.anonymous_group,
+            uuid_names=self._cnbi_guests.uuid_names_are_anonymous,
+        )
+        lab = LearnerLab(parent=self).environment(
+            guest=self._anonymous(), policy=policy, culling=culler.cull_every > 0
+        )
+        return {**env, **lab}
 
     def start(self):
         """KubeSpawner's start, with the learner's JupyterLab defaults (``lab_settings``),

@@ -8,14 +8,35 @@ while a named user keeps the stock navigation bar.
 
 from __future__ import annotations
 
+import io
+import re
+import zipfile
+
 import pytest
-from e2e_stack import AUTHOR, AUTHOR_PASSWORD, SCREENS, wait_for
+import pytest_asyncio
+from e2e_stack import AUTHOR, AUTHOR_PASSWORD, SCREENS, start_stack, wait_for
 
 playwright_api = pytest.importorskip("playwright.async_api")
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
 DATA_SCIENCE = "registry.example/courses/data-science"
+LAB_TIMEOUT = 150_000
+#: the culler's settings the notice must show (the culler itself never runs a pass here)
+CULLER_ENV = {
+    "CNBI_CULL_EVERY": "3600",
+    "CNBI_ANONYMOUS_IDLE_TIMEOUT": "600",
+    "CNBI_ANONYMOUS_MAX_AGE": str(6 * 3600),
+}
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def stack(tmp_path_factory):
+    s = await start_stack(tmp_path_factory.mktemp("e2e-learner"), env=CULLER_ENV)
+    try:
+        yield s
+    finally:
+        await s.stop()
 
 
 async def test_guest_progress_page_names_the_launch_and_hides_the_machinery(stack, page):
@@ -60,3 +81,60 @@ async def test_named_user_keeps_the_stock_navigation_bar(stack, page):
 
 async def _has(locator, text: str) -> bool:
     return text in await locator.inner_text()
+
+
+PUT_FILE = """async ([path, content]) => {
+  const xsrf = document.cookie.match(/_xsrf=([^;]+)/)[1];
+  const base = document.querySelector('#jupyter-config-data')
+    ? JSON.parse(document.querySelector('#jupyter-config-data').textContent).baseUrl : '/';
+  const r = await fetch(base + 'api/contents/' + path, {
+    method: 'PUT',
+    headers: {'X-XSRFToken': xsrf, 'Content-Type': 'application/json'},
+    body: JSON.stringify({type: 'file', format: 'text', content}),
+  });
+  return r.status;
+}"""
+
+
+async def test_notice_shows_the_culler_times_and_download_has_exactly_the_new_work(stack, page):
+    await page.goto(stack.url + "/tmplogin?course=python-basics&notebook=intro%2F01-hello.ipynb")
+    await page.wait_for_url(re.compile(r"/user/[0-9a-f-]{36}/lab"), timeout=LAB_TIMEOUT)
+    notice = page.locator("#cnbi-notice")
+    await notice.wait_for(timeout=LAB_TIMEOUT)
+    text = await page.locator("#cnbi-notice-text").inner_text()
+    session = await page.evaluate(
+        """async () => (await fetch(location.pathname.split('/lab')[0] +
+        '/cnbi-learner/session', {headers: {'X-XSRFToken':
+        document.cookie.match(/_xsrf=([^;]+)/)[1]}})).json()"""
+    )
+    assert "temporary" in session, session
+    assert session["temporary"] and session["idle_timeout"] == 600
+    assert session["max_age"] == 6 * 3600
+    end = await page.evaluate(
+        """s => new Date(Date.parse(s) + 6 * 3600 * 1000)
+        .toLocaleTimeString([], {hour: '2-digit', minute: '2-digit'})""",
+        session["started"],
+    )
+    assert "after 10 minutes without activity" in text, text
+    assert f"at the latest at {end} (6 hours after it started)" in text, text
+    SCREENS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=str(SCREENS / "learner-notice.png"))
+
+    # one new file, one changed course file; everything else is the image's, unchanged
+    assert await page.evaluate(PUT_FILE, ["mine.txt", "my own notes"]) == 201
+    assert await page.evaluate(PUT_FILE, ["intro/02-lists.ipynb", "changed"]) == 200
+    async with page.expect_download() as info:
+        await page.locator("#cnbi-download").click()
+    download = await info.value
+    data = open(await download.path(), "rb").read()
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        names = sorted(archive.namelist())
+        assert archive.read("mine.txt") == b"my own notes"
+    assert names == ["intro/02-lists.ipynb", "mine.txt"], names
+
+    await page.locator("#cnbi-notice-dismiss").click()
+    assert await notice.count() == 0
+    await page.reload()
+    await page.wait_for_selector(".jp-LabShell", timeout=LAB_TIMEOUT)
+    await page.wait_for_timeout(3000)
+    assert await notice.count() == 0  # dismissed for this tab
