@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from cnbi_devcluster.builds import (
+from cnbi_devcluster.build_steps import (
     INJECT_FAILURE,
     imagestream_for,
     plan_steps,

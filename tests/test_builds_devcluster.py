@@ -14,7 +14,8 @@ from harness import kubectl_command
 from kubernetes_asyncio import client
 
 from cnbi_devcluster import DevCluster
-from cnbi_devcluster.builds import DELAY_ENV, INJECT_FAILURE
+from cnbi_devcluster.build_steps import INJECT_FAILURE
+from cnbi_devcluster.builds import DELAY_ENV
 from cnbi_spawner.builds import GROUP, PLURAL, VERSION
 from cnbi_spawner.builds.phases import normalise
 from cnbi_spawner.builds.resource import customnbimage

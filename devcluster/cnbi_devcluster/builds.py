@@ -44,17 +44,12 @@ from cnbi_spawner.builds import GROUP, PLURAL, VERSION
 from cnbi_spawner.builds.phases import normalise
 from cnbi_spawner.builds.resource import creator_of, display_name_of
 
-from .build_steps import (  # noqa: F401  (also importable from here)
-    BASE_DIGEST_ANNOTATION,
-    IMAGE_HOST,
-    INJECT_FAILURE,
+from .build_steps import (
     IS_GROUP,
     IS_PLURAL,
     IS_VERSION,
-    UNRESOLVABLE_PREFIX,
     imagestream_for,
     plan_steps,
-    unresolvable,
 )
 
 log = logging.getLogger("cnbi.devcluster.builds")

@@ -17,7 +17,8 @@ import hmac
 import json
 import logging
 import random
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import Protocol
 
 import yaml
 from tornado import web
@@ -27,13 +28,12 @@ from . import openapi, tables
 from . import resources as R
 from .apply import apply
 from .discovery import VERSION_INFO, discovery
+from .faults import Faults
+from .kubelet import Kubelet
 from .routes import Route, parse_path
 from .schema import unknown_fields
 from .selectors import Selector, SelectorError
-from .store import dumps
-
-if TYPE_CHECKING:
-    from .cluster import DevCluster
+from .store import Store, dumps
 
 log = logging.getLogger("cnbi.devcluster")
 
@@ -41,9 +41,27 @@ TRUE = ("true", "True", "1")
 DEFAULT_WATCH_TIMEOUT = (1800, 3600)  # kube-apiserver: minRequestTimeout * [1, 2)
 
 
+class Cluster(Protocol):
+    """What the HTTP front needs of the cluster it serves (``cluster.DevCluster`` is one;
+    naming it here, not importing it, keeps the imports pointing one way: cluster -> server)."""
+
+    token: str
+    store: Store
+    faults: Faults
+    kubelet: Kubelet
+    bookmark_interval: float
+
+    @property
+    def missing_images(self) -> set[str]: ...
+
+    def set_missing(self, repository: str, missing: bool = True) -> None: ...
+
+    def add_image(self, repository: str, path: Path | str) -> None: ...
+
+
 class BaseHandler(web.RequestHandler):
     @property
-    def cluster(self) -> DevCluster:
+    def cluster(self) -> Cluster:
         return self.settings["devcluster"]
 
     def check_xsrf_cookie(self) -> None:  # an API, not a browser app
@@ -621,7 +639,7 @@ def _log_request(handler: web.RequestHandler) -> None:
         log.log(level, "%d %s %s %.1fms", status, req.method, req.uri, ms)
 
 
-def make_app(cluster: DevCluster) -> web.Application:
+def make_app(cluster: Cluster) -> web.Application:
     return web.Application(
         [
             (r"/_devcluster/(.+)", AdminHandler),
