@@ -73,6 +73,7 @@ async def test_cli_serves_until_sigterm(tmp_path):
             assert "default" in names
             crds = await k8s.ApiextensionsV1Api(api).list_custom_resource_definition()
             assert {c.metadata.name for c in crds.items} == {
+                "coursereservations.cnbi.meteor.zone",
                 "customnbimages.meteor.zone",
                 "imagestreams.image.openshift.io",
             }
