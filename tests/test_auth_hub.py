@@ -15,7 +15,7 @@ from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 import aiohttp
 import pytest
-from harness import BROWSER_NAVIGATION
+from harness import BROWSER_NAVIGATION, wait_for
 
 from cnbi_spawner.signing import sign_params
 
@@ -344,6 +344,14 @@ async def wait_until_ready(hub, name: str) -> None:
     raise AssertionError(f"server of {name} not ready after {WAIT}s")
 
 
+async def poll(session, hub) -> tuple[int, dict]:
+    """What the waiting page's JavaScript does."""
+    url = f"{hub.url}/hub/waiting-room"
+    async with session.get(url, headers={"Accept": "application/json"}) as r:
+        assert r.headers["Cache-Control"] == "no-store"
+        return r.status, json.loads(await r.text())
+
+
 async def stop_server(hub, name: str) -> None:
     """The learner leaves: stop its server through the REST API."""
     async with aiohttp.ClientSession() as s:
@@ -411,10 +419,13 @@ async def test_full_flow_to_the_notebook_reuse_and_capacity(start_hub, devcluste
         assert await user_names(hub) == {name}
 
         # 4. the first learner leaves: the slot is free again, the waiting browser gets it
+        # (as the waiting page does: poll until the next admission round lets it in)
         await stop_server(hub, name)
-        deadline = time.monotonic() + WAIT
-        while (await api(hub, f"/users/{name}"))["servers"] and time.monotonic() < deadline:
-            await asyncio.sleep(0.5)
+
+        async def admitted() -> bool:
+            return (await poll(other, hub))[1]["state"] == "admitted"
+
+        await wait_for(admitted, "the waiting browser to be admitted", WAIT)
         code, headers, _ = await tmplogin(other, hub, query)
         assert code == 302 and headers["Location"].startswith(f"/hub/spawn?opt-course={COURSE}&")
         assert len(await user_names(hub)) == 2

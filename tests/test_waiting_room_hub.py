@@ -28,6 +28,7 @@ from test_auth_hub import (
     flow_config,
     maybe_await,
     metrics_text,
+    poll,
     stop_server,
     tmplogin,
     user_names,
@@ -50,14 +51,6 @@ def room_config(images: list | None = None, **auth: object) -> str:
         "c.WaitingRoomSettings.max_poll_seconds = 1.0\n"
         "c.WaitingRoomSettings.admit_seconds = 20.0\n"
     )
-
-
-async def poll(session, hub) -> tuple[int, dict]:
-    """What the waiting page's JavaScript does."""
-    url = f"{hub.url}/hub/waiting-room"
-    async with session.get(url, headers={"Accept": "application/json"}) as r:
-        assert r.headers["Cache-Control"] == "no-store"
-        return r.status, json.loads(await r.text())
 
 
 def position_on_page(body: str) -> int:
