@@ -4,9 +4,9 @@
 ``TmpLoginAuthenticator`` (entry point ``tmplogin``) is a drop-in for
 jupyterhub-tmpauthenticator: anonymous learners, carried straight to a validated course
 launch. The mixin holds the knobs (rate limits, signing key, capacity, reuse), the lazily
-built collaborators (rate limiter, launch policy, image registry) and the reservations of
-freshly minted anonymous users; the checks run in the order described in
-:mod:`cnbi_spawner.tmplogin`.
+built collaborators (rate limiter, launch policy, image registry) and the freshly minted
+anonymous users on their way to a spawn (:mod:`cnbi_spawner.on_its_way`); the checks run in
+the order described in :mod:`cnbi_spawner.tmplogin`.
 
 Unlike the stock TmpAuthenticator, ``authenticate`` never invents a user for arbitrary
 login-form data: only the tmplogin handler mints anonymous users, after its checks.
@@ -20,7 +20,6 @@ user who follows a course link launches it as themselves instead of becoming ano
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 from jupyterhub.auth import Authenticator
@@ -32,6 +31,7 @@ from .anonymous import GuestPolicy
 from .errors import Throttled
 from .images.registry import ImageRegistry
 from .moved_settings import FROM_TMPLOGIN, class_sections, refuse_moved
+from .on_its_way import OnItsWay
 from .ratelimit import Rate, RateLimiter
 from .reservation_admission import ReservationAdmission
 from .selection import LaunchPolicy
@@ -46,9 +46,6 @@ class _AnonymousLoginKey:
 
 
 _ANONYMOUS_LOGIN = _AnonymousLoginKey()
-
-#: seconds a freshly minted user counts against capacity before its spawn shows up
-RESERVATION_SECONDS = 30.0
 
 
 class TmpLoginMixin(LoggingConfigurable):
@@ -120,6 +117,14 @@ class TmpLoginMixin(LoggingConfigurable):
         60, help="Retry-After (seconds) sent when the hub is at max_anonymous_users."
     ).tag(config=True)
 
+    spawn_arrival_timeout = Float(
+        600.0,
+        help="""A learner logged in by /tmplogin counts as on its way to its spawn (against
+        max_anonymous_users and the hub's concurrent_spawn_limit) until the spawn begins or
+        its user is deleted (the cnbi culler deletes abandoned logins); after this many
+        seconds with neither, its browser is taken to be gone and stops counting.""",
+    ).tag(config=True)
+
     @default("any_allow_config")
     def _default_any_allow_config(self) -> bool:
         return True  # anonymous access is this authenticator's allow rule
@@ -135,7 +140,7 @@ class TmpLoginMixin(LoggingConfigurable):
         self._lobby: Lobby | None = None
         self._admission: ReservationAdmission | None = None
         self._policy: LaunchPolicy | None = None
-        self._reservations: dict[str, float] = {}
+        self.on_its_way = OnItsWay(self.spawn_arrival_timeout)
         self._registry_task: asyncio.Future | None = None
         self._group: Any = None  # the anonymous orm.Group, while it is live in the hub's session
 
@@ -212,27 +217,25 @@ class TmpLoginMixin(LoggingConfigurable):
         return {_ANONYMOUS_LOGIN: name}
 
     def is_reserved(self, name: str) -> bool:
-        """Was ``name`` minted by the tmplogin handler a moment ago (login still under way)?"""
-        return name in self._reservations
+        """Was ``name`` minted by the tmplogin handler, its login still under way?"""
+        return self.on_its_way.is_logging_in(name)
 
     def reserve(self, name: str) -> None:
-        self._reservations[name] = time.monotonic()
+        self.on_its_way.mint(name)
+
+    def logged_in(self, name: str) -> None:
+        """The login of a reserved name is done: on its way to ``/hub/spawn`` now."""
+        self.on_its_way.logged_in(name)
 
     def release(self, name: str) -> None:
-        self._reservations.pop(name, None)
-
-    def _expire_reservations(self) -> None:
-        cutoff = time.monotonic() - RESERVATION_SECONDS
-        for name in [n for n, t in self._reservations.items() if t < cutoff]:
-            del self._reservations[name]
+        self.on_its_way.release(name)
 
     def live_anonymous(self, users: Any) -> int:
         """Anonymous users with an active server, plus logins still on their way to a spawn."""
-        self._expire_reservations()
-        live = {u.name for u in list(users.values()) if u.active and self.user_is_anonymous(u)}
-        for name in live.intersection(self._reservations):
-            del self._reservations[name]  # its spawn has begun: counted as active from now on
-        return len(live | set(self._reservations))
+        everyone = list(users.values())
+        self.on_its_way.settle({u.name for u in everyone})
+        live = {u.name for u in everyone if u.active and self.user_is_anonymous(u)}
+        return len(live | self.on_its_way.names())
 
     def capacity_headroom(self, users: Any) -> int | None:
         """Anonymous launches ``max_anonymous_users`` allows now (None: no limit)."""
@@ -240,14 +243,11 @@ class TmpLoginMixin(LoggingConfigurable):
         return None if limit <= 0 else limit - self.live_anonymous(users)
 
     def starting(self, users: Any) -> int:
-        """Logins of the last ``RESERVATION_SECONDS`` whose spawn has not begun yet (and
-        forgets the others, also when there is no ``max_anonymous_users``)."""
-        self._expire_reservations()
-        if self._reservations:
-            for user in list(users.values()):
-                if user.name in self._reservations and user.active:
-                    del self._reservations[user.name]  # counted as a pending spawn now
-        return len(self._reservations)
+        """Logins on their way to a spawn that has not begun: the hub does not count them
+        yet (forgets those whose user is gone, also when there is no max_anonymous_users)."""
+        if not len(self.on_its_way):
+            return 0
+        return self.on_its_way.settle({u.name for u in list(users.values())})
 
     def check_capacity(self, users: Any) -> None:
         headroom = self.capacity_headroom(users)
@@ -296,18 +296,23 @@ class TmpLoginMixin(LoggingConfigurable):
     async def authenticate(self, handler: Any, data: Any) -> Any:
         if isinstance(data, dict) and _ANONYMOUS_LOGIN in data:
             name = data[_ANONYMOUS_LOGIN]
-            if name not in self._reservations:
+            if not self.is_reserved(name):
                 return None
             return {"name": name, "groups": [self.anonymous_group]}
         # a mixin: the Authenticator that provides these comes after it in the MRO
         return await maybe_future(super().authenticate(handler, data))  # type: ignore[misc]
 
     async def check_allowed(self, username: str, authentication: Any = None) -> bool:
-        if username in self._reservations:
-            return True  # minted by our handler a moment ago
+        if self.is_reserved(username):
+            return True  # minted by our handler, logging in now
         return await maybe_future(
             super().check_allowed(username, authentication)  # type: ignore[misc]
         )
+
+    async def pre_spawn_start(self, user: Any, spawner: Any) -> None:
+        """A spawn begins (any spawner): from now on the hub counts it as pending itself."""
+        self.on_its_way.release(user.name)
+        await maybe_future(super().pre_spawn_start(user, spawner))  # type: ignore[misc]
 
     def get_handlers(self, app: Any) -> list:
         try:

@@ -33,11 +33,11 @@ query kept) runs, in this order, and stops at the first refusal:
    a newcomer queues first (browser) or gets 503 (JSON): the room admits its places for
    ready pool servers in order, so nobody overtakes them for one.
 6. **Capacity**: at most ``max_anonymous_users`` anonymous users with a server (counted from
-   the hub's in-memory user cache, plus logins of the last few seconds that have not started
-   their spawn yet), fewer pending spawns than the hub's ``concurrent_spawn_limit``, no
-   learner already waiting, and a token of the hub-wide login budget. Otherwise a browser
-   takes a place in the waiting room (200, the waiting page) and a JSON client gets 503 (429
-   for the budget) with ``Retry-After``.
+   the hub's in-memory user cache, plus logins on their way to a spawn that has not begun
+   yet: :mod:`cnbi_spawner.on_its_way`), fewer pending spawns (the same way) than the hub's
+   ``concurrent_spawn_limit``, no learner already waiting, and a token of the hub-wide login
+   budget. Otherwise a browser takes a place in the waiting room (200, the waiting page) and
+   a JSON client gets 503 (429 for the budget) with ``Retry-After``.
 7. **Log in** a new user named by a UUID4, in group ``anonymous_group``, with a fresh hub
    cookie (replacing any previous one), and redirect to ``/hub/spawn?<plan.user_options()>``:
    the URL is built from the validated plan, never from the raw query.
@@ -74,7 +74,7 @@ from .ratelimit import client_key
 from .reservation_admission import ReservationAdmission
 from .selection import ImageSource, LaunchPolicy, plan_launch
 from .signing import launch_ticket, verify_params
-from .waiting_page import LobbyAuth, Waiting
+from .waiting_page import LobbyAuth, Waiting, log_poll
 from .waiting_room import RoomFull
 
 
@@ -101,6 +101,7 @@ class TmpLoginAuth(LobbyAuth, Protocol):
     def login_data(self, name: str) -> dict: ...
     def is_reserved(self, name: str) -> bool: ...
     def reserve(self, name: str) -> None: ...
+    def logged_in(self, name: str) -> None: ...
     def release(self, name: str) -> None: ...
     def in_group(self, user: Any) -> bool: ...
     def add_to_group(self, user: Any, db: Any, *, commit: bool = True) -> None: ...
@@ -188,6 +189,7 @@ class TmpLoginHandler(BaseHandler):
 
     def initialize(self, tmplogin: TmpLoginAuth) -> None:
         self.tmplogin = tmplogin  # the authenticator that registered this handler
+        self._poll = False
 
     async def get(self) -> None:
         await self._visit()
@@ -221,6 +223,8 @@ class TmpLoginHandler(BaseHandler):
                 self.log.info(
                     "tmplogin waiting place=%s %s client=%s", waiting.place.id, waiting.why, client
                 )
+            else:
+                self._poll = True  # the waiting page again: a heartbeat, logged at DEBUG
             self.finish(auth.lobby.render(self, waiting.place))
             return
         except LaunchError as error:
@@ -400,6 +404,7 @@ class TmpLoginHandler(BaseHandler):
         except BaseException:
             auth.release(name)
             raise
+        auth.logged_in(name)  # counted as on its way until its spawn begins
         return user
 
     def user_from_username(self, username: str) -> Any:
@@ -456,6 +461,13 @@ class TmpLoginHandler(BaseHandler):
             no_spawner_check=True,  # the page must not create a spawner as a side effect
         )
         self.finish(html)
+
+    def _log(self) -> None:
+        """Tornado's per-request log hook: a waiting browser's reload at DEBUG, like a poll."""
+        if self._poll:
+            log_poll(self)
+        else:
+            super()._log()
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         if isinstance(value, LaunchRefused):

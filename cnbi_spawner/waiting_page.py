@@ -30,6 +30,11 @@ no user, no spawn; the place lives in this process's memory and in the browser's
   ``poll_seconds``, the server's hint for the next poll. A poll is a signed-cookie check and
   a dict lookup: no database query, no user lookup (a plain tornado handler, not the hub's
   ``BaseHandler``). The page needs no JavaScript: a ``<noscript>`` meta refresh reloads it.
+- **Logs**: one INFO line per join (``tmplogin waiting place=…``), admission, expiry and
+  restore. A poll that answers (and a reload that only shows the waiting page again) is
+  logged at DEBUG (:func:`log_poll`): a full lecture hall polls tens of times a second,
+  which at INFO would bury everything else in the hub's access log. Failed polls keep the
+  hub's own line (WARNING and up).
 - **Metrics** (the hub's ``/hub/metrics``): ``cnbi_waiting_room_length``,
   ``cnbi_waiting_room_wait_seconds`` (join to admission), ``cnbi_waiting_room_joined_total``,
   ``cnbi_waiting_room_admitted_total``, ``cnbi_waiting_room_expired_total{reason}``.
@@ -47,10 +52,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from jinja2 import BaseLoader, ChoiceLoader, Environment, FileSystemLoader
-from jupyterhub.metrics import SERVER_SPAWN_DURATION_SECONDS
+from jupyterhub.metrics import SERVER_SPAWN_DURATION_SECONDS, prometheus_log_method
 from jupyterhub.utils import url_path_join
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from tornado import web
+from tornado.log import access_log
 from traitlets import Bool, Float, Integer
 from traitlets.config import LoggingConfigurable
 
@@ -411,6 +417,21 @@ class Lobby:
         return self._env.get_template("waiting-room.html").render(**namespace)
 
 
+def log_poll(handler: web.RequestHandler) -> None:
+    """The hub's access-log line for a waiting browser's poll, at DEBUG, and its request
+    metric (``jupyterhub_request_duration_seconds``) as the hub's ``log_function`` records."""
+    request = handler.request
+    access_log.debug(
+        "%d %s %s (@%s) %.2fms",
+        handler.get_status(),
+        request.method,
+        request.path,  # no query: a poll has none, a reload's is the link
+        request.remote_ip,
+        1000.0 * request.request_time(),
+    )
+    prometheus_log_method(handler)
+
+
 class WaitingRoomHandler(web.RequestHandler):
     """``GET /hub/waiting-room``: the place's status as JSON (see the module docstring)."""
 
@@ -429,3 +450,10 @@ class WaitingRoomHandler(web.RequestHandler):
         if status["state"] == "gone":
             self.set_status(404)
         self.finish(json.dumps(status))
+
+    def _log(self) -> None:
+        """Tornado's per-request log hook (meant for overriding): answered polls at DEBUG."""
+        if self.get_status() < 400:
+            log_poll(self)
+        else:
+            super()._log()

@@ -5,7 +5,6 @@ The whole flow through a real hub, proxy and dev cluster is in ``test_auth_hub.p
 
 from __future__ import annotations
 
-import time
 from types import SimpleNamespace
 
 import pytest
@@ -13,7 +12,6 @@ from jupyterhub.auth import DummyAuthenticator
 from traitlets import TraitError
 from traitlets.config import Config
 
-from cnbi_spawner import auth as auth_mod
 from cnbi_spawner import tmplogin as tmplogin_mod
 from cnbi_spawner.auth import TmpLoginAuthenticator, TmpLoginMixin
 from cnbi_spawner.errors import (
@@ -25,6 +23,7 @@ from cnbi_spawner.errors import (
     UnknownImage,
 )
 from cnbi_spawner.hub_errors import LaunchRefused
+from cnbi_spawner.on_its_way import OnItsWay
 from cnbi_spawner.signing import SIGNING_KEY_ENV
 from cnbi_spawner.tmplogin import result_for, spawn_url, wants_json
 
@@ -195,29 +194,49 @@ def test_capacity_counts_active_anonymous_users_and_fresh_logins():
     }
     assert a.live_anonymous(users) == 2
     a.check_capacity(users)
-    a.reserve("9c0a1c2d-2222-4e5b-9a0e-2d9d8f1c0a11")  # logged in, spawn not started yet
+    a.reserve("9c0a1c2d-2222-4e5b-9a0e-2d9d8f1c0a11")  # logging in, spawn not started yet
     a.reserve("3f1f6f43-58a4-4e5b-9a0e-2d9d8f1c0a11")  # already counted: not twice
     assert a.live_anonymous(users) == 3
     with pytest.raises(Throttled) as info:
         a.check_capacity(users)
     assert (info.value.status, info.value.retry_after) == (503, 42)
-    # reservations expire: a login that never reached its spawn frees the slot
-    for name in a._reservations:
-        a._reservations[name] = time.monotonic() - auth_mod.RESERVATION_SECONDS - 1
+    # logged in, its user deleted before it reached its spawn (an abandoned login): freed
+    a.logged_in("9c0a1c2d-2222-4e5b-9a0e-2d9d8f1c0a11")
     assert a.live_anonymous(users) == 2
     a.max_anonymous_users = 0  # no limit
     a.check_capacity({i: _User(f"{i:08x}-0000-4000-8000-000000000000", True) for i in range(50)})
 
 
-def test_starting_counts_logins_not_yet_spawning_and_forgets_the_rest():
-    a = TmpLoginAuthenticator()  # no max_anonymous_users: the reservations are still settled
-    users = {1: _User("spawning", active=True), 2: _User("on-its-way", active=False)}
-    for name in ("spawning", "on-its-way", "gave-up"):
+async def test_starting_counts_logins_until_their_spawn_begins_or_their_user_is_gone():
+    a = TmpLoginAuthenticator()  # no max_anonymous_users: the logins are still settled
+    users = {1: _User("spawning", active=False), 2: _User("on-its-way", active=False)}
+    for name in ("spawning", "on-its-way", "gone", "logging-in"):
         a.reserve(name)
-    a._reservations["gave-up"] = time.monotonic() - auth_mod.RESERVATION_SECONDS - 1
-    assert a.starting(users) == 1  # "spawning" is a pending spawn now, "gave-up" expired
-    assert set(a._reservations) == {"on-its-way"}
+    for name in ("spawning", "on-its-way", "gone"):
+        a.logged_in(name)
+    assert a.starting(users) == 3  # "gone" has no user any more
+    await a.pre_spawn_start(users[1], None)  # the hub counts a pending spawn from here
+    assert a.starting(users) == 2
+    assert a.on_its_way.names() == {"on-its-way", "logging-in"}
+    assert a.is_reserved("logging-in") and not a.is_reserved("on-its-way")
     assert a.capacity_headroom(users) is None
+
+
+def test_on_its_way_lasts_until_the_spawn_not_a_fixed_time():
+    now = [0.0]
+    way = OnItsWay(max_seconds=600, clock=lambda: now[0])
+    way.mint("slow-login")
+    way.mint("learner")
+    now[0] = 3600.0  # a login under way never expires, however slow the hub is
+    assert way.settle({"learner"}) == 2 and way.is_logging_in("slow-login")
+    way.logged_in("learner")
+    now[0] += 599.0  # the redirect to /hub/spawn took ten minutes: still counted
+    assert way.settle({"learner"}) == 2
+    now[0] += 2.0  # the backstop: a browser that never came
+    assert way.settle({"learner"}) == 1 and way.names() == {"slow-login"}
+    way.logged_in("never-minted")  # only a minted name counts
+    way.release("slow-login")
+    assert len(way) == 0
 
 
 class CourseAuthenticator(TmpLoginMixin, DummyAuthenticator):

@@ -260,3 +260,48 @@ async def test_the_hubs_spawn_limit_sends_browsers_to_the_waiting_room(start_hub
         assert len(await user_names(hub)) == 2
         (second,) = await user_names(hub) - {first}
         await stop_server(hub, second)
+
+
+@pytest.mark.slow
+async def test_a_login_on_its_way_holds_its_slot_until_its_user_is_gone(
+    start_hub, stub_devcluster, tmp_path
+):
+    """A learner logged in by /tmplogin but not yet at /hub/spawn keeps its slot (a slow
+    redirect must not hand it to the next in line, who would meet the hub's 429); when its
+    user is deleted (what the culler does with an abandoned login) the slot is freed. Polls
+    are logged at DEBUG, joins and admissions at INFO."""
+    await maybe_await(stub_devcluster.add_image(IMAGE_REPO, tmp_path))
+    hub = await start_hub(room_config(), kubeconfig=stub_devcluster.kubeconfig)
+    async with browser() as a, browser() as b:
+        code, headers, _ = await tmplogin(a, hub, LINK)  # A never follows to /hub/spawn
+        assert code == 302 and headers["Location"].startswith("/hub/spawn?")
+        (first,) = await user_names(hub)
+        code, _, body = await tmplogin(b, hub, LINK)
+        assert (code, position_on_page(body)) == (200, 1)
+        for _ in range(3):  # admission rounds run on these polls: A still holds the slot
+            await asyncio.sleep(1.1)
+            assert (await poll(b, hub))[1]["state"] == "waiting"
+        code, _, body = await tmplogin(b, hub, LINK)  # a reload: the waiting page again
+        assert (code, position_on_page(body)) == (200, 1)
+
+        await admin(hub, "DELETE", f"/users/{first}")
+
+        async def b_admitted() -> bool:
+            return (await poll(b, hub))[1]["state"] == "admitted"
+
+        await wait_for(b_admitted, "the slot of the deleted login to be freed", 30)
+        code, headers, _ = await tmplogin(b, hub, LINK)
+        assert code == 302 and headers["Location"].startswith("/hub/spawn?")
+        async with b.get(hub.url + headers["Location"]) as r:
+            assert r.status == 200
+        (second,) = await user_names(hub)
+        await wait_until_ready(hub, second)
+
+    log = hub.log_text().splitlines()
+    polls = [line for line in log if " GET /hub/waiting-room " in line]
+    assert polls and all(line.startswith("[D ") for line in polls), polls[:3]
+    pages = [line for line in log if "200 GET /hub/tmplogin" in line]
+    assert [line[:3] for line in pages] == ["[I ", "[D "], pages  # the join, then the reload
+    assert sum(1 for line in log if "tmplogin waiting place=" in line) == 1
+    admitted = [line for line in log if "waiting-room admitted place=" in line]
+    assert len(admitted) == 1 and admitted[0].startswith("[I ")
