@@ -23,6 +23,7 @@ import asyncio
 import atexit
 import contextlib
 import os
+import re
 import secrets
 import signal
 import socket
@@ -30,6 +31,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import aiohttp
 
@@ -125,6 +127,38 @@ async def wait_for(predicate, what: str, timeout: float = 30) -> None:
         import pytest  # only here: benchmarks import this module outside pytest
 
         pytest.fail(f"timed out after {timeout}s waiting for {what}")
+
+
+def form_xsrf(page: str) -> str:
+    """The ``_xsrf`` value of the (first) form on an HTML page."""
+    match = re.search(r'name="_xsrf" value="([^"]+)"', page)
+    assert match, page[:2000]
+    return match.group(1)
+
+
+async def hub_login(session: aiohttp.ClientSession, hub_url: str, user: str) -> None:
+    """Log a cookie ``session`` in through the hub's login form (the dummy authenticator).
+
+    The login's redirect is not followed: following it to ``/hub/spawn`` would start a spawn.
+    """
+    async with session.get(f"{hub_url}/hub/login") as r:
+        xsrf = form_xsrf(await r.text())
+    data = {"username": user, "password": "x", "_xsrf": xsrf}
+    async with session.post(f"{hub_url}/hub/login", data=data, allow_redirects=False) as r:
+        assert r.status == 302, await r.text()
+
+
+async def browser_login(
+    page, hub_url: str, user: str, password: str = "x", *, next_url: str = ""
+) -> None:
+    """Log a Playwright ``page`` in through the hub's login form (then to ``next_url``, a
+    hub path); returns on a /hub/ page."""
+    query = f"?next={quote(next_url, safe='')}" if next_url else ""
+    await page.goto(f"{hub_url}/hub/login{query}")
+    await page.fill("#username_input", user)
+    await page.fill("#password_input", password)
+    await page.click("#login_submit")
+    await page.wait_for_url("**/hub/**")
 
 
 def service_command(*flags: str) -> list[str]:

@@ -19,7 +19,16 @@ from urllib.parse import urlparse
 import aiohttp
 import pytest
 import yaml
-from harness import BROWSER_NAVIGATION, free_port, launch_chromium, service_command, wait_for
+from harness import (
+    BROWSER_NAVIGATION,
+    browser_login,
+    form_xsrf,
+    free_port,
+    hub_login,
+    launch_chromium,
+    service_command,
+    wait_for,
+)
 
 from cnbi_devcluster.builds import DELAY_ENV
 
@@ -161,15 +170,11 @@ async def form_session(hub, svc: str):
     async with aiohttp.ClientSession(
         cookie_jar=jar, timeout=aiohttp.ClientTimeout(total=WAIT)
     ) as browser:
-        async with browser.get(f"{hub.url}/hub/login") as r:
-            xsrf = re.search(r'name="_xsrf" value="([^"]+)"', await r.text()).group(1)
-        form = {"username": "author", "password": "x", "_xsrf": xsrf}
-        async with browser.post(f"{hub.url}/hub/login", data=form) as r:
-            assert r.status == 200
+        await hub_login(browser, hub.url, "author")
         async with browser.get(svc + "builds/new") as r:
             page = await r.text()
             assert r.status == 200, page
-        yield browser, re.search(r'name="_xsrf" value="([^"]+)"', page).group(1), page
+        yield browser, form_xsrf(page), page
 
 
 async def test_author_builds_an_image_and_learners_can_launch_it(stack):
@@ -378,11 +383,7 @@ async def test_status_page_updates_live_and_ends_with_launch(stack):
         try:
             page = await browser.new_page()
             page.set_default_timeout(WAIT * 1000)
-            await page.goto(f"{hub.url}/hub/login")
-            await page.fill("#username_input", "author")
-            await page.fill("#password_input", "x")
-            await page.click("#login_submit")
-            await page.wait_for_url("**/hub/**")
+            await browser_login(page, hub.url, "author")
             await page.goto(svc + "builds/new")
             # client-side: the git fields are hidden for a package-list build
             await page.check("#kind-package-list")

@@ -14,6 +14,7 @@ import asyncio
 import time
 
 import pytest
+from harness import free_port, service_command
 from kubernetes_asyncio import client
 
 from cnbi_devcluster.builds import DELAY_ENV
@@ -227,24 +228,16 @@ async def _true(value):
 async def test_service_rebuilds_and_catalog_says_why(cluster, start_hub, tmp_path):
     """The same story through the real ``cnbi`` service process the hub starts: its rebuild
     loop reacts to the base change and its catalog page says why the image was rebuilt."""
-    import socket
-    import sys
-
     import aiohttp
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     kubeconfig = str(cluster.kubeconfig)
-    cmd = [
-        sys.executable,
-        "-c",
-        "import sys; from cnbi_spawner.service.app import main; sys.exit(main())",
+    cmd = service_command(
         "--cull-every=0",
         f"--namespace={NS}",
         f"--kubeconfig={kubeconfig}",
         "--RebuildSettings.resync_interval=0.5",
-    ]
+    )
     hub = await start_hub(
         f"""
 from cnbi_spawner.service.app import service_role

@@ -17,14 +17,13 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import sys
 import time
 import uuid
 from datetime import UTC, datetime
 
 import aiohttp
 import pytest
-from harness import free_port
+from harness import free_port, hub_login, service_command
 from kubernetes_asyncio import client as k8s
 
 from cnbi_spawner.kube import make_api_client
@@ -38,10 +37,7 @@ WAIT = 90
 
 
 def hub_config(kubeconfig: str, port: int, cull_every: float = 1) -> str:
-    cmd = [
-        sys.executable,
-        "-c",
-        "import sys; from cnbi_spawner.service.app import main; sys.exit(main())",
+    cmd = service_command(
         f"--cull-every={cull_every}",
         f"--namespace={NS}",
         f"--kubeconfig={kubeconfig}",
@@ -49,7 +45,7 @@ def hub_config(kubeconfig: str, port: int, cull_every: float = 1) -> str:
         f"--CullerSettings.abandoned_grace={IDLE}",
         "--CullerSettings.named_idle_timeout=3600",
         "--CullerSettings.concurrency=4",
-    ]
+    )
     return f"""
 from cnbi_spawner.service.app import service_role
 c.JupyterHub.spawner_class = "kubespawner.KubeSpawner"
@@ -344,11 +340,7 @@ async def login(hub, name: str) -> aiohttp.ClientSession:
     session = aiohttp.ClientSession(
         cookie_jar=aiohttp.CookieJar(unsafe=True), timeout=aiohttp.ClientTimeout(total=WAIT)
     )
-    async with session.get(f"{hub.url}/hub/login") as r:
-        xsrf = re.search(r'name="_xsrf" value="([^"]+)"', await r.text()).group(1)
-    data = {"username": name, "password": "x", "_xsrf": xsrf}
-    async with session.post(f"{hub.url}/hub/login", data=data, allow_redirects=False) as r:
-        assert r.status == 302, await r.text()
+    await hub_login(session, hub.url, name)
     return session
 
 

@@ -15,13 +15,11 @@ from __future__ import annotations
 import asyncio
 import html
 import json
-import re
-import sys
 import time
 
 import aiohttp
 import pytest
-from harness import free_port, launch_chromium
+from harness import browser_login, free_port, hub_login, launch_chromium, service_command
 from playwright.async_api import async_playwright
 
 from cnbi_spawner.launch_failures import REASONS
@@ -62,15 +60,12 @@ def config(kubeconfig: str, port: int, service_config: str) -> str:
     images = {course: f"{repo}:1" for course, repo, _, _ in FAULTS.values()}
     images[OK_COURSE] = f"{OK_REPO}:1"
     learners = [*FAULTS, OK_USER]
-    cmd = [
-        sys.executable,
-        "-c",
-        "import sys; from cnbi_spawner.service.app import main; sys.exit(main())",
+    cmd = service_command(
         "--cull-every=0",
         f"--namespace={NS}",
         f"--kubeconfig={kubeconfig}",
         f"--config={service_config}",
-    ]
+    )
     return f"""
 from cnbi_spawner.service.app import service_role
 from cnbi_spawner.service.sessions import learner_role
@@ -192,12 +187,7 @@ async def own_page(hub, user: str) -> str:
     async with aiohttp.ClientSession(
         cookie_jar=jar, timeout=aiohttp.ClientTimeout(total=WAIT)
     ) as browser:
-        async with browser.get(f"{hub.url}/hub/login") as r:
-            xsrf = re.search(r'name="_xsrf" value="([^"]+)"', await r.text()).group(1)
-        form = {"username": user, "password": "x", "_xsrf": xsrf}
-        # no redirect: following it to /hub/spawn would start a new spawn
-        async with browser.post(f"{hub.url}/hub/login", data=form, allow_redirects=False) as r:
-            assert r.status == 302, r.status
+        await hub_login(browser, hub.url, user)
         async with browser.get(f"{hub.url}/hub/spawn-pending/{user}") as r:
             return await r.text()
 
@@ -305,10 +295,9 @@ async def test_browser_shows_the_reason_on_the_progress_page(stack):
             page.on("console", lambda m: seen.append(f"console {m.type}: {m.text}"))
             page.on("requestfailed", lambda r: seen.append(f"failed {r.url}: {r.failure}"))
             page.on("response", lambda r: seen.append(f"{r.status} {r.url}"))
-            await page.goto(f"{hub.url}/hub/login?next=%2Fhub%2Fspawn%3Fcourse%3Dc-oom")
-            await page.fill("#username_input", "browser-learner")
-            await page.fill("#password_input", "x")
-            await page.click("#login_submit")
+            await browser_login(
+                page, hub.url, "browser-learner", next_url="/hub/spawn?course=c-oom"
+            )
             await page.wait_for_url("**/hub/spawn-pending/browser-learner**")
             # Either the progress page ends with the failure, or (when the kill came before
             # the page loaded) the hub's "not running" page shows the same failure block.

@@ -19,7 +19,7 @@ from urllib.parse import quote, unquote, urlparse
 
 import aiohttp
 import pytest
-from harness import BROWSER_NAVIGATION, wait_for
+from harness import BROWSER_NAVIGATION, hub_login, wait_for
 from kubernetes_asyncio import client as k8s
 
 from cnbi_spawner.kube import make_api_client
@@ -171,13 +171,7 @@ class Browser:
         )
 
     async def login(self) -> None:
-        async with self.session.get(f"{self.hub.url}/hub/login") as r:
-            xsrf = re.search(r'name="_xsrf" value="([^"]+)"', await r.text()).group(1)
-        data = {"username": self.name, "password": "x", "_xsrf": xsrf}
-        async with self.session.post(
-            f"{self.hub.url}/hub/login", data=data, allow_redirects=False
-        ) as r:
-            assert r.status == 302, await r.text()
+        await hub_login(self.session, self.hub.url, self.name)
 
     async def get(self, path: str, **kw) -> tuple[int, str, str]:
         async with self.session.get(f"{self.hub.url}{path}", **kw) as r:

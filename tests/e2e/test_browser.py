@@ -25,6 +25,7 @@ from e2e_stack import (
     http_status,
     wait_for,
 )
+from harness import browser_login
 
 playwright_api = pytest.importorskip("playwright.async_api")
 
@@ -158,17 +159,9 @@ async def test_a_click_on_the_link_launches_in_one_step(stack, page):
     assert len(new) == 1 and USER_RE.search(page.url).group(1) in new
 
 
-async def login_author(page, stack) -> None:
-    await page.goto(f"{stack.url}/hub/login")
-    await page.fill("#username_input", AUTHOR)
-    await page.fill("#password_input", AUTHOR_PASSWORD)
-    await page.click("#login_submit")
-    await page.wait_for_url("**/hub/**")
-
-
 async def test_catalog_builds_a_link_that_launches(stack, page, browser):
     """Author: catalog -> link builder -> link; a learner (fresh browser) visits it."""
-    await login_author(page, stack)
+    await browser_login(page, stack.url, AUTHOR, AUTHOR_PASSWORD)
     await page.goto(stack.svc)
     await page.wait_for_selector("#builder")
     assert "Python basics" in await page.inner_text("main")
@@ -196,7 +189,7 @@ async def test_catalog_builds_a_link_that_launches(stack, page, browser):
 
 async def test_build_page_request_phases_launch(stack, page):
     """Author: build form -> live status page (phases without reload) -> Launch link."""
-    await login_author(page, stack)
+    await browser_login(page, stack.url, AUTHOR, AUTHOR_PASSWORD)
     response = await page.goto(stack.svc + "builds/new")
     assert response.status == 200, await page.inner_text("body")
     await page.check("#kind-package-list")
