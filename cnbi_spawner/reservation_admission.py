@@ -11,8 +11,11 @@ The seat is counted durably before anything is created for the learner: the user
 is added to the reservation's ``status.admittedUsers`` (and ``status.admitted``) with a
 conditional update of the status subresource (the object's ``resourceVersion``; a
 conflict re-reads and decides again), so concurrent launches never take more than
-``seats`` and the count survives hub and service restarts. Needs ``get`` and ``update``
-on ``coursereservations/status`` (helm-values/rbac-reservations.yaml).
+``seats`` and the count survives hub and service restarts. A launch reads the object
+once (:meth:`ReservationAdmission.seat`) and counts with that read
+(:meth:`ReservationAdmission.take`): one GET and one update unless launches collide.
+Needs ``get`` and ``update`` on ``coursereservations/status``
+(helm-values/rbac-reservations.yaml).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import datetime as dt
 import logging
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from kubernetes_asyncio import client
@@ -42,6 +46,15 @@ ADMISSIONS = Counter(
     ["outcome"],
     registry=REGISTRY,
 )
+
+
+@dataclass(frozen=True)
+class Seat:
+    """A reservation, as read once, whose link admits a learner now."""
+
+    name: str
+    obj: dict  # the CourseReservation as read (its resourceVersion makes the update conditional)
+    reservation: R.Reservation
 
 
 class ReservationAdmission(LoggingConfigurable):
@@ -70,61 +83,72 @@ class ReservationAdmission(LoggingConfigurable):
             self._api = await make_api_client(self.kubeconfig or None)
         return client.CustomObjectsApi(self._api)
 
-    async def admit(
-        self, name: str, user: str, course: str, size: str, *, count: bool = True
-    ) -> bool:
-        """Take a seat of reservation ``name`` for ``user`` (a new or claimed learner) if
-        the reservation fits the launch and has one; True when the seat is counted.
-        ``count=False`` only asks whether it would be (nothing is written)."""
-        admitted = await self._admit(name, user, course, size, count)
-        if not admitted:
+    async def seat(self, name: str, course: str, size: str) -> Seat | None:
+        """Read reservation ``name`` once: a :class:`Seat` if its link admits a new learner
+        of this course and size now (window open, a seat left), else None (normal path)."""
+        seat = await self._read(name, course, size)
+        if seat is None:
             ADMISSIONS.labels(outcome="refused").inc()
-        return admitted
+        return seat
 
-    async def _admit(self, name: str, user: str, course: str, size: str, count: bool) -> bool:
-        if not R.NAME_RE.match(name):
-            return False
-        api = await self._objects()
-        args = (R.GROUP, R.VERSION, self.namespace, R.PLURAL, name)
+    async def take(self, seat: Seat, user: str) -> bool:
+        """Count ``user``'s seat (a new or claimed learner) in the reservation's status: one
+        conditional update with the resourceVersion :meth:`seat` read; only a conflict (a
+        concurrent admission) reads it again and decides again. True when counted."""
         for _ in range(CONFLICT_RETRIES):
-            try:
-                obj = await api.get_namespaced_custom_object(*args)
-            except ApiException as exc:
-                if exc.status != 404:
-                    log.warning("reservation %s: cannot read it (%s)", name, exc.status)
-                return False
-            found = R.from_resource(obj)
-            if found is None or (found.course, found.size) != (course, size):
-                log.info("reservation %s: not for %s/%s, normal launch", name, course, size)
-                return False
-            if not R.admits(found, user, self.clock()):
-                log.info(
-                    "reservation %s: %s not admitted (%d/%d seats, window %s to %s)",
-                    name, user, found.admitted, found.seats,
-                    R.rfc3339(found.start), R.rfc3339(found.end),
-                )  # fmt: skip
-                return False
-            if not count:
-                return True
-            if user in found.admitted_users:
+            if user in seat.reservation.admitted_users:
                 ADMISSIONS.labels(outcome="admitted").inc()
                 return True
-            status = dict(obj.get("status") or {})
+            found = seat.reservation
+            status = dict(seat.obj.get("status") or {})
             status["admittedUsers"] = [*found.admitted_users, user]
             status["admitted"] = found.admitted + 1
-            obj["status"] = status
+            obj = {**seat.obj, "status": status}
+            api = await self._objects()
             try:
-                await api.replace_namespaced_custom_object_status(*args, obj)
+                await api.replace_namespaced_custom_object_status(*self._args(seat.name), obj)
             except ApiException as exc:
-                if exc.status == 409:  # someone else took a seat meanwhile: decide again
-                    continue
-                log.warning("reservation %s: cannot count the seat (%s)", name, exc.status)
-                return False
+                if exc.status != 409:
+                    log.warning("reservation %s: cannot count the seat (%s)", seat.name, exc.status)
+                    break
+                again = await self._read(seat.name, found.course, found.size, user)
+                if again is None:  # the last seat went meanwhile, or the window closed
+                    break
+                seat = again
+                continue
             ADMISSIONS.labels(outcome="admitted").inc()
             log.info(
                 "reservation %s: admitted user=%s course=%s (%d/%d)",
-                name, user, course, found.admitted + 1, found.seats,
+                seat.name, user, found.course, found.admitted + 1, found.seats,
             )  # fmt: skip
             return True
-        log.warning("reservation %s: too many concurrent admissions, normal launch", name)
+        else:
+            log.warning("reservation %s: too many concurrent admissions, normal launch", seat.name)
+        ADMISSIONS.labels(outcome="refused").inc()
         return False
+
+    def _args(self, name: str) -> tuple[str, str, str, str, str]:
+        return (R.GROUP, R.VERSION, self.namespace, R.PLURAL, name)
+
+    async def _read(self, name: str, course: str, size: str, user: str = "") -> Seat | None:
+        if not R.NAME_RE.match(name):
+            return None
+        api = await self._objects()
+        try:
+            obj = await api.get_namespaced_custom_object(*self._args(name))
+        except ApiException as exc:
+            if exc.status != 404:
+                log.warning("reservation %s: cannot read it (%s)", name, exc.status)
+            return None
+        found = R.from_resource(obj)
+        if found is None or (found.course, found.size) != (course, size):
+            log.info("reservation %s: not for %s/%s, normal launch", name, course, size)
+            return None
+        if not R.admits(found, user, self.clock()):
+            log.info(
+                "reservation %s: %s not admitted (%d/%d seats, window %s to %s)",
+                name, user or "a new learner", found.admitted, found.seats,
+                R.rfc3339(found.start), R.rfc3339(found.end),
+            )  # fmt: skip
+            return None
+        return Seat(name, obj, found)

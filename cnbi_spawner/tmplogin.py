@@ -325,26 +325,23 @@ class TmpLoginHandler(BaseHandler):
         wants = str(pool) if pool is not None and auth.claim_pool_servers else ""
         # a class reservation's seat (signed links only): past the line and the capacity
         reservation = self.get_query_argument(RESERVATION, "") if key else ""
-        seat = False
-        if reservation and pool is not None:
-            seat = await auth.reservations.admit(
-                reservation, "", pool.course, pool.size, count=False
-            )
-        if place is None and not seat:  # nobody overtakes the waiting room, for a pool server
+        seat = None
+        if reservation and pool is not None:  # one read of the reservation per launch
+            seat = await auth.reservations.seat(reservation, pool.course, pool.size)
+        if place is None and seat is None:  # nobody overtakes the waiting room, for a pool server
             self._wait_unless(lobby.check_line, auth, browser, f"course={course}", wants)
         if plan is not None and pool is not None and auth.claim_pool_servers:  # no spawn gate
             claimed = claim_pool_server(self, auth, pool)
             if claimed is not None:  # one commit made it this learner's; no spawn needed
-                if seat:  # a pool server needs no capacity: the seat is counted if one is left
-                    await auth.reservations.admit(reservation, claimed.name, pool.course, pool.size)
+                if seat is not None:  # a pool server needs no capacity: counted if one is left
+                    await auth.reservations.take(seat, claimed.name)
                 self.set_login_cookie(claimed)
                 url = url_path_join(claimed.url, plan.default_url)
                 return "claimed", url, f"user={claimed.name} course={course} pool"
 
         name = new_anonymous_name()
-        if seat and pool is not None:  # counted durably before the user exists
-            seat = await auth.reservations.admit(reservation, name, pool.course, pool.size)
-        if place is None and not seat:
+        seated = seat is not None and await auth.reservations.take(seat, name)  # before the user
+        if place is None and not seated:
             self._wait_unless(lobby.gate, auth, browser, f"course={course}", wants)
         new_user = await self._login_anonymous(auth, name)
         if plan is not None:
@@ -356,7 +353,7 @@ class TmpLoginHandler(BaseHandler):
             url = self._validate_next_url(self.get_query_argument("next", "")) or spawn_url(
                 self.hub.base_url, None
             )
-        extra = f" reservation={reservation}" if seat else ""
+        extra = f" reservation={reservation}" if seated else ""
         return "ok", url, f"user={new_user.name} course={course}{extra}"
 
     def _wait_unless(
