@@ -23,7 +23,7 @@ Policy:
   earlier ones only if they still start in the future) that do.
 - **Warming**: from ``start - lead_time`` until ``end`` a reservation asks the warm pool of
   its (course, size) for ``ceil(seats * share)`` servers minus the learners it already
-  admitted.
+  admitted; ``status.warmed`` is how many of them are ready (:func:`warmed`).
 """
 
 from __future__ import annotations
@@ -133,6 +133,7 @@ class Reservation:
     note: str = ""
     admitted: int = 0
     admitted_users: tuple[str, ...] = ()
+    warmed: int = 0  # status.warmed as last written
 
     def overlaps(self, slot: dt.datetime) -> bool:
         return self.start < slot + SLOT and self.end > slot
@@ -370,15 +371,48 @@ def week(
 # --- warming and admission --------------------------------------------------------------
 
 
+def warms(r: Reservation, now: dt.datetime, lead_time: dt.timedelta) -> bool:
+    """Does ``r`` warm its course's pool now (from ``start - lead_time`` until ``end``)?"""
+    return r.start - lead_time <= now < r.end
+
+
+def _ask(r: Reservation, share: float) -> int:
+    return max(0, math.ceil(r.seats * share - 1e-9) - r.admitted)
+
+
 def pool_boosts(
     bookings: Iterable[Reservation], now: dt.datetime, lead_time: dt.timedelta, share: float
 ) -> dict[tuple[str, str], int]:
     """``{(course, size): servers}`` the warm pool should hold for reservations now."""
     out: dict[tuple[str, str], int] = {}
     for r in bookings:
-        if r.start - lead_time <= now < r.end:
-            want = max(0, math.ceil(r.seats * share - 1e-9) - r.admitted)
-            out[(r.course, r.size)] = out.get((r.course, r.size), 0) + want
+        if warms(r, now, lead_time):
+            out[(r.course, r.size)] = out.get((r.course, r.size), 0) + _ask(r, share)
+    return out
+
+
+def warmed(
+    bookings: Iterable[Reservation],
+    ready: Mapping[tuple[str, str], int],
+    now: dt.datetime,
+    lead_time: dt.timedelta,
+    share: float,
+) -> dict[str, int]:
+    """``{reservation name: ready pool servers warm for it}`` (``status.warmed``).
+
+    While a reservation warms the pool, the ready servers of its (course, size) pool go to
+    the warming reservations of that pool in start order, each up to what it asks the
+    pool for (:func:`pool_boosts`); a reservation that does not warm now has 0.
+    """
+    left = dict(ready)
+    out: dict[str, int] = {}
+    for r in sorted(bookings, key=lambda r: (r.start, r.name)):
+        if not warms(r, now, lead_time):
+            out[r.name] = 0
+            continue
+        key = (r.course, r.size)
+        out[r.name] = n = min(_ask(r, share), max(0, left.get(key, 0)))
+        left[key] = left.get(key, 0) - n
     return out
 
 
@@ -504,6 +538,7 @@ def from_resource(obj: Mapping[str, Any]) -> Reservation | None:
             note=str(spec.get("note", "")),
             admitted=int(status.get("admitted") or 0),
             admitted_users=tuple(str(u) for u in users),
+            warmed=int(status.get("warmed") or 0),
         )
     except (KeyError, TypeError, ValueError, ReservationError):
         return None
@@ -511,4 +546,4 @@ def from_resource(obj: Mapping[str, Any]) -> Reservation | None:
 
 def to_json(r: Reservation) -> dict:
     """The public view of one reservation (API)."""
-    return {"name": r.name, **_spec(r), "admitted": r.admitted}
+    return {"name": r.name, **_spec(r), "admitted": r.admitted, "warmed": r.warmed}

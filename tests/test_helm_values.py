@@ -199,7 +199,9 @@ def test_rbac_is_namespaced_only():
         ("meteor.zone", "customnbimages/status", {"update"}),
         # class reservations (rbac-reservations.yaml, service/reservations.py)
         ("cnbi.meteor.zone", "coursereservations", {"get", "list", "watch", "create", "delete"}),
-        ("cnbi.meteor.zone", "coursereservations/status", {"get", "update"}),
+        ("cnbi.meteor.zone", "coursereservations/status", {"get", "update", "patch"}),
+        # the bookings' ledgers (service/reservation_ledger.py; get/update by name only)
+        ("", "configmaps", {"create", "get", "update"}),
         ("", "persistentvolumeclaims", {"get", "list", "delete"}),
         # launch diagnostics (launch_guard.py), the sessions API (service/sessions.py) and
         # the notebook index's pods (service/indexer.py: create, read, delete)
@@ -210,6 +212,20 @@ def test_rbac_is_namespaced_only():
 )
 def test_hub_service_account_gets_exactly_what_it_needs(group, resource, verbs):
     assert hub_grants()[(group, resource)] == verbs
+
+
+def test_the_booking_ledgers_are_the_only_configmaps_read_or_written():
+    from cnbi_spawner.reservations import Capacity
+    from cnbi_spawner.service.reservation_ledger import ledger_name
+
+    rules = [
+        r for n, d in manifests() if d["kind"] == "Role" for r in d["rules"]
+        if "configmaps" in r["resources"]
+    ]  # fmt: skip
+    named = [r for r in rules if set(r["verbs"]) & {"get", "update"}]
+    assert all(r["verbs"] == ["create"] for r in rules if r not in named)
+    groups = {Capacity({}, {"gpu": "gpu"}).group(s) for s in ("small", "gpu")}
+    assert [r["resourceNames"] for r in named] == [sorted(ledger_name(g) for g in groups)]
 
 
 def test_notebook_index_pods_are_isolated():
@@ -228,6 +244,7 @@ def test_hub_service_account_gets_nothing_else():
         ("meteor.zone", "customnbimages/status"),
         ("cnbi.meteor.zone", "coursereservations"),
         ("cnbi.meteor.zone", "coursereservations/status"),
+        ("", "configmaps"),
         ("", "persistentvolumeclaims"),
         ("", "pods"),
         ("", "pods/log"),
@@ -762,6 +779,21 @@ def test_extra_config_loads_the_production_config(variant, tmp_path, monkeypatch
     assert "custom:cnbi:builds" in authors["scopes"]
     assert authors["groups"] == ["course-authors"] and authors["users"] == []
     assert "custom:cnbi:builds" in cfg.JupyterHub.custom_scopes
+
+
+def test_the_charts_admin_users_may_book_classes(tmp_path, monkeypatch):
+    """JupyterHub's admin role has no custom scopes and cannot be given any
+    (jupyterhub/roles.py), so the admins named in hub.config get the instructors' role."""
+    for name in [n for n in __import__("os").environ if n.startswith("CNBI_")]:
+        monkeypatch.delenv(name)
+    values = copy.deepcopy(variants()["kubernetes"])
+    values["hub"]["config"]["Authenticator"] = {"admin_users": ["boss", "ada"]}
+    path = z2jh_like_config_file(values, tmp_path, CONFIG)
+    cfg = PyFileConfigLoader(path.name, path=str(tmp_path)).load_config()
+    roles = {r["name"]: r for r in cfg.JupyterHub.load_roles}
+    instructors = roles["cnbi-instructor"]
+    assert "custom:cnbi:reservations" in instructors["scopes"]
+    assert instructors["users"] == ["ada", "boss"] and instructors["groups"] == ["instructors"]
 
 
 def test_forgotten_set_file_stops_the_hub_with_a_clear_message(tmp_path):

@@ -280,6 +280,29 @@ def test_boosts_of_one_course_add_up():
 
 
 @pytest.mark.parametrize(
+    "now,ready,expected",
+    [
+        ("2026-03-02T08:44Z", 40, {"a": 0, "b": 0, "c": 0}),  # nobody warms yet
+        ("2026-03-02T08:45Z", 40, {"a": 30, "b": 0, "c": 0}),  # a warms from 08:45
+        ("2026-03-02T08:45Z", 12, {"a": 12, "b": 0, "c": 0}),  # still starting
+        ("2026-03-02T09:45Z", 40, {"a": 30, "b": 10, "c": 0}),  # b gets what a leaves
+        ("2026-03-02T09:45Z", 55, {"a": 30, "b": 20, "c": 0}),  # more is not counted
+        ("2026-03-02T11:00Z", 40, {"a": 0, "b": 20, "c": 0}),  # a is over
+        ("2026-03-02T12:00Z", 40, {"a": 0, "b": 0, "c": 0}),  # both over
+    ],
+)
+def test_warmed_hands_the_ready_servers_to_the_warming_reservations_in_start_order(
+    now, ready, expected
+):
+    a = booking("a", "2026-03-02T09:00Z", "2026-03-02T11:00Z", 30)
+    b = booking("b", "2026-03-02T10:00Z", "2026-03-02T12:00Z", 25, admitted=5)
+    c = booking("c", "2026-03-02T09:00Z", "2026-03-02T12:00Z", 5, course="other")
+    ready_by_pool = {("uai", "small"): ready}  # the other course's pool has none ready
+    got = R.warmed([b, c, a], ready_by_pool, t(now), dt.timedelta(minutes=15), 1.0)
+    assert got == expected
+
+
+@pytest.mark.parametrize(
     "now,admitted,users,user,expected",
     [
         ("2026-03-02T08:59Z", 0, (), "u1", False),

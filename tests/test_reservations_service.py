@@ -37,8 +37,11 @@ WAIT = 60
 SCOPE = "custom:cnbi:reservations"
 
 
-def hub_config(kubeconfig: str, port: int, service_config: str, extra: str = "") -> str:
-    cmd = service_command(
+def hub_config(
+    kubeconfig: str, port: int, service_config: str, extra: str = "", command: list | None = None
+) -> str:
+    """The hub's config; ``command`` replaces the service's (default: no culling)."""
+    cmd = command or service_command(
         f"--config={service_config}",
         "--cull-every=0",
         f"--namespace={NS}",
@@ -99,14 +102,20 @@ def hub_extra() -> str:
     return ""
 
 
-@pytest.fixture
-async def stack(make_devcluster, start_hub, tmp_path, hub_extra):
-    # HTTPS: kubectl sends its token over TLS only
+async def course_cluster(make_devcluster, tmp_path):
+    """A dev cluster (HTTPS: kubectl sends its token over TLS only) serving the course
+    image, and an API client for it."""
     cluster = await make_devcluster(runtime="stub", tls=True, builds=False)
     (tmp_path / "content").mkdir()
     cluster.add_image(REPO, tmp_path / "content")
     api = await make_api_client(str(cluster.kubeconfig))
     await put_imagestream(api, imagestream())
+    return cluster, api
+
+
+@pytest.fixture
+async def stack(make_devcluster, start_hub, tmp_path, hub_extra):
+    cluster, api = await course_cluster(make_devcluster, tmp_path)
     (tmp_path / "service_config.py").write_text(SERVICE_CONFIG)
     port = free_port()
     config = hub_config(

@@ -43,11 +43,13 @@ flags or a config file (``--config``); ``cnbi-hub service --help-all`` lists eve
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import os
 import secrets
 import signal
 import sys
+from collections.abc import Callable
 from urllib.parse import urlparse
 
 from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler
@@ -74,7 +76,7 @@ from .kubeapi import UserStorage
 from .metrics import MetricsHandler, ServiceMetrics
 from .pool import PoolManager, PoolSettings
 from .rebuilds import RebuildLoop, RebuildSettings
-from .reservation_book import ReservationBook, ReservationSettings
+from .reservation_book import ReservationBook, ReservationSettings, utcnow
 from .settings import BuildSettings, CullerSettings, ServiceSettings
 
 SERVICE_SCOPES = ("list:users", "read:users", "read:servers", "delete:servers", "delete:users")
@@ -165,8 +167,9 @@ class ServiceApp(Application):
     def _log_format(self):
         return "%(color)s[%(levelname)1.1s %(asctime)s %(name)s]%(end_color)s %(message)s"
 
-    def __init__(self, **kwargs) -> None:
+    def __init__(self, clock: Callable[[], dt.datetime] = utcnow, **kwargs) -> None:
         super().__init__(**kwargs)
+        self.clock = clock  # what time the reservations and the culler think it is
         # configurables owned by other modules, listed in ``--help-all`` too
         self.classes = [
             ServiceApp,
@@ -246,6 +249,7 @@ class ServiceApp(Application):
                 dry_run=culling.dry_run,
                 metrics=metrics,
                 logger=logging.getLogger("cnbi.culler"),
+                clock=self.clock,
             ),
         )
         hub_auth = HubOAuth(parent=self, cache_max_age=60)
@@ -289,6 +293,7 @@ class ServiceApp(Application):
                 ResourcePolicy(config=self.config).launch_policy(),
                 registry=ctx.registry,
                 metrics=metrics,
+                clock=self.clock,
             )
             tasks.append(asyncio.create_task(ctx.reservations.run(stop)))
         warm = ctx.reservations if reservation_settings.warm_pool else None
@@ -307,6 +312,11 @@ class ServiceApp(Application):
                 extra_targets=warm.pool_targets if warm is not None else None,
             )
             tasks.append(asyncio.create_task(ctx.pool.run_forever(stop)))
+            if warm is not None:  # status.warmed: the pools' ready servers at the last pass
+                pool = ctx.pool
+                warm.pool_ready = lambda: {
+                    (key.course, key.size): n.ready for key, n in pool.counts.items()
+                }
         await stop.wait()
         self.log.info("Shutting down")
         server.stop()
@@ -330,8 +340,9 @@ class ServiceApp(Application):
             self.log.error("Image registry failed to start: %s", e)
 
 
-def main(argv: list[str] | None = None) -> int:
-    app = ServiceApp()
+def main(argv: list[str] | None = None, clock: Callable[[], dt.datetime] = utcnow) -> int:
+    """Run the service; ``clock`` (tests) is the wall clock of reservations and culling."""
+    app = ServiceApp(clock=clock)
     app.initialize(list(sys.argv[1:] if argv is None else argv))
     asyncio.run(app.run())
     return 0

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -71,7 +72,9 @@ class Culler:
         dry_run: bool = False,
         metrics=None,
         logger: logging.Logger | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        self.clock = clock  # "now" of the idle and age thresholds
         self.hub = hub
         self.kube = kube
         self.policy = policy
@@ -111,7 +114,7 @@ class Culler:
             async for user in self.hub.list_users(state=state):
                 users.setdefault(user["name"], user)
         pvcs = await self.kube.list_pvcs() if self.kube is not None else []
-        now = now or datetime.now(UTC)
+        now = now or self.clock()
         result = PassResult(users_seen=len(users), list_seconds=time.monotonic() - t0)
         kinds = [user_kind(u, self.policy) for u in users.values()]
         result.anonymous_live = kinds.count("anonymous")

@@ -2,9 +2,13 @@
 
 The book keeps ``CourseReservation`` objects in the service's namespace (Kubernetes is
 the store, so bookings survive restarts), checks capacity with
-:mod:`cnbi_spawner.reservations` under one lock (two bookings cannot both take the last
-seats), counts metrics and logs one line per booking, refusal and cancellation. The
-HTTP side is :mod:`.reservations`.
+:mod:`cnbi_spawner.reservations` and stores a booking through the capacity group's
+ledger (:mod:`.reservation_ledger`: two bookings, in one process or in two, cannot both
+take the last seats), writes ``status.warmed`` (the pool's ready servers for each
+warming reservation), counts metrics and logs one line per booking, refusal and
+cancellation. A cluster without the CourseReservation CRD is logged once; the API and
+page answer 503 saying so, and the listing is retried every ``MISSING_RECHECK`` s until
+the CRD appears (logged once too). The HTTP side is :mod:`.reservations`.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import datetime as dt
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from kubernetes_asyncio import client
@@ -26,9 +30,13 @@ from traitlets.config import Configurable
 from .. import reservations as R
 from .. import signing
 from ..selection import LaunchPolicy, plan_launch
+from .reservation_ledger import BookingLedger
 
 SCOPE = "custom:cnbi:reservations"
 log = logging.getLogger("cnbi.reservations")
+#: seconds between listings while the CourseReservation CRD is missing
+MISSING_RECHECK = 600.0
+CRD_FILE = "helm-values/crds/coursereservations.cnbi.meteor.zone.yaml"
 
 #: ``c.JupyterHub.custom_scopes.update(CUSTOM_SCOPES)``
 CUSTOM_SCOPES = {SCOPE: {"description": "Book seats of a course for a class (reservations)."}}
@@ -41,8 +49,10 @@ def instructor_role(
 ) -> dict:
     """A hub role (``c.JupyterHub.load_roles``) for instructors: reservations + the service.
 
-    Admins have every custom scope already. Never grant it to the anonymous group: the
-    API refuses anonymous users anyway.
+    JupyterHub's ``admin`` role has no custom scopes and cannot be changed, so list the
+    admins who should manage reservations in ``users`` (the production config passes
+    ``c.Authenticator.admin_users``). Never grant it to the anonymous group: the API
+    refuses anonymous users anyway.
     """
     return {
         "name": "cnbi-instructor",
@@ -60,7 +70,8 @@ class ReservationSettings(Configurable):
         value_trait=Int(),
         help="""Bookable seats per size, e.g. {"small": 200, "gpu": 8}. A size not listed
         gets its seats from the cluster's nodes (allocatable CPU/memory/GPU divided by the
-        size's requests; needs the nodes ClusterRole in helm-values/rbac-reservations.yaml).""",
+        size's requests; needs the optional ClusterRole in
+        helm-values/rbac-reservations-nodes.yaml).""",
     ).tag(config=True)
     walk_in_share = Float(
         0.2,
@@ -92,6 +103,11 @@ class ReservationSettings(Configurable):
     nodes_cache = Float(60, help="Seconds the cluster's node list is reused for capacity.").tag(
         config=True
     )
+    refresh_every = Float(
+        30,
+        help="Seconds between listings of the reservations (bookings by other replicas or "
+        "kubectl, the pool's warm targets) and writes of their status.warmed.",
+    ).tag(config=True)
 
     def limits(self) -> R.Limits:
         return R.Limits(
@@ -126,7 +142,11 @@ class ReservationBook:
         self.registry = registry
         self.metrics = metrics
         self.clock = clock
-        self.lock = asyncio.Lock()
+        self.lock = asyncio.Lock()  # this process's bookings one at a time (fewer conflicts)
+        self.ledger = BookingLedger(kube, namespace)
+        self.installed: bool | None = None  # the CRD is served (None: not listed yet)
+        #: ``{(course, size): ready pool servers}`` from the warm pool (None: no pool)
+        self.pool_ready: Callable[[], Mapping[tuple[str, str], int]] | None = None
         self._nodes: tuple[float, list[dict]] = (-1e9, [])
         self.cached: list[R.Reservation] = []  # the last listing, for the pool's targets
 
@@ -140,11 +160,33 @@ class ReservationBook:
                 R.GROUP, R.VERSION, self.namespace, R.PLURAL
             )
         except ApiException as exc:
+            if exc.status == 404:  # the API does not serve the type: no CRD
+                self._note_installed(False)
+                raise web.HTTPError(
+                    503,
+                    f"class reservations are not installed: the cluster has no "
+                    f"CourseReservation CRD (kubectl apply -f {CRD_FILE})",
+                ) from None
             raise web.HTTPError(503, f"cannot list reservations ({exc.status})") from None
+        self._note_installed(True)
         found = [R.from_resource(i) for i in listing.get("items") or () if isinstance(i, dict)]
         self.cached = sorted((r for r in found if r is not None), key=lambda r: r.start)
         self._observe()
         return self.cached
+
+    def _note_installed(self, installed: bool) -> None:
+        """Log a change of whether the CRD is served, once per change."""
+        if installed == self.installed:
+            return
+        if not installed:
+            log.warning(
+                "Class reservations are off: namespace %s has no CourseReservation CRD "
+                "(kubectl apply -f %s); checking again every %.0fs",
+                self.namespace, CRD_FILE, MISSING_RECHECK,
+            )  # fmt: skip
+        elif self.installed is False:
+            log.info("CourseReservation CRD found: class reservations are on")
+        self.installed = installed
 
     async def get(self, name: str) -> R.Reservation:
         try:
@@ -206,23 +248,21 @@ class ReservationBook:
             name, course, size, request.seats, request.start, request.end, owner, request.note
         )
         async with self.lock:
-            bookings = [r for r in await self.fetch() if r.end > now]
-            try:
-                R.check_fit(request, bookings, await self.capacity(), now)
-            except R.ReservationError:
-                self._count("refused")
-                log.info(
-                    "reservation refused: %s seats of %s/%s for %s, no capacity",
-                    request.seats, course, size, owner,
-                )  # fmt: skip
-                raise
-            try:
-                await self.api.create_namespaced_custom_object(
-                    R.GROUP, R.VERSION, self.namespace, R.PLURAL,
-                    R.to_resource(request, self.namespace),
-                )  # fmt: skip
-            except ApiException as exc:
-                raise web.HTTPError(503, f"cannot store the reservation ({exc.status})") from None
+            cap = await self.capacity()
+
+            async def check() -> None:  # under the ledger version just read
+                bookings = [r for r in await self.fetch() if r.end > now]
+                try:
+                    R.check_fit(request, bookings, cap, now)
+                except R.ReservationError:
+                    self._count("refused")
+                    log.info(
+                        "reservation refused: %s seats of %s/%s for %s, no capacity",
+                        request.seats, course, size, owner,
+                    )  # fmt: skip
+                    raise
+
+            await self.ledger.book(request, cap.group(size), check, self.clock)
             self.cached = sorted([*self.cached, request], key=lambda r: r.start)
         self._count("booked")
         self._observe()
@@ -259,13 +299,47 @@ class ReservationBook:
             out.setdefault(course, {})[size] = n
         return out
 
-    async def run(self, stop: asyncio.Event, every: float = 30) -> None:
-        """Refresh the listing (other replicas, kubectl edits) every ``every`` seconds."""
+    async def write_warmed(self) -> None:
+        """Write ``status.warmed`` of every listed reservation whose count changed (a merge
+        patch of that field alone: the hub's admissions write the rest of the status)."""
+        if self.pool_ready is None:
+            return
+        counts = R.warmed(
+            self.cached,
+            self.pool_ready(),
+            self.clock(),
+            dt.timedelta(seconds=self.settings.lead_time),
+            self.settings.pool_share,
+        )
+        for r in self.cached:
+            n = counts.get(r.name, 0)
+            if n == r.warmed:
+                continue
+            try:
+                await self.api.patch_namespaced_custom_object_status(
+                    R.GROUP, R.VERSION, self.namespace, R.PLURAL, r.name,
+                    {"status": {"warmed": n}},  # a merge patch: this field alone
+                    _content_type="application/merge-patch+json",  # type: ignore[call-arg]
+                )  # fmt: skip
+            except ApiException as exc:
+                if exc.status != 404:  # 404: cancelled meanwhile
+                    log.warning("reservation %s: cannot write warmed (%s)", r.name, exc.status)
+                continue
+            log.info("reservation %s: %d pool servers warm for %s", r.name, n, r.course)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """List the reservations (other replicas, kubectl edits) and write their warmed
+        counts every ``refresh_every`` seconds; every ``MISSING_RECHECK`` s without a CRD."""
         while not stop.is_set():
+            every = self.settings.refresh_every
             try:
                 await self.fetch()
+                await self.write_warmed()
             except web.HTTPError as exc:
-                log.warning("Reservations listing failed: %s", exc.log_message)
+                if self.installed is False:
+                    every = max(every, MISSING_RECHECK)  # logged once by fetch
+                else:
+                    log.warning("Reservations listing failed: %s", exc.log_message)
             try:
                 await asyncio.wait_for(stop.wait(), every)
             except TimeoutError:
