@@ -146,7 +146,9 @@ c.JupyterHub.load_roles = [
     },
     # learners may ask the service why their own server failed (api/sessions/me[/logs])
     learner_role(groups=[GUEST_GROUP]),
-    # instructors (and the admins you add to the group) may book classes
+    # instructors may book classes; JupyterHub's admin role cannot carry custom scopes,
+    # so admins get this role by name (helm-values' extraConfig adds hub.config's
+    # Authenticator.admin_users; elsewhere pass users=[...] or use the group)
     instructor_role(groups=[env("CNBI_INSTRUCTORS_GROUP", "instructors")]),
 ]
 if POOL_TARGETS or RESERVATIONS_WARM_POOL:  # the service creates pool users, starts servers
