@@ -17,6 +17,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "service": ("cnbi_spawner.service.app", "run the hub-managed cnbi service"),
     "images": ("cnbi_spawner.images.cli", "show the known-image registry (or prePuller YAML)"),
     "sign-link": ("cnbi_spawner.signing", "print a signed /tmplogin launch link"),
+    "learner-lab": ("cnbi_spawner.learner_lab", "copy the learner-lab extension (init container)"),
 }
 
 

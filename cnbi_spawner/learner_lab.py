@@ -10,14 +10,29 @@ guest or not (``c.GuestPolicy``), the idle timeout and maximum age the culler ap
 kind of user (``c.CullerSettings``; ``0`` when culling is off), the warning lead, the
 notice/download switches and the start time.
 
-Where the folder is: ``LearnerLab.path`` as the pod sees it; empty means this package's own
-copy on the hub's file system, right for pods on the hub's machine (the dev cluster) or a
-pod that mounts the hub image's site-packages at the same path. An image that already has
-the extension installed keeps working: JupyterLab loads one extension of a name.
+How the folder reaches the pod (one of two, chosen by ``LearnerLab.init_image``):
+
+- **init container** (``init_image`` set, e.g. the hub image, which has this package): the
+  pod gets an ``emptyDir`` volume, an init container of that image running
+  ``cnbi-hub learner-lab <mount_path>`` (copies :data:`FILES` into the volume) and the volume
+  mounted read-only at ``mount_path`` in the notebook container. Works with any course
+  image on any cluster; costs the init container's start (the image is on the node once
+  pulled) and about 100 kB per pod. :func:`pod_parts` builds the three objects.
+- **a path the pod already sees** (``init_image`` empty): ``LearnerLab.path``, empty for
+  this installation's own copy on the hub's file system (pods on the hub's machine, a
+  hostPath or an image that has the hub's files at the same place).
+
+An image that already has the extension installed keeps working: ``JUPYTER_PATH`` comes
+first in Jupyter's search path, so JupyterLab loads this copy only (one extension of a
+name), and the server extension is enabled once (one config key).
 """
 
 from __future__ import annotations
 
+import argparse
+import shutil
+import sys
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -27,6 +42,10 @@ from traitlets.config import Configurable
 from .service.cull_policy import CullPolicy
 
 FILES = Path(__file__).with_name("learner-lab")
+#: the built labextension's manifest: a copy without it is no extension
+BUILT = Path("data", "labextensions", "cnbi-learner-lab", "package.json")
+#: name of the init container and of its volume in the learner's pod
+POD_NAME = "cnbi-learner-lab"
 
 
 class LearnerLab(Configurable):
@@ -64,11 +83,38 @@ class LearnerLab(Configurable):
         the hub image's files mounted at the same path).""",
     ).tag(config=True)
 
+    init_image = Unicode(
+        "",
+        help="""Image of the init container that copies the learner-lab folder into each
+        learner's pod (an emptyDir mounted at mount_path): an image with cnbi-spawner
+        installed, normally your hub image. Empty: no init container; the pod must see the
+        folder at `path`.""",
+    ).tag(config=True)
+
+    mount_path = Unicode(
+        "/opt/cnbi-learner-lab",
+        help="""Where the init container's copy is mounted (read-only) in the notebook
+        container. Only used with init_image.""",
+    ).tag(config=True)
+
+    def folder(self) -> Path:
+        """The learner-lab folder as the notebook container sees it."""
+        if self.init_image:
+            return Path(self.mount_path)
+        return Path(self.path) if self.path else FILES
+
+    def pod_parts(self) -> PodParts | None:
+        """The init container, volume and mount delivering the folder; ``None`` without
+        ``init_image`` (or when disabled)."""
+        if not (self.enabled and self.init_image):
+            return None
+        return pod_parts(self.init_image, self.mount_path)
+
     def environment(self, *, guest: bool, policy: CullPolicy, culling: bool) -> dict[str, str]:
         """The learner server's environment for this session (empty when disabled)."""
         if not self.enabled:
             return {}
-        folder = Path(self.path) if self.path else FILES
+        folder = self.folder()
         limits = policy.anonymous if guest else policy.named
         return {
             "JUPYTER_PATH": str(folder / "data"),
@@ -81,3 +127,65 @@ class LearnerLab(Configurable):
             "CNBI_LAB_DOWNLOAD": "1" if self.download else "0",
             "CNBI_LAB_STARTED": datetime.now(UTC).isoformat(),
         }
+
+
+@dataclass(frozen=True, slots=True)
+class PodParts:
+    """What a pod needs to get the learner-lab folder from an init container."""
+
+    init_container: dict
+    volume: dict
+    volume_mount: dict
+
+
+def pod_parts(image: str, mount_path: str) -> PodParts:
+    """Pure: the init container (``image`` copies :data:`FILES` to ``mount_path``), the
+    ``emptyDir`` it fills and the read-only mount for the notebook container."""
+    if not mount_path.startswith("/") or "{" in mount_path or "}" in mount_path:
+        raise ValueError(f"LearnerLab.mount_path must be an absolute path: {mount_path!r}")
+    return PodParts(
+        init_container={
+            "name": POD_NAME,
+            "image": image,
+            "command": ["cnbi-hub", "learner-lab", mount_path],
+            "volumeMounts": [{"name": POD_NAME, "mountPath": mount_path}],
+        },
+        volume={"name": POD_NAME, "emptyDir": {"sizeLimit": "64Mi"}},
+        volume_mount={"name": POD_NAME, "mountPath": mount_path, "readOnly": True},
+    )
+
+
+def with_named(items: list[dict], item: dict) -> list[dict]:
+    """``items`` with ``item`` in place of any entry of the same ``name`` (else appended)."""
+    return [*(i for i in items if i.get("name") != item["name"]), item]
+
+
+def copy_files(destination: Path) -> int:
+    """Copy :data:`FILES` (without caches) into ``destination``; the number of files."""
+    if not (FILES / BUILT).is_file():
+        raise FileNotFoundError(
+            f"{FILES} has no built extension ({BUILT}): install a cnbi-spawner wheel, or run "
+            "`make deps` in a source checkout"
+        )
+    shutil.copytree(
+        FILES, destination, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__")
+    )
+    return sum(1 for p in destination.rglob("*") if p.is_file())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``cnbi-hub learner-lab DESTINATION``: the init container's copy step."""
+    parser = argparse.ArgumentParser(
+        prog="cnbi-hub learner-lab",
+        description="Copy the learner-lab extension folder (what LearnerLab.init_image's "
+        "init container does in every learner pod).",
+    )
+    parser.add_argument("destination", type=Path, help="folder to copy into (created)")
+    args = parser.parse_args(argv)
+    try:
+        count = copy_files(args.destination)
+    except OSError as e:
+        print(f"cnbi-hub learner-lab: {e}", file=sys.stderr)
+        return 1
+    print(f"cnbi-hub learner-lab: copied {count} files to {args.destination}")
+    return 0

@@ -54,7 +54,7 @@ from .lab_settings import LabSettings, with_lab_settings
 from .launch_failures import progress_message
 from .launch_grammar import COURSE, TICKET, flatten
 from .launch_guard import LaunchDiagnostics, guard_start
-from .learner_lab import LearnerLab
+from .learner_lab import LearnerLab, with_named
 from .moved_settings import FROM_SPAWNER, refuse_moved
 from .selection import RESOURCE_FIELDS, LaunchPlan, ResourcePackage, plan_launch
 from .service.settings import CullerSettings
@@ -175,6 +175,7 @@ class CNBiSpawner(KubeSpawner):
 
     user_options: dict[str, Any]  # KubeSpawner's trait (the hub's stored launch options)
     _cnbi_base: dict[str, Any] | None = None
+    _cnbi_pod_base: dict[str, list] | None = None
     _cnbi_plan: LaunchPlan | None = None
 
     @default("options_form")
@@ -425,6 +426,24 @@ class CNBiSpawner(KubeSpawner):
         )
         return {**env, **lab}
 
+    def _add_learner_lab(self) -> None:
+        """The learner-lab init container, volume and mount (``c.LearnerLab.init_image``) on
+        top of the configured ``init_containers``/``volumes``/``volume_mounts``."""
+        if self._cnbi_pod_base is None:  # configured values, before we added ours
+            self._cnbi_pod_base = {
+                name: list(self._sorted_dict_values(getattr(self, name)))
+                for name in ("init_containers", "volumes", "volume_mounts")
+            }
+        base = self._cnbi_pod_base
+        parts = LearnerLab(parent=self).pod_parts()
+        if parts is None:
+            for name, configured in base.items():
+                setattr(self, name, list(configured))
+            return
+        self.init_containers = with_named(base["init_containers"], parts.init_container)
+        self.volumes = with_named(base["volumes"], parts.volume)
+        self.volume_mounts = with_named(base["volume_mounts"], parts.volume_mount)
+
     def start(self):
         """KubeSpawner's start, with the learner's JupyterLab defaults (``lab_settings``),
         watched so a failed launch says why (``launch_guard``)."""
@@ -436,6 +455,7 @@ class CNBiSpawner(KubeSpawner):
             )
         else:
             self.lifecycle_hooks = hooks
+        self._add_learner_lab()
         future = super().start()
         settings = LaunchDiagnostics(parent=self)
         if not settings.enabled:

@@ -5,8 +5,9 @@ test_devcluster_kubespawner.py), so the process runtime's contract is pinned che
 env incl. fieldRef, readiness only once the port answers, logs, exit codes, SIGTERM then
 SIGKILL after the grace period, any well-formed image pulls (homes seeded only from
 registered ones), ErrImagePull while an image is marked missing, InvalidImageName for a
-malformed one, PVC homes, and no
-process left after ``cluster.stop()``.
+malformed one, PVC homes, init containers run in order into an emptyDir the main container
+mounts (restarted with back-off while they fail), and no process left after
+``cluster.stop()``.
 """
 
 from __future__ import annotations
@@ -297,13 +298,81 @@ async def test_pvc_bound_and_used_as_home(cluster, core):
     await core.delete_namespaced_pod("p1", NS, grace_period_seconds=1)
     await until(lambda: _gone(core, "p1"))
     body = pod("p2", script, volumes=vols)
-    body["spec"]["initContainers"] = [{"name": "setup", "image": f"{REPO}:1", "command": ["x"]}]
+    body["spec"]["initContainers"] = [{"name": "setup", "image": f"{REPO}:1", "command": ["true"]}]
     await core.create_namespaced_pod(NS, body)
     p2 = await until(lambda: _ready(core, "p2"))
     (init,) = p2.status.init_container_statuses
     assert (init.name, init.state.terminated.reason) == ("setup", "Completed")
     assert (cluster.pod_info("p2")["home"] / "mine.txt").read_text() == "kept"
     await core.delete_namespaced_persistent_volume_claim("claim-a", NS)
+
+
+COPY_IN = """
+import os, pathlib, sys
+target = pathlib.Path(sys.argv[1])
+marker = target / "tries"
+tries = int(marker.read_text()) + 1 if marker.exists() else 1
+marker.write_text(str(tries))
+if tries < int(os.environ["SUCCEED_AT"]):
+    sys.exit(3)
+(target / "sub").mkdir(exist_ok=True)
+(target / "sub" / "tool.txt").write_text("copied in")
+"""
+
+SHOW_TOOL = SERVER.replace(
+    'print("hello from"',
+    'print("tool:", open(os.environ["TOOL"]).read(), flush=True)\nprint("hello from"',
+)
+
+
+async def test_init_containers_fill_an_empty_dir_the_main_container_mounts(cluster, core):
+    """The init container runs (retried with back-off after a failure) before the main one;
+    its ``/opt/tools`` mount and the main container's are the same per-pod folder, and a
+    path under the mount in the main container's env points into it."""
+    cluster.kubelet.restart_backoff = 0.2
+    body = pod("p-init", SHOW_TOOL.replace("IGNORE_OR_BYE", "bye"),
+               env=[{"name": "TOOL", "value": "/opt/tools/sub/tool.txt"}])  # fmt: skip
+    body["spec"]["volumes"] = [{"name": "tools", "emptyDir": {}}]
+    body["spec"]["containers"][0]["volumeMounts"] = [
+        {"name": "tools", "mountPath": "/opt/tools", "readOnly": True}
+    ]
+    body["spec"]["initContainers"] = [
+        {
+            "name": "copy-tools",
+            "image": f"{REPO}:1",
+            "command": [sys.executable, "-c", COPY_IN, "/opt/tools"],
+            "env": [{"name": "SUCCEED_AT", "value": "2"}],
+            "volumeMounts": [{"name": "tools", "mountPath": "/opt/tools"}],
+        }
+    ]
+    await core.create_namespaced_pod(NS, body)
+    p = await until(lambda: _ready(core, "p-init"))
+    (init,) = p.status.init_container_statuses
+    assert (init.name, init.state.terminated.exit_code, init.restart_count) == ("copy-tools", 0, 1)
+    conditions = {c.type: c.status for c in p.status.conditions}
+    assert conditions["Initialized"] == "True"
+    log = await core.read_namespaced_pod_log("p-init", NS)
+    assert "tool: copied in" in log, log
+    events = await core.list_namespaced_event(NS, field_selector="involvedObject.name=p-init")
+    assert "BackOff" in [e.reason for e in events.items]  # the first try failed
+
+
+async def test_failing_init_container_keeps_the_pod_pending(cluster, core):
+    body = pod("p-bad-init", SERVER.replace("IGNORE_OR_BYE", "bye"))
+    body["spec"]["initContainers"] = [
+        {"name": "fails", "image": f"{REPO}:1", "command": [sys.executable, "-c", "exit(2)"]}
+    ]
+    body["spec"]["restartPolicy"] = "Never"
+    await core.create_namespaced_pod(NS, body)
+
+    async def failed():
+        p = await core.read_namespaced_pod("p-bad-init", NS)
+        return p.status.phase == "Failed" and p
+
+    p = await until(failed, what="Failed")
+    (init,) = p.status.init_container_statuses
+    assert (init.state.terminated.exit_code, init.state.terminated.reason) == (2, "Error")
+    assert not p.status.container_statuses or not p.status.container_statuses[0].ready
 
 
 async def test_stop_leaves_no_process(tmp_path):

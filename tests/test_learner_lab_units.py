@@ -7,7 +7,9 @@ import os
 import sys
 import time
 
-from cnbi_spawner.learner_lab import FILES, LearnerLab
+import pytest
+
+from cnbi_spawner.learner_lab import FILES, LearnerLab, main, with_named
 from cnbi_spawner.service.cull_policy import CullPolicy, Thresholds
 
 sys.path.insert(0, str(FILES / "python"))
@@ -54,3 +56,39 @@ def test_changed_files_are_new_or_modified_visible_regular_files(tmp_path):
     (tmp_path / "link.txt").symlink_to(tmp_path / "new.txt")
     found = sorted(p.relative_to(tmp_path).as_posix() for p in lab.changed_files(tmp_path, start))
     assert found == ["edited.py", "new.txt"]
+
+
+def test_init_container_delivery_builds_the_pod_parts_and_points_the_env_there():
+    lab = LearnerLab(init_image="registry.example/hub:1", mount_path="/opt/ll")
+    parts = lab.pod_parts()
+    assert parts.init_container == {
+        "name": "cnbi-learner-lab",
+        "image": "registry.example/hub:1",
+        "command": ["cnbi-hub", "learner-lab", "/opt/ll"],
+        "volumeMounts": [{"name": "cnbi-learner-lab", "mountPath": "/opt/ll"}],
+    }
+    assert parts.volume == {"name": "cnbi-learner-lab", "emptyDir": {"sizeLimit": "64Mi"}}
+    mount = {"name": "cnbi-learner-lab", "mountPath": "/opt/ll", "readOnly": True}
+    assert parts.volume_mount == mount
+    env = lab.environment(guest=True, policy=POLICY, culling=True)
+    assert (env["JUPYTER_PATH"], env["JUPYTER_CONFIG_PATH"]) == ("/opt/ll/data", "/opt/ll/config")
+    assert LearnerLab().pod_parts() is None  # no image: the path the pod already sees
+    assert LearnerLab(init_image="x:1", enabled=False).pod_parts() is None
+    for bad in ("relative/path", "/opt/{username}"):
+        with pytest.raises(ValueError, match="absolute path"):
+            LearnerLab(init_image="x:1", mount_path=bad).pod_parts()
+
+
+def test_with_named_replaces_an_entry_of_the_same_name():
+    mine = {"name": "a", "v": 2}
+    assert with_named([{"name": "a", "v": 1}, {"name": "b"}], mine) == [{"name": "b"}, mine]
+    assert with_named([], mine) == [mine]
+
+
+def test_the_init_containers_command_copies_the_built_folder(tmp_path, capsys):
+    assert main([str(tmp_path / "to")]) == 0
+    copied = sorted(p.relative_to(tmp_path / "to").as_posix() for p in (tmp_path / "to").rglob("*"))
+    assert "data/labextensions/cnbi-learner-lab/package.json" in copied
+    assert "python/cnbi_learner_lab.py" in copied and "config/jupyter_server_config.py" in copied
+    assert not any("__pycache__" in p for p in copied)
+    assert "copied" in capsys.readouterr().out

@@ -89,6 +89,9 @@ c.KubeSpawner.start_timeout = env_int("CNBI_START_TIMEOUT", 300)
 c.KubeSpawner.http_timeout = env_int("CNBI_HTTP_TIMEOUT", 120)
 c.KubeSpawner.storage_pvc_ensure = env_bool("CNBI_STORAGE", False)
 c.KubeSpawner.storage_capacity = env("CNBI_STORAGE_CAPACITY", "1Gi")
+# The learner-lab extension reaches each pod through an init container of this image (an
+# image with cnbi-spawner, normally the hub's own); unset: c.LearnerLab.path instead
+c.LearnerLab.init_image = env("CNBI_LEARNER_LAB_IMAGE", "")
 c.ResourcePolicy.default_size = env("CNBI_DEFAULT_SIZE", "small")
 c.ResourcePolicy.anonymous_max_size = env("CNBI_ANONYMOUS_MAX_SIZE", "medium")
 

@@ -21,8 +21,15 @@ What a real kubelet reports and KubeSpawner reads (KUBE_API_SUBSET §4):
 - PersistentVolumeClaims go ``Bound`` (a per-claim folder under the state dir, used as the
   home of pods that mount the claim).
 
+Init containers run first, one after the other, as real processes (a failed one is
+restarted with back-off, ``Init:Error``/``BackOff``, or fails the pod under
+``restartPolicy: Never``); the pod is ``Initialized`` once all exited 0. ``emptyDir`` volumes
+are per-pod folders under the state dir; a process here has no mount namespace, so a
+container's env values, command and args that name a path under one of its emptyDir
+``volumeMounts`` are moved to that folder (``podspec.in_mounts``). A claim is the pod's home.
+
 Only the pod's main container (the one with port ``notebook-port``, else the first) runs;
-other containers are reported running and ready, init containers completed. The ``stub``
+other containers are reported running and ready. The ``stub``
 runtime fakes only notebook servers (a ``notebook-port``); any other container (e.g. the
 service's notebook-indexing pod) runs its command as a real process against the pod's seeded
 home, as in the ``process`` runtime.
@@ -48,10 +55,12 @@ from .podspec import (
     container_env,
     container_port,
     container_statuses,
+    empty_dirs,
     image_repository,
     init_container_statuses,
     is_image_reference,
     main_container,
+    mounts_of,
     pod_conditions,
     serves_notebooks,
 )
@@ -217,8 +226,9 @@ class Kubelet:
                 startTime=R.now_rfc3339(),
                 conditions=pod_conditions(False),
             )
-            if p["spec"].get("initContainers"):  # reported as done; they are not run
-                p["status"]["initContainerStatuses"] = init_container_statuses(p)
+            if p["spec"].get("initContainers"):  # run below, before the main container
+                p["status"]["initContainerStatuses"] = init_container_statuses(p, {})
+                p["status"]["conditions"] = pod_conditions(False, initialized=False)
 
         pod = self._update(pod, schedule) or pod
         self.event(
@@ -256,6 +266,8 @@ class Kubelet:
             return
         for c in pod["spec"]["containers"]:
             self.event(pod, "Pulled", f'Successfully pulled image "{c["image"]}" in 10ms')
+        if not await self._run_init_containers(pod, entry):
+            return
         restarts, last_state = 0, None
         while True:
             code, started = await self._run_once(pod, entry, restarts, last_state)
@@ -303,6 +315,109 @@ class Kubelet:
             deadline = asyncio.get_running_loop().time() + delay
             while not entry["deleting"] and asyncio.get_running_loop().time() < deadline:
                 await asyncio.sleep(0.05)
+
+    async def _run_init_containers(self, pod: dict, entry: dict) -> bool:
+        """Run the init containers in order; ``True`` once all exited 0 (the pod is
+        Initialized), ``False`` if the pod was deleted or failed (``restartPolicy: Never``)."""
+        inits = pod["spec"].get("initContainers") or []
+        states: dict[str, dict] = {}
+
+        def report(initialized: bool = False, phase: str | None = None) -> None:
+            def update(p: dict) -> None:
+                p["status"]["initContainerStatuses"] = init_container_statuses(p, states)
+                p["status"]["conditions"] = pod_conditions(False, initialized=initialized)
+                if phase:
+                    p["status"]["phase"] = phase
+
+            self._update(pod, update)
+
+        for c in inits:
+            restarts = 0
+            while True:
+                if entry["deleting"]:
+                    return False
+                started = R.now_rfc3339()
+                states[c["name"]] = {"running": {"startedAt": started}, "restarts": restarts}
+                report()
+                self.event(pod, "Created", f"Created container {c['name']}")
+                self.event(pod, "Started", f"Started container {c['name']}")
+                code = await self._run_to_exit(pod, entry, c)
+                if code is None:
+                    return False
+                done = {
+                    "exitCode": code,
+                    "reason": "Completed" if code == 0 else "Error",
+                    "startedAt": started,
+                    "finishedAt": R.now_rfc3339(),
+                }
+                states[c["name"]] = {"terminated": done, "restarts": restarts}
+                if code == 0:
+                    break
+                name = pod["metadata"]["name"]
+                log.info("devcluster: init container %s of %s exited %s", c["name"], name, code)
+                if pod["spec"].get("restartPolicy") == "Never":
+                    report(phase="Failed")
+                    return False
+                report()
+                self.event(pod, "BackOff", "Back-off restarting failed container", "Warning")
+                deadline = asyncio.get_running_loop().time() + min(
+                    self.restart_backoff * 2**restarts, 300
+                )
+                while not entry["deleting"] and asyncio.get_running_loop().time() < deadline:
+                    await asyncio.sleep(0.05)
+                restarts += 1
+        if inits:
+            report(initialized=True)
+        return True
+
+    async def _run_to_exit(self, pod: dict, entry: dict, c: dict) -> int | None:
+        """Run one init container ``c`` to its exit code (``None``: the pod went away)."""
+        root, home = self._pod_dirs(pod, entry)
+        runtime_dir = root / "runtime"
+        runtime_dir.mkdir(parents=True, exist_ok=True)
+        mounts = mounts_of(c, entry["volumes"])
+        bin_dir = Path(sys.executable).parent
+        spec = LaunchSpec(
+            argv=container_argv(c, "127.0.0.1", 0, bin_dir=bin_dir, root=False, mounts=mounts),
+            env=container_env(
+                pod,
+                c,
+                ip="127.0.0.1",
+                home=home,
+                runtime_dir=runtime_dir,
+                bin_dir=bin_dir,
+                lookup=self._lookup,
+                mounts=mounts,
+            ),
+            cwd=home,
+            ip="127.0.0.1",
+            port=0,
+            log_path=root / f"{c['name']}.log",
+            meta={"pod": pod["metadata"]["name"]},
+        )
+        container = ProcessContainer(spec)
+        entry["init"] = container
+        try:
+            await container.start()
+        except OSError as e:
+            self.event(pod, "Failed", f"Error: {e}", "Warning")
+            return 128
+        try:
+            return None if entry["deleting"] else await container.wait()
+        finally:
+            entry.pop("init", None)
+
+    def _pod_dirs(self, pod: dict, entry: dict) -> tuple[Path, Path]:
+        """The pod's folder and home (created once), and its emptyDir folders in
+        ``entry["volumes"]`` (by volume name)."""
+        if "root" not in entry:
+            meta = pod["metadata"]
+            root = self.state_dir / "pods" / meta["namespace"] / f"{meta['name']}-{meta['uid'][:8]}"
+            entry["root"], entry["home"] = root, self._home_for(pod, root)
+            entry["volumes"] = {name: root / "volumes" / name for name in empty_dirs(pod)}
+            for folder in entry["volumes"].values():
+                folder.mkdir(parents=True, exist_ok=True)
+        return entry["root"], entry["home"]
 
     async def _post_start(self, pod: dict, entry: dict) -> None:
         """``lifecycle.postStart.exec`` of the main container: its command, run on this
@@ -412,6 +527,8 @@ class Kubelet:
     async def _terminate(self, pod: dict, grace: float, *, finalize: bool) -> None:
         meta = pod["metadata"]
         entry = self.pods.get(meta["uid"], {})
+        if entry.get("init") is not None:
+            await entry["init"].stop(min(grace, 2))
         container = entry.get("container")
         if container is not None:
             self.event(pod, "Killing", f"Stopping container {main_container(pod)['name']}")
@@ -455,8 +572,8 @@ class Kubelet:
             return container
         port = container_port(c)
         ip = self.ips.allocate(port)
-        root = self.state_dir / "pods" / meta["namespace"] / f"{meta['name']}-{meta['uid'][:8]}"
-        home = self._home_for(pod, root)
+        root, home = self._pod_dirs(pod, entry)
+        mounts = mounts_of(c, entry["volumes"])
         content = self.images.get(image_repository(c["image"]))
         if content and Path(content).is_dir() and not any(home.iterdir()):
             state = self.state_dir.resolve()
@@ -479,6 +596,7 @@ class Kubelet:
                 runtime_dir=runtime_dir,
                 bin_dir=Path(sys.executable).parent,
                 lookup=self._lookup,
+                mounts=mounts,
             ),
             cwd=home,
             ip=ip,
@@ -490,7 +608,12 @@ class Kubelet:
             container = StubContainer(spec)
         else:
             spec.argv = container_argv(
-                c, ip, port, bin_dir=Path(sys.executable).parent, root=os.geteuid() == 0
+                c,
+                ip,
+                port,
+                bin_dir=Path(sys.executable).parent,
+                root=os.geteuid() == 0,
+                mounts=mounts,
             )
             container = ProcessContainer(spec)
         entry["container"] = container
@@ -531,10 +654,11 @@ class Kubelet:
     # ---- inspection --------------------------------------------------------------------
     def log_path(self, pod: dict, container: str | None = None) -> Path:
         entry = self.pods.get(pod["metadata"]["uid"])
-        if entry and entry.get("log"):
+        main = main_container(pod)["name"]
+        if entry and entry.get("log") and container in (None, main):
             return Path(entry["log"])
         meta = pod["metadata"]
-        name = container or main_container(pod)["name"]
+        name = container or main
         root = self.state_dir / "pods" / meta["namespace"] / f"{meta['name']}-{meta['uid'][:8]}"
         return root / f"{name}.log"
 

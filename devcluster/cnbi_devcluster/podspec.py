@@ -101,29 +101,68 @@ def container_statuses(
     return out
 
 
-def init_container_statuses(pod: dict) -> list[dict]:
-    """Init containers are not run by the dev cluster: reported as completed (exit 0)."""
-    now = R.now_rfc3339()
+#: an init container not started yet
+PENDING_INIT = {"waiting": {"reason": "PodInitializing"}}
+
+
+def init_container_statuses(pod: dict, states: dict[str, dict]) -> list[dict]:
+    """``status.initContainerStatuses``: each init container in ``states[name]`` (e.g.
+    ``{"running": …}`` or ``{"terminated": …}``), waiting in ``PodInitializing`` if absent."""
+    out = []
+    for c in pod["spec"].get("initContainers") or []:
+        state = states.get(c["name"], PENDING_INIT)
+        done = state.get("terminated") or {}
+        out.append(
+            {
+                "name": c["name"],
+                "image": c.get("image", ""),
+                "imageID": ""
+                if "waiting" in state
+                else f"{image_repository(c.get('image', ''))}@sha256:"
+                + uuid.uuid5(uuid.NAMESPACE_URL, c.get("image", "")).hex * 2,
+                "ready": done.get("exitCode") == 0,
+                "restartCount": int(state.get("restarts", 0)),
+                "started": "running" in state,
+                "state": {k: v for k, v in state.items() if k != "restarts"},
+            }
+        )
+    return out
+
+
+def empty_dirs(pod: dict) -> list[str]:
+    """Names of the pod's ``emptyDir`` volumes (the only volumes mounted at their
+    ``mountPath``; a claim is the pod's home, see the kubelet)."""
     return [
-        {
-            "name": c["name"],
-            "image": c.get("image", ""),
-            "imageID": f"{image_repository(c.get('image', ''))}@sha256:"
-            + uuid.uuid5(uuid.NAMESPACE_URL, c.get("image", "")).hex * 2,
-            "ready": True,
-            "restartCount": 0,
-            "started": False,
-            "state": {
-                "terminated": {
-                    "exitCode": 0,
-                    "reason": "Completed",
-                    "startedAt": now,
-                    "finishedAt": now,
-                }
-            },
-        }
-        for c in pod["spec"].get("initContainers") or []
+        v["name"]
+        for v in pod["spec"].get("volumes") or []
+        if isinstance(v, dict) and v.get("name") and "emptyDir" in v
     ]
+
+
+def mounts_of(c: dict, folders: dict[str, Path]) -> dict[str, Path]:
+    """``{mountPath: folder}`` of container ``c`` for the volumes in ``folders`` (by name)."""
+    return {
+        m["mountPath"].rstrip("/") or "/": folders[m["name"]]
+        for m in c.get("volumeMounts") or []
+        if isinstance(m, dict) and m.get("name") in folders and m.get("mountPath")
+    }
+
+
+def in_mounts(value: str, mounts: dict[str, Path]) -> str:
+    """``value`` (a path, a ``:``-separated path list, or ``--flag=path``) with each path under
+    a mount path moved to the folder backing it: a process on this machine has no mount
+    namespace, so ``/opt/x/data`` of a container is ``<pod folder>/volumes/x/data`` here."""
+    if not mounts:
+        return value
+    flag, eq, rest = value.partition("=") if value.startswith("-") else ("", "", value)
+
+    def move(path: str) -> str:
+        for mount, folder in sorted(mounts.items(), key=lambda m: -len(m[0])):
+            if path == mount or path.startswith(mount + "/"):
+                return str(folder) + path[len(mount) :]
+        return path
+
+    return flag + eq + ":".join(move(part) for part in rest.split(":"))
 
 
 def pod_conditions(ready: bool, initialized: bool = True) -> list[dict]:
@@ -147,10 +186,15 @@ def serves_notebooks(c: dict) -> bool:
     return any(p.get("name") == "notebook-port" for p in c.get("ports") or [])
 
 
-def container_argv(c: dict, ip: str, port: int, *, bin_dir: Path, root: bool) -> list[str]:
-    """The command line: command + args (default jupyterhub-singleuser), resolved in ``bin_dir``;
-    jupyter commands also get ``--ip``/``--port`` (and ``--allow-root`` as root)."""
-    argv = [str(a) for a in (c.get("command") or []) + (c.get("args") or [])] or list(DEFAULT_CMD)
+def container_argv(
+    c: dict, ip: str, port: int, *, bin_dir: Path, root: bool, mounts: dict[str, Path] | None = None
+) -> list[str]:
+    """The command line: command + args (default jupyterhub-singleuser), resolved in ``bin_dir``,
+    paths under ``mounts`` moved (:func:`in_mounts`); jupyter commands also get
+    ``--ip``/``--port`` (and ``--allow-root`` as root)."""
+    argv = [
+        in_mounts(str(a), mounts or {}) for a in (c.get("command") or []) + (c.get("args") or [])
+    ] or list(DEFAULT_CMD)
     exe = argv[0]
     if "/" not in exe:
         local = bin_dir / exe
@@ -163,11 +207,19 @@ def container_argv(c: dict, ip: str, port: int, *, bin_dir: Path, root: bool) ->
 
 
 def container_env(
-    pod: dict, c: dict, *, ip: str, home: Path, runtime_dir: Path, bin_dir: Path, lookup: Lookup
+    pod: dict,
+    c: dict,
+    *,
+    ip: str,
+    home: Path,
+    runtime_dir: Path,
+    bin_dir: Path,
+    lookup: Lookup,
+    mounts: dict[str, Path] | None = None,
 ) -> dict[str, str]:
     """The container's environment: a clean base, ``envFrom``, ``env`` (values, fieldRef,
-    secret/configmap keys via ``lookup(kind, namespace, name)``), and
-    ``JUPYTERHUB_SERVICE_URL`` rebound to the pod's own IP."""
+    secret/configmap keys via ``lookup(kind, namespace, name)``) with paths under ``mounts``
+    moved (:func:`in_mounts`), and ``JUPYTERHUB_SERVICE_URL`` rebound to the pod's own IP."""
     meta = pod["metadata"]
     env = {
         "PATH": f"{bin_dir}:/usr/local/bin:/usr/bin:/bin",
@@ -210,6 +262,8 @@ def container_env(
                     env[name] = data[ref["key"]]
     if env.get("JUPYTERHUB_SERVICE_URL"):
         env["JUPYTERHUB_SERVICE_URL"] = rewrite_service_url(env["JUPYTERHUB_SERVICE_URL"], ip)
+    if mounts:
+        env = {name: in_mounts(value, mounts) for name, value in env.items()}
     return env
 
 

@@ -1,20 +1,25 @@
 """What a guest sees around and inside JupyterLab, in a real browser (Debian Chromium).
 
 One stack for the module (process runtime: real ``jupyterhub-singleuser`` pods serving the
-demo courses, the production ``jupyterhub_config.py``): the guest's progress page names the
-course and notebook and shows none of the hub's machinery (user name, Token, Stop Server),
-while a named user keeps the stock navigation bar.
+demo courses, the production ``jupyterhub_config.py`` with ``CNBI_LEARNER_LAB_IMAGE`` set,
+so the extension reaches each pod through the spawner's init container and emptyDir, as on
+a real cluster): the guest's progress page names the course and notebook and shows none of
+the hub's machinery (user name, Token, Stop Server), while a named user keeps the stock
+navigation bar; a course image without the extension gets it and shows the notice.
 """
 
 from __future__ import annotations
 
 import io
 import re
+import subprocess
 import zipfile
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
 from e2e_stack import AUTHOR, AUTHOR_PASSWORD, SCREENS, start_stack, wait_for
+from harness import BIN
 
 playwright_api = pytest.importorskip("playwright.async_api")
 
@@ -28,11 +33,16 @@ CULLER_ENV = {
     "CNBI_ANONYMOUS_IDLE_TIMEOUT": "600",
     "CNBI_ANONYMOUS_MAX_AGE": str(6 * 3600),
 }
+#: any image reference "pulls" in the dev cluster; its init container runs this venv's
+#: `cnbi-hub learner-lab`, as the hub image's would on a real cluster
+LAB_IMAGE = "registry.example/jupyterhub/cnbi-hub:e2e"
+MOUNT = "/opt/cnbi-learner-lab"
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def stack(tmp_path_factory):
-    s = await start_stack(tmp_path_factory.mktemp("e2e-learner"), env=CULLER_ENV)
+    env = {**CULLER_ENV, "CNBI_LEARNER_LAB_IMAGE": LAB_IMAGE}
+    s = await start_stack(tmp_path_factory.mktemp("e2e-learner"), env=env)
     try:
         yield s
     finally:
@@ -138,3 +148,54 @@ async def test_notice_shows_the_culler_times_and_download_has_exactly_the_new_wo
     await page.wait_for_selector(".jp-LabShell", timeout=LAB_TIMEOUT)
     await page.wait_for_timeout(3000)
     assert await notice.count() == 0  # dismissed for this tab
+
+
+def _course_image_extensions(home: Path) -> str:
+    """``jupyter labextension list`` as the course image's own server sees it (every dev
+    cluster course runs this venv's JupyterLab), without anything the spawner adds."""
+    env = {"PATH": f"{BIN}:/usr/bin:/bin", "HOME": str(home), "LANG": "C.UTF-8"}
+    done = subprocess.run(
+        [str(BIN / "jupyter"), "labextension", "list"], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout + done.stderr
+
+
+async def test_course_image_without_the_extension_gets_it_through_the_spawner(
+    stack, page, tmp_path
+):
+    listing = _course_image_extensions(tmp_path)
+    assert "@jupyterlab" in listing or "jupyterlab" in listing, listing  # the listing works
+    assert "cnbi-learner-lab" not in listing, listing  # the image lacks it
+    assert not Path(MOUNT).exists()  # nothing on this machine at the pod's mount path
+
+    await page.goto(stack.url + "/tmplogin?course=python-basics&notebook=intro%2F01-hello.ipynb")
+    await page.wait_for_url(re.compile(r"/user/[0-9a-f-]{36}/lab"), timeout=LAB_TIMEOUT)
+    user = re.search(r"/user/([0-9a-f-]{36})/", page.url).group(1)
+    await page.locator("#cnbi-notice").wait_for(timeout=LAB_TIMEOUT)
+
+    (pod,) = [
+        p
+        for p in stack.pods()
+        if p["metadata"]["annotations"].get("hub.jupyter.org/username") == user
+    ]
+    spec = pod["spec"]
+    (init,) = spec["initContainers"]
+    assert (init["image"], init["command"]) == (LAB_IMAGE, ["cnbi-hub", "learner-lab", MOUNT])
+    (volume,) = [v for v in spec["volumes"] if v["name"] == init["volumeMounts"][0]["name"]]
+    assert "emptyDir" in volume and not any("hostPath" in v for v in spec["volumes"])
+    (notebook,) = spec["containers"]
+    assert {"name": volume["name"], "mountPath": MOUNT, "readOnly": True} in notebook[
+        "volumeMounts"
+    ]
+    env = {e["name"]: e.get("value") for e in notebook["env"]}
+    assert env["JUPYTER_PATH"] == f"{MOUNT}/data"
+    assert env["JUPYTER_CONFIG_PATH"] == f"{MOUNT}/config"
+    (status,) = pod["status"]["initContainerStatuses"]
+    assert status["state"]["terminated"]["exitCode"] == 0
+    # the frontend loaded it once (one federated extension of the name)
+    loaded = await page.evaluate(
+        """() => JSON.parse(document.getElementById('jupyter-config-data').textContent)
+        .federated_extensions.filter(e => e.name === 'cnbi-learner-lab').length"""
+    )
+    assert loaded == 1

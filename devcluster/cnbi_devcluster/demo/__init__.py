@@ -136,6 +136,10 @@ async def run(port: int, state_dir: Path, config: Path) -> None:
             "CNBI_DEMO_PROXY_API_PORT": str(proxy_api_port),
             "CNBI_SERVICE_URL": f"http://127.0.0.1:{service_port}",
             "CNBI_DB_URL": f"sqlite:///{state_dir / 'jupyterhub.sqlite'}",
+            # the learner-lab extension arrives as on a real cluster: an init container
+            "CNBI_LEARNER_LAB_IMAGE": os.environ.get(
+                "CNBI_LEARNER_LAB_IMAGE", "registry.example/jupyterhub/cnbi-hub:demo"
+            ),
             "NO_PROXY": "127.0.0.1,localhost",
             # the hub starts `cnbi-hub service`: find it beside this Python, venv active or not
             "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
