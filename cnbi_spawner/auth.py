@@ -262,6 +262,7 @@ class TmpLoginMixin(LoggingConfigurable):
         """Put ``user`` (a hub ``User`` or an ``orm.User``) in the anonymous group through
         the ORM (creating the group once)."""
         from jupyterhub import orm
+        from sqlalchemy import inspect
 
         orm_user = getattr(user, "orm_user", user)
         group = self._live_group(db)
@@ -272,6 +273,8 @@ class TmpLoginMixin(LoggingConfigurable):
                 db.add(group)
             self._group = group
         if group not in orm_user.groups:
+            if not inspect(group).pending:  # its member list unloaded: the flush diffs
+                db.expire(group, ["users"])  # only this user's groups (warm-pool claims)
             orm_user.groups.append(group)
         if commit:
             db.commit()

@@ -17,6 +17,13 @@ out of it), never touches a claimed one.
 The claimed server's ``started`` and ``last_activity`` become the claim time: the culler's
 idle timeout and maximum age count from when the learner got it, not from when the pool
 started it.
+
+Cost does not grow with the pool (measured with ``benchmarks/launch_storm.py --pool``): the
+members are read from the group's membership rows in small batches, oldest first, until a
+ready one fits (usually the first), never as the ORM's ``Group.users`` list; and the big
+groups' ``users`` lists are unloaded before the move, so the commit's flush compares the
+claimed user's own few groups instead of two lists of a thousand members each. The pool's
+``orm.Group`` is kept while it is a live object of the hub's session (no lookup per claim).
 """
 
 from __future__ import annotations
@@ -65,13 +72,15 @@ def claim_pool_server(handler: Any, auth: Any, key: PoolKey) -> Any:
     from jupyterhub.utils import utcnow
 
     db = handler.db
-    group, members = _members(db, handler.users)
+    group = _pool_group(db)
     # lazily: the walk stops at the first fit (usually the oldest member), not at the end
+    members = _members(db, group, handler.users) if group is not None else iter(())
     found = pick_server((((u, s), member, ready) for u, s, member, ready in members), key)
     if group is None or found is None:
         POOL_CLAIMS.labels(course=key.course, size=key.size, result="empty").inc()
         return None
     user, spawner = found
+    db.expire(group, ["users"])  # unloaded: the flush below need not diff the whole pool
     user.orm_user.groups.remove(group)
     auth.add_to_group(user.orm_user, db, commit=False)
     now = utcnow(with_tz=False)
@@ -85,30 +94,59 @@ def claim_pool_server(handler: Any, auth: Any, key: PoolKey) -> Any:
 
 Member = tuple[Any, Any, PoolKey | None, bool]
 
+#: membership rows read per query while looking for a fitting member
+BATCH = 32
 
-def _members(db: Any, users: Any) -> tuple[Any, Iterator[Member]]:
-    """The pool group and its users as ``(user, spawner, pool key, ready)``, oldest first
-    (made one by one as the caller iterates)."""
+_group_cache: dict[str, Any] = {}
+
+
+def _pool_group(db: Any) -> Any:
+    """The pool's ``orm.Group`` (``None`` while no pool exists), looked up once and kept
+    while it is a live object of ``db``."""
     from jupyterhub import orm
+    from sqlalchemy import inspect
 
+    group = _group_cache.get(POOL_GROUP)
+    if group is not None:
+        state = inspect(group)
+        if state.session is db and state.persistent:
+            return group
     group = orm.Group.find(db, POOL_GROUP)
-    if group is None:
-        return None, iter(())
+    if group is not None:
+        _group_cache[POOL_GROUP] = group
+    return group
 
-    def members() -> Iterator[Member]:
-        for orm_user in sorted(group.users, key=lambda u: u.id):
-            user = users[orm_user]
+
+def _members(db: Any, group: Any, users: Any) -> Iterator[Member]:
+    """The pool group's users as ``(user, spawner, pool key, ready)``, oldest (lowest user
+    id) first, read from the membership table ``BATCH`` rows at a time as the caller
+    iterates."""
+    from jupyterhub.orm import user_group_map
+    from sqlalchemy import select
+
+    column = user_group_map.c.user_id
+    query = select(column).where(user_group_map.c.group_id == group.id).order_by(column)
+    last = None
+    while True:
+        page = query if last is None else query.where(column > last)
+        ids = list(db.execute(page.limit(BATCH)).scalars())
+        for user_id in ids:
+            user = users[user_id]
             spawner = user.spawners.get("")  # only servers this hub process knows are running
             ready = spawner is not None and spawner.ready and not spawner.pending
             options = spawner.user_options if spawner is not None else None
             yield user, spawner, member_key(options), ready
-
-    return group, members()
+        if len(ids) < BATCH:
+            return
+        last = ids[-1]
 
 
 def ready_pool_servers(db: Any, users: Any) -> collections.Counter[str]:
     """Ready, unclaimed pool servers per pool (``str(PoolKey)``), for the waiting room."""
-    _, members = _members(db, users)
+    group = _pool_group(db)
+    if group is None:
+        return collections.Counter()
+    members = _members(db, group, users)
     return collections.Counter(str(member) for _, _, member, ready in members if ready and member)
 
 
