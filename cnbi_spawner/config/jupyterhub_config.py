@@ -12,6 +12,7 @@ import shlex
 
 from cnbi_spawner.anonymous import ANONYMOUS_GROUP
 from cnbi_spawner.guest_pages import TEMPLATE_VAR, TEMPLATES, GuestMark
+from cnbi_spawner.hub_database import use_sqlite_wal
 from cnbi_spawner.service.app import service_role
 from cnbi_spawner.service.pool import pool_role
 from cnbi_spawner.service.reservation_book import CUSTOM_SCOPES as RESERVATION_SCOPES
@@ -53,6 +54,9 @@ c.JupyterHub.port = env_int("CNBI_HUB_PORT", 8000)
 # Unset: the hub's default (SQLite, or the Helm chart's hub.db settings) is kept.
 if env("CNBI_DB_URL"):
     c.JupyterHub.db_url = env("CNBI_DB_URL")
+# SQLite commits without an fsync each (WAL; see cnbi_spawner.hub_database for the trade)
+if env_bool("CNBI_SQLITE_WAL", True):
+    use_sqlite_wal()
 c.JupyterHub.spawner_class = "cnbi"
 c.JupyterHub.authenticator_class = "tmplogin"
 # Spawns in flight at once. A lecture hall arriving together needs hundreds: with the
