@@ -32,6 +32,8 @@ from .errors import Throttled
 from .images.registry import ImageRegistry
 from .moved_settings import FROM_TMPLOGIN, class_sections, refuse_moved
 from .on_its_way import OnItsWay
+from .pool import POOL_GROUP
+from .pool_starts import PoolStartGate
 from .ratelimit import Rate, RateLimiter
 from .reservation_admission import ReservationAdmission
 from .selection import LaunchPolicy
@@ -141,6 +143,7 @@ class TmpLoginMixin(LoggingConfigurable):
         self._admission: ReservationAdmission | None = None
         self._policy: LaunchPolicy | None = None
         self.on_its_way = OnItsWay(self.spawn_arrival_timeout)
+        self.pool_starts = PoolStartGate()
         self._registry_task: asyncio.Future | None = None
         self._group: Any = None  # the anonymous orm.Group, while it is live in the hub's session
 
@@ -230,12 +233,16 @@ class TmpLoginMixin(LoggingConfigurable):
     def release(self, name: str) -> None:
         self.on_its_way.release(name)
 
-    def live_anonymous(self, users: Any) -> int:
-        """Anonymous users with an active server, plus logins still on their way to a spawn."""
+    def live_anonymous_names(self, users: Any) -> set[str]:
+        """Anonymous users with an active server (pool servers too), plus logins still on
+        their way to a spawn."""
         everyone = list(users.values())
         self.on_its_way.settle({u.name for u in everyone})
         live = {u.name for u in everyone if u.active and self.user_is_anonymous(u)}
-        return len(live | self.on_its_way.names())
+        return live | self.on_its_way.names()
+
+    def live_anonymous(self, users: Any) -> int:
+        return len(self.live_anonymous_names(users))
 
     def capacity_headroom(self, users: Any) -> int | None:
         """Anonymous launches ``max_anonymous_users`` allows now (None: no limit)."""
@@ -313,9 +320,12 @@ class TmpLoginMixin(LoggingConfigurable):
         )
 
     async def pre_spawn_start(self, user: Any, spawner: Any) -> None:
-        """A spawn begins (any spawner): from now on the hub counts it as pending itself."""
+        """A spawn begins (any spawner): from now on the hub counts it as pending itself.
+        A warm-pool start must fit under ``max_anonymous_users`` (``pool_starts``)."""
         self.on_its_way.release(user.name)
         await maybe_future(super().pre_spawn_start(user, spawner))  # type: ignore[misc]
+        if spawner.name == "" and any(g.name == POOL_GROUP for g in user.orm_user.groups):
+            self.pool_starts.admit(self, user.settings["users"], user)
 
     def get_handlers(self, app: Any) -> list:
         try:

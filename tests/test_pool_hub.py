@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import re
 import time
 from urllib.parse import unquote, urlsplit
 
 import aiohttp
 import pytest
 from harness import HubProcess, free_port, service_command, wait_for
+from kubernetes_asyncio import client as k8s
 from test_auth_hub import browser, metrics, tmplogin
 from test_spawner_hub import NOTEBOOK, REPO, imagestream, put_imagestream, user_pods
 
@@ -131,7 +133,9 @@ async def kube(stub_devcluster, tmp_path):
     await api.close()
 
 
-async def start_stack(start_hub, cluster, tmp_path, targets: dict, idle: float = 600):
+async def start_stack(
+    start_hub, cluster, tmp_path, targets: dict, idle: float = 600, extra: str = ""
+):
     port = free_port()
     config = hub_config(
         str(cluster.kubeconfig),
@@ -139,7 +143,7 @@ async def start_stack(start_hub, cluster, tmp_path, targets: dict, idle: float =
         service_config(tmp_path / "service_config.py", targets),
         idle,
     )
-    hub = await start_hub(config, kubeconfig=cluster.kubeconfig)
+    hub = await start_hub(config + extra, kubeconfig=cluster.kubeconfig)
     return hub, config
 
 
@@ -294,3 +298,49 @@ async def test_a_failing_course_image_pauses_its_pool(start_hub, stub_devcluster
 
     stub_devcluster.kubelet.pod_faults.set(REPO, None)  # the author fixed the image
     await wait_ready(admin, 3, timeout=120)  # the pool resumes after its back-off
+
+
+async def test_the_pool_never_pushes_the_hub_past_max_anonymous_users(
+    start_hub, stub_devcluster, kube, tmp_path
+):
+    """Room for 3 anonymous users, a pool target of 5: the pool fills the room and no more
+    (the hub refuses the other starts, the service waits); a claim needs no room, and its
+    replacement is refused too, since the claimed server still counts."""
+    cap = "c.TmpLoginMixin.max_anonymous_users = 3\n"
+    hub, _ = await start_stack(start_hub, stub_devcluster, tmp_path, {"uai-intro": 5}, extra=cap)
+    admin = Admin(hub)
+    seen: list[int] = []
+
+    async def with_a_server() -> int:  # learners' and pool servers' pods in the cluster
+        pods = await k8s.CoreV1Api(kube).list_namespaced_pod(NS)
+        return sum(1 for p in pods.items if not p.metadata.deletion_timestamp)
+
+    async def refused() -> bool:
+        seen.append(await with_a_server())
+        return "refused by the hub (503)" in hub.log_text()
+
+    await wait_for(refused, "a pool start refused at max_anonymous_users", 60)
+    ready = await wait_ready(admin, 3)
+    for _ in range(5):  # several pool passes: still 3, never more
+        await asyncio.sleep(1)
+        seen.append(await with_a_server())
+    assert len(await admin.ready_pool()) == 3
+    assert max(seen) <= 3, seen
+    assert "at max_anonymous_users (3); no pool server started" in hub.log_text()
+    assert 'cnbi_service_pool_start_refusals_total{course="' in await _service_metrics(hub)
+
+    async with browser() as b:  # the hub is full, but a ready pool server needs no room
+        code, headers, _ = await tmplogin(b, hub, link(notebook=NOTEBOOK))
+    assert code == 302 and user_in(headers["Location"]) in ready
+    for _ in range(5):  # no replacement: the claimed server still takes its place
+        await asyncio.sleep(1)
+        seen.append(await with_a_server())
+    assert max(seen) <= 3, seen
+    assert len(await admin.ready_pool()) == 2
+    refused = re.findall(r"Pool start for (\S+) \(course \S+\) refused", hub.log_text())
+    assert refused
+
+    async def deleted() -> bool:  # the refused pool users were deleted, not left over
+        return all([await admin.get(f"/users/{name}") is None for name in refused])
+
+    await wait_for(deleted, "refused pool users deleted", 20)

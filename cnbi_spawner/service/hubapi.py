@@ -218,9 +218,11 @@ class HubClient:
             await self.request("POST", f"/groups/{quote(group, safe='')}", body={})
         await self.request("POST", f"/groups/{quote(group, safe='')}/users", body={"users": names})
 
-    async def start_server(self, user: str, options: dict | None = None) -> int:
+    async def start_server(
+        self, user: str, options: dict | None = None, *, retries: int | None = None
+    ) -> int:
         status, _ = await self.request(
-            "POST", f"/users/{quote(user, safe='')}/server", body=options or {}
+            "POST", f"/users/{quote(user, safe='')}/server", body=options or {}, retries=retries
         )
         return status
 

@@ -103,11 +103,16 @@ class ServiceMetrics:
                 ("starting", "Warm-pool servers starting, per course and size"),
             )
         )
-        self.pool_claimed, self.pool_start_failures = (
+        self.pool_claimed, self.pool_start_failures, self.pool_start_refusals = (
             Counter(f"{PREFIX}_pool_{name}", text, per_pool, registry=r)
             for name, text in (
                 ("claimed", "Warm-pool servers learners claimed at /tmplogin, per course and size"),
-                ("start_failures", "Warm-pool server starts the hub refused or that failed"),
+                ("start_failures", "Warm-pool server starts that failed"),
+                (
+                    "start_refusals",
+                    "Warm-pool server starts the hub refused for lack of room "
+                    "(max_anonymous_users, concurrent_spawn_limit)",
+                ),
             )
         )
         self.pool_drained = Counter(

@@ -68,6 +68,8 @@ IMAGE_REF_ANNOTATION = LABEL_PREFIX + "image-ref"
 #: server whose pod died); the passes between read only the pool group
 FULL_EVERY = 10
 USERNAME_ANNOTATION = "hub.jupyter.org/username"
+#: the hub's answers to a pool start that mean "no room now" (see ``cnbi_spawner.pool_starts``)
+HUB_FULL = frozenset({429, 503})
 
 
 def pool_role(service_name: str = "cnbi", role_name: str = "cnbi-pool") -> dict:
@@ -181,6 +183,8 @@ class PoolManager:
         self._bad_targets: set[str] = set()
         self._failures: dict[PoolKey, int] = {}  # failed starts in a row, per pool
         self._paused_until: dict[PoolKey, float] = {}
+        self._refusals = 0  # pool starts the hub refused in a row (no room): all pools wait
+        self._hub_full_until = 0.0
         self._counted: set[str] = set()  # broken members already counted as failures
         self._images: dict[str, str | None] = {}  # member -> image its pod runs (None: no pod)
         self._relist = True  # list the pods at the next pass
@@ -250,12 +254,13 @@ class PoolManager:
 
         self._note_outcomes(members)
         now = time.monotonic()
+        paused = [k for k, until in self._paused_until.items() if until > now]
         plan = plan_pool(
             targets,
             members,
             self.current_images(targets),
             max_starts=self.settings.max_concurrent_starts,
-            paused=[k for k, until in self._paused_until.items() if until > now],
+            paused=list(targets) if self._hub_full_until > now else paused,
         )
         for drain in plan.drain:
             key = drain.key or self._members.get(drain.name)  # a failed server lost its options
@@ -375,17 +380,41 @@ class PoolManager:
             await self.hub.request(
                 "POST", f"/groups/{quote(POOL_GROUP, safe='')}/users", body={"users": [name]}
             )
-            status = await self.hub.start_server(name, options)
+            status = await self.hub.start_server(name, options, retries=0)
             log.info("Pool server starting for %s (course %s, %s)", name, key, status)
+            self._refusals = 0
             if status == 201:
                 self._observe_start(key, t0)
+        except HubAPIError as e:
+            if e.status in HUB_FULL:
+                await self._refused(name, key, e.status)
+            else:
+                self._start_failed(name, key, e)
         except Exception as e:
-            log.error("Pool start for %s (course %s) failed: %s", name, key, e)
-            self._fail(key)
-            if self.metrics is not None:
-                self.metrics.pool_start_failures.labels(course=key.course, size=key.size).inc()
+            self._start_failed(name, key, e)
         finally:
             self._starting.pop(name, None)
+
+    async def _refused(self, name: str, key: PoolKey, status: int) -> None:
+        """The hub refused a start before anything ran (no room under max_anonymous_users,
+        ``cnbi_spawner.pool_starts``; 429: its concurrent_spawn_limit). Not a broken image:
+        no pool starts for a while (doubling while refusals go on), the empty user goes."""
+        self._refusals += 1
+        pause = backoff_seconds(self._refusals, base=self.settings.check_every, cap=60)
+        self._hub_full_until = time.monotonic() + pause
+        log.info(
+            "Pool start for %s (course %s) refused by the hub (%d); no pool starts for %.0fs",
+            name, key, status, pause,
+        )  # fmt: skip
+        if self.metrics is not None:
+            self.metrics.pool_start_refusals.labels(course=key.course, size=key.size).inc()
+        await self.hub.delete_user(name)
+
+    def _start_failed(self, name: str, key: PoolKey, e: Exception) -> None:
+        log.error("Pool start for %s (course %s) failed: %s", name, key, e)
+        self._fail(key)
+        if self.metrics is not None:
+            self.metrics.pool_start_failures.labels(course=key.course, size=key.size).inc()
 
     def _observe_start(self, key: PoolKey, t0: float) -> None:
         if self.metrics is not None:

@@ -1,0 +1,81 @@
+"""Warm-pool starts against ``max_anonymous_users`` (hub process).
+
+Policy: a pool server is an anonymous user with a server, so it counts towards
+``TmpLoginMixin.max_anonymous_users`` exactly like a learner's, from the moment its start
+is admitted: while it starts, while it waits unclaimed, and after a learner claims it (a
+claim needs no room: the server is counted already). The ``cnbi`` service asks the hub to
+start pool servers (``POST /users/{name}/server`` for a member of
+:data:`~cnbi_spawner.pool.POOL_GROUP`); the hub admits such a start only while the
+anonymous users with a server (learners, pool servers, logins on their way to a spawn)
+stay below the limit. Otherwise the start is refused before anything runs: the API
+answers 503 (``Retry-After``), the hub stops nothing because nothing started, and the
+service deletes the empty pool user and pauses its starts
+(:mod:`cnbi_spawner.service.pool`). Learners and pool starts share the room first come,
+first served: a full hub gets no new pool servers, and a pool never pushes it past the
+limit. With no limit (0) every start is admitted.
+
+Concurrent starts: the service sends many at once and the hub marks each spawn pending
+before this check runs, so pending pool spawns not admitted yet are not counted against
+each other: the first ones to reach the check take the room that is left, the rest are
+refused. An admitted start is remembered only while it is pending; then it is counted as
+an active user like any other.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from .errors import Throttled
+from .hub_errors import LaunchRefused
+from .pool import POOL_GROUP
+
+#: Retry-After (s) of a refused pool start: about one pool pass
+RETRY_AFTER = 5
+
+
+class CapacityAuth(Protocol):
+    """What the gate reads from the authenticator (``TmpLoginMixin``)."""
+
+    max_anonymous_users: int
+
+    def live_anonymous_names(self, users: Any) -> set[str]: ...
+
+
+def pool_servers(users: Any) -> tuple[set[str], set[str]]:
+    """Names of pool members (group :data:`POOL_GROUP`) with an active default server, and
+    of those among them whose server is starting."""
+    active, starting = set(), set()
+    for user in list(users.values()):
+        spawner = user.spawners.get("")
+        if spawner is None or not spawner.active:
+            continue
+        if any(g.name == POOL_GROUP for g in user.orm_user.groups):
+            active.add(user.name)
+            if spawner.pending == "spawn":
+                starting.add(user.name)
+    return active, starting
+
+
+class PoolStartGate:
+    """Admits or refuses pool starts (see the module docstring); one per authenticator."""
+
+    def __init__(self) -> None:
+        self._admitted: set[str] = set()  # pool starts admitted and still pending
+
+    def admit(self, auth: CapacityAuth, users: Any, user: Any) -> None:
+        """Let ``user``'s pool start go on, or raise ``LaunchRefused`` (503)."""
+        active, starting = pool_servers(users)
+        self._admitted &= starting  # settled starts are counted as active users from now
+        limit = auth.max_anonymous_users
+        if limit <= 0:
+            return
+        live = (auth.live_anonymous_names(users) | active) - (starting - self._admitted)
+        if len(live) + 1 > limit:  # ``user`` is one of the starting, not admitted ones
+            raise LaunchRefused(
+                Throttled(
+                    f"The hub is at max_anonymous_users ({limit}); no pool server started.",
+                    retry_after=RETRY_AFTER,
+                    status=503,
+                )
+            )
+        self._admitted.add(user.name)
