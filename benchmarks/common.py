@@ -238,7 +238,19 @@ def start_profiler(pid: int, out: Path) -> subprocess.Popen:
     """``py-spy record`` the process into ``out`` (folded stacks, idle frames included)."""
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     out.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [spy, "record", "--pid", str(pid), "--format", "raw", "--rate", "50", "-o", str(out)]
+    cmd = [
+        spy,
+        "record",
+        "--pid",
+        str(pid),
+        "--format",
+        "raw",
+        "--rate",
+        "50",
+        "--idle",
+        "-o",
+        str(out),
+    ]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

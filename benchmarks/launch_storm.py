@@ -74,9 +74,8 @@ from harness import free_port, service_command
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 from test_databases import postgres_cluster  # noqa: E402 (the e2e tests' throw-away PostgreSQL)
 
-from cnbi_spawner.pool import POOL_GROUP  # noqa: E402
-
 NOTEBOOK_SUFFIX = "/lab/tree/" + quote(NOTEBOOK)
+SQLITE_WAL = "\nfrom cnbi_spawner.hub_database import use_sqlite_wal\nuse_sqlite_wal()\n"
 
 
 def pool_config(work: Path, kubeconfig: Path, target: int, max_starts: int) -> str:
@@ -109,18 +108,14 @@ c.JupyterHub.load_roles = [service_role("cnbi"), pool_role("cnbi")]
 
 
 async def ready_pool(hub) -> int:
-    """Unclaimed, ready pool servers (admin API, one paged listing)."""
-    headers = {"Authorization": f"token {hub.api_token}"}
-    ready, offset = 0, 0
-    async with aiohttp.ClientSession(headers=headers) as s:
-        while True:
-            url = f"{hub.api_url}/users?state=ready&limit=200&offset={offset}"
-            async with s.get(url) as r:
-                page = await r.json()
-            ready += sum(1 for u in page if POOL_GROUP in u.get("groups", ()))
-            if len(page) < 200:
-                return ready
-            offset += 200
+    """Unclaimed, ready pool servers, as the cnbi service counts them (its
+    ``cnbi_service_pool_ready`` gauge: one cheap request, no user listing in the hub, so
+    watching the pool fill does not slow the hub down)."""
+    async with aiohttp.ClientSession() as s:
+        async with s.get(f"{hub.url}/services/cnbi/metrics") as r:
+            text = await r.text() if r.status == 200 else ""
+    found = re.findall(r"^cnbi_service_pool_ready\{[^}]*\} (\S+)$", text, re.M)
+    return int(sum(float(v) for v in found))
 
 
 async def claimed_count(hub) -> int:
@@ -139,7 +134,7 @@ async def warm_pool(hub, target: int, timeout: float) -> None:
     while await ready_pool(hub) < target:
         if time.monotonic() - t0 > timeout:
             raise TimeoutError(f"pool not warm after {timeout:.0f} s")
-        await asyncio.sleep(1)
+        await asyncio.sleep(2)
 
 
 @dataclass
@@ -341,7 +336,12 @@ async def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", choices=["cnbi", "stock", "pooled"], help="run one contender")
     p.add_argument("--pool", type=int, default=0, help="add the pooled contender: pool size")
     p.add_argument("--pool-starts", type=int, default=50, help="pool starts in flight")
-    p.add_argument("--db", choices=["sqlite", "postgresql"], default="sqlite", help="hub DB")
+    p.add_argument(
+        "--db",
+        choices=["sqlite", "sqlite-wal", "postgresql"],
+        default="sqlite",
+        help="hub DB (sqlite-wal: cnbi_spawner.hub_database.use_sqlite_wal, every contender)",
+    )
     p.add_argument("--timeout", type=float, default=180, help="per learner, seconds")
     p.add_argument("--spawn-limit", type=int, default=100, help="concurrent_spawn_limit")
     p.add_argument("--global-rate", type=float, default=1200, help="tmplogin logins/min")
@@ -367,6 +367,8 @@ async def main(argv: list[str] | None = None) -> int:
                 if args.db == "postgresql":  # a fresh throw-away PostgreSQL per contender
                     url = databases.enter_context(postgres_cluster())
                     config += f"\nc.JupyterHub.db_url = {url!r}\n"
+                elif args.db == "sqlite-wal":  # the same hub setting for every contender
+                    config += SQLITE_WAL
                 row = await run_contender(
                     name, config, link_of, n, spread, args.timeout, work, args.profile, pool
                 )
