@@ -238,7 +238,12 @@ async def run_contender(
         try:
             warm_s = float("nan")
             if pool is not None:
-                await warm_pool(hub, pool[0], timeout * 5)
+                folded = profile / f"{name}-warm-hub.folded" if profile else None
+                warm_spy = start_profiler(hub.proc.pid, folded) if folded else None
+                try:
+                    await warm_pool(hub, pool[0], timeout * 5)
+                finally:
+                    await stop_profiler(warm_spy)
                 warm_s = time.monotonic() - t_hub
                 print(f"{name}: pool of {pool[0]} warm in {warm_s:.1f} s", flush=True)
             link = link_of(hub.url)
@@ -345,7 +350,9 @@ async def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=180, help="per learner, seconds")
     p.add_argument("--spawn-limit", type=int, default=100, help="concurrent_spawn_limit")
     p.add_argument("--global-rate", type=float, default=1200, help="tmplogin logins/min")
-    p.add_argument("--profile", type=Path, help="py-spy the hub; folded stacks into this dir")
+    p.add_argument(
+        "--profile", type=Path, help="py-spy the hub (warm-up, storm): folded stacks in this dir"
+    )
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     args = p.parse_args(argv)
     n = args.n or (100 if args.quick else 200)
