@@ -324,7 +324,8 @@ class TmpLoginMixin(LoggingConfigurable):
         A warm-pool start must fit under ``max_anonymous_users`` (``pool_starts``)."""
         self.on_its_way.release(user.name)
         await maybe_future(super().pre_spawn_start(user, spawner))  # type: ignore[misc]
-        if spawner.name == "" and any(g.name == POOL_GROUP for g in user.orm_user.groups):
+        pool_start = spawner is not None and spawner.name == ""
+        if pool_start and any(g.name == POOL_GROUP for g in user.orm_user.groups):
             self.pool_starts.admit(self, user.settings["users"], user)
 
     def get_handlers(self, app: Any) -> list:
