@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import logging
 import os
 import re
 import time
@@ -374,8 +375,9 @@ async def restarted(hub, config: str, cluster) -> HubProcess:
 
 
 @pytest.mark.parametrize("hub_extra", [FULL_AT_ONE])
-async def test_a_full_hub_admits_exactly_the_seats_through_the_link(stack):
+async def test_a_full_hub_admits_exactly_the_seats_through_the_link(stack, caplog):
     hub, cluster, svc, config, api = stack
+    caplog.set_level(logging.DEBUG, logger="cnbi.devcluster")  # the dev cluster's access log
     prof = await client_for(hub, svc, "prof")
     now = R.floor_hour(dt.datetime.now(dt.UTC))
     body = {"course": "uai-intro", "size": "small", "seats": 2}
@@ -400,12 +402,19 @@ async def test_a_full_hub_admits_exactly_the_seats_through_the_link(stack):
     await wait_for(full, "the hub at max_anonymous_users", WAIT)
 
     # the class's link admits exactly two learners, past the full hub; the third waits
-    answers = []
+    path = f"/apis/{R.GROUP}/{R.VERSION}/namespaces/{NS}/{R.PLURAL}/{resv['name']}"
+    answers, calls = [], []
     for _ in range(3):
+        caplog.clear()
         async with browser() as b:
             answers.append(await tmplogin(b, hub, seat_link, json_=True))
+        log = [r.getMessage() for r in caplog.records]  # "200 GET <uri> 1.2ms"
+        wanted = (("GET", path), ("PUT", path + "/status"))
+        calls.append(tuple(sum(f" {verb} {uri} " in m for m in log) for verb, uri in wanted))
     codes = [code for code, _, _ in answers]
     assert codes == [302, 302, 503], [(c, body[:200]) for c, _, body in answers]
+    # one read of the reservation per launch; the two seats are one status update each
+    assert calls == [(1, 1), (1, 1), (1, 0)], calls
     assert all("/hub/spawn?" in h["Location"] for _, h, _ in answers[:2])
     (obj,) = await stored(api)
     assert obj["status"]["admitted"] == 2 and len(set(obj["status"]["admittedUsers"])) == 2
