@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 import test_reservations_service as stack
-from harness import free_port, service_command
+from harness import free_port, service_command, wait_for
 from kubernetes_asyncio import client
 from test_reservations_service import NS, SCOPE, booking, client_for, kubectl, stored
 
@@ -200,8 +200,16 @@ async def test_without_the_crd_reservations_say_so_once_and_come_on_with_it(
             assert "CourseReservation CRD" in body["message"], body
         status, body = await prof.call("POST", "api/reservations", json=booking(1))
         assert status == 503 and "not installed" in body["message"], body
-        log = hub.log_text()
+
         # one line per process that noticed (cnbi and cnbi-b list at start), not per request
+        async def both_noticed():
+            return hub.log_text().count("Class reservations are off") >= 2
+
+        await wait_for(both_noticed, "both services logging that reservations are off", 60)
+        for _ in range(3):
+            status, body = await prof.call("GET", "api/reservations")
+            assert status == 503, body
+        log = hub.log_text()
         assert log.count("Class reservations are off") == 2, log[-3000:]
 
         await kubectl(cluster, "apply", "--validate=false", "-f", str(CRD))

@@ -12,12 +12,13 @@ Routes (under the service prefix, e.g. ``/services/cnbi/``):
 - page ``reservations``: week view per size (free / booked / full), the booking form
   (XSRF-checked POST) and the caller's reservations with their launch links
 
-Access: the hub scope ``custom:cnbi:reservations`` (admins and the instructors group, see
-:func:`instructor_role`); anonymous learners are refused even if a role gave them the
-scope. The owner is always the authenticated user. Kubernetes is the store
+Access: the hub scope ``custom:cnbi:reservations`` (the instructors group and, by name,
+the admins, see :func:`instructor_role`); anonymous learners are refused even if a role
+gave them the scope. The owner is always the authenticated user. Kubernetes is the store
 (``CourseReservation`` objects in the service's namespace); the arithmetic is
-:mod:`cnbi_spawner.reservations`. Creation is serialised in this process (one lock), so
-two bookings cannot both take the last seats. One log line per booking and cancellation.
+:mod:`cnbi_spawner.reservations`; bookings are ordered across service processes by
+:mod:`.reservation_ledger`, so two bookings cannot both take the last seats. One log
+line per booking and cancellation.
 """
 
 from __future__ import annotations
