@@ -15,13 +15,20 @@ import contextlib
 import datetime as dt
 import logging
 import os
-import re
 import time
 from urllib.parse import parse_qs, parse_qsl, urlsplit
 
 import aiohttp
 import pytest
-from harness import HubProcess, free_port, kubectl_command, service_command, wait_for
+from harness import (
+    HubProcess,
+    form_xsrf,
+    free_port,
+    hub_login,
+    kubectl_command,
+    service_command,
+    wait_for,
+)
 from test_auth_hub import browser, tmplogin
 from test_builds_service import Client, hub_api
 from test_spawner_hub import REPO, imagestream, put_imagestream
@@ -315,11 +322,7 @@ async def logged_in(hub, user: str):
     async with aiohttp.ClientSession(
         cookie_jar=jar, timeout=aiohttp.ClientTimeout(total=WAIT)
     ) as browser:
-        async with browser.get(f"{hub.url}/hub/login") as r:
-            xsrf = re.search(r'name="_xsrf" value="([^"]+)"', await r.text()).group(1)
-        form = {"username": user, "password": "x", "_xsrf": xsrf}
-        async with browser.post(f"{hub.url}/hub/login", data=form) as r:
-            assert r.status == 200
+        await hub_login(browser, hub.url, user)
         yield browser
 
 
@@ -330,7 +333,7 @@ async def test_the_page_books_through_its_form(stack):
             page = await r.text()
             assert r.status == 200, page
         assert 'data-size="small"' in page and "cnbi-free" in page
-        xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page).group(1)
+        xsrf = form_xsrf(page)
         form = {"course": "uai-intro", "size": "small", "seats": "4", **window(30)}
 
         # without the XSRF token: refused, nothing stored
