@@ -5,10 +5,15 @@ the folder :data:`FILES` (``cnbi_spawner/learner-lab``: a prebuilt JupyterLab 4 
 built from ``labextension/`` with ``@jupyterlab/builder`` by ``make deps``, and its small
 server extension ``cnbi_learner_lab``) as ``JUPYTER_PATH`` (``data/``: the labextension)
 and ``JUPYTER_CONFIG_PATH`` (``config/``: enables the server extension and puts it on the
-import path), plus the session's facts (``CNBI_LAB_*``, read by that server extension):
-guest or not (``c.GuestPolicy``), the idle timeout and maximum age the culler applies to this
-kind of user (``c.CullerSettings``; ``0`` when culling is off), the warning lead, the
-notice/download switches and the start time.
+import path), plus the switches and the start time (``CNBI_LAB_*``, read by that server
+extension). Deadlines are not passed: the extension asks the hub, which answers with the
+culler's own rule (:mod:`cnbi_spawner.lab_deadline`).
+
+Activity: with ``learner_activity`` the server reports only the learner's own activity to
+the hub (not JupyterLab's background polling, which would keep an open tab's server active
+for ever), every ``activity_interval`` seconds (``JUPYTERHUB_ACTIVITY_INTERVAL``); the
+proxy's per-route activity, which counts the polling too, is left out by
+:class:`cnbi_spawner.activity_proxy.LearnerActivityProxy`.
 
 How the folder reaches the pod (one of two, chosen by ``LearnerLab.init_image``):
 
@@ -36,10 +41,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from traitlets import Bool, Float, Unicode
+from traitlets import Bool, Integer, Unicode
 from traitlets.config import Configurable
-
-from .service.cull_policy import CullPolicy
 
 FILES = Path(__file__).with_name("learner-lab")
 #: the built labextension's manifest: a copy without it is no extension
@@ -70,10 +73,20 @@ class LearnerLab(Configurable):
         session started (hidden files and folders left out).""",
     ).tag(config=True)
 
-    warn_lead = Float(
-        120,
-        help="""Seconds before the culler's idle deadline the open JupyterLab warns, with a
-        "Keep working" button that reports activity to the hub. 0: no warning.""",
+    learner_activity = Bool(
+        True,
+        help="""The server reports only the learner's own activity to the hub: input in
+        JupyterLab, running code, terminals; not the API requests an open JupyterLab tab
+        makes every few seconds, which would keep an idle learner's server from ever being
+        culled. False: jupyter_server's own activity (any API request) is reported.""",
+    ).tag(config=True)
+
+    activity_interval = Integer(
+        60,
+        help="""Seconds between the server's activity reports to the hub
+        (JUPYTERHUB_ACTIVITY_INTERVAL; jupyterhub-singleuser's default is 300). Only a
+        changed activity is sent. Keep it well below the idle timeouts and the culler's
+        warn_lead.""",
     ).tag(config=True)
 
     path = Unicode(
@@ -110,19 +123,16 @@ class LearnerLab(Configurable):
             return None
         return pod_parts(self.init_image, self.mount_path)
 
-    def environment(self, *, guest: bool, policy: CullPolicy, culling: bool) -> dict[str, str]:
+    def environment(self) -> dict[str, str]:
         """The learner server's environment for this session (empty when disabled)."""
         if not self.enabled:
             return {}
         folder = self.folder()
-        limits = policy.anonymous if guest else policy.named
         return {
             "JUPYTER_PATH": str(folder / "data"),
             "JUPYTER_CONFIG_PATH": str(folder / "config"),
-            "CNBI_LAB_TEMPORARY": "1" if guest else "0",
-            "CNBI_LAB_IDLE_TIMEOUT": f"{limits.idle_timeout if culling else 0:g}",
-            "CNBI_LAB_MAX_AGE": f"{limits.max_age if culling else 0:g}",
-            "CNBI_LAB_WARN_LEAD": f"{self.warn_lead:g}",
+            "JUPYTERHUB_ACTIVITY_INTERVAL": str(self.activity_interval),
+            "CNBI_LAB_LEARNER_ACTIVITY": "1" if self.learner_activity else "0",
             "CNBI_LAB_NOTICE": "1" if self.notice else "0",
             "CNBI_LAB_DOWNLOAD": "1" if self.download else "0",
             "CNBI_LAB_STARTED": datetime.now(UTC).isoformat(),

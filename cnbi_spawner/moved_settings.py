@@ -25,6 +25,8 @@ FROM_TMPLOGIN = {
 }
 #: old option name on CNBiSpawner -> its new home
 FROM_SPAWNER = {"registry_wait_timeout": "ImageRegistry.first_sync_timeout"}
+#: old option name on LearnerLab -> its new home (the culler owns the deadline rule)
+FROM_LEARNER_LAB = {"warn_lead": "CullerSettings.warn_lead"}
 #: old option name on the service's CullerSettings -> its new home
 FROM_CULLER = {
     "anonymous_group": "GuestPolicy.anonymous_group",

@@ -55,9 +55,8 @@ from .launch_failures import progress_message
 from .launch_grammar import COURSE, TICKET, flatten
 from .launch_guard import LaunchDiagnostics, guard_start
 from .learner_lab import LearnerLab, with_named
-from .moved_settings import FROM_SPAWNER, refuse_moved
+from .moved_settings import FROM_LEARNER_LAB, FROM_SPAWNER, refuse_moved
 from .selection import RESOURCE_FIELDS, LaunchPlan, ResourcePackage, plan_launch
-from .service.settings import CullerSettings
 from .signing import verify_ticket
 from .sizes import ResourcePolicy
 
@@ -194,6 +193,7 @@ class CNBiSpawner(KubeSpawner):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         refuse_moved(self.config, ["CNBiSpawner"], FROM_SPAWNER)
+        refuse_moved(self.config, ["LearnerLab"], FROM_LEARNER_LAB)
         self._cnbi_guests = GuestPolicy(parent=self)
 
     def _registry(self) -> ImageRegistry:
@@ -413,18 +413,8 @@ class CNBiSpawner(KubeSpawner):
         return await asyncio.shield(super()._start_reflector(*args, **kwargs))
 
     def get_env(self) -> dict[str, str]:
-        """KubeSpawner's environment plus the learner-lab extension's (``learner_lab``),
-        with this kind of user's limits from the culler's own ``c.CullerSettings``."""
-        env = super().get_env()
-        culler = CullerSettings(parent=self)
-        policy = culler.policy(
-            anonymous_group=self._cnbi_guests.anonymous_group,
-            uuid_names=self._cnbi_guests.uuid_names_are_anonymous,
-        )
-        lab = LearnerLab(parent=self).environment(
-            guest=self._anonymous(), policy=policy, culling=culler.cull_every > 0
-        )
-        return {**env, **lab}
+        """KubeSpawner's environment plus the learner-lab extension's (``learner_lab``)."""
+        return {**super().get_env(), **LearnerLab(parent=self).environment()}
 
     def _add_learner_lab(self) -> None:
         """The learner-lab init container, volume and mount (``c.LearnerLab.init_image``) on

@@ -13,6 +13,7 @@ import shlex
 from cnbi_spawner.anonymous import ANONYMOUS_GROUP
 from cnbi_spawner.guest_pages import TEMPLATE_VAR, TEMPLATES, GuestMark
 from cnbi_spawner.hub_database import use_sqlite_wal
+from cnbi_spawner.lab_deadline import HANDLERS as DEADLINE_HANDLERS
 from cnbi_spawner.service.app import service_role
 from cnbi_spawner.service.pool import pool_role
 from cnbi_spawner.service.reservation_book import CUSTOM_SCOPES as RESERVATION_SCOPES
@@ -66,6 +67,10 @@ c.JupyterHub.active_server_limit = env_int("CNBI_ACTIVE_SERVER_LIMIT", 0)
 c.JupyterHub.cleanup_servers = False  # pods outlive hub restarts; the hub re-attaches
 if env("CNBI_PROXY_COMMAND"):
     c.ConfigurableHTTPProxy.command = shlex.split(env("CNBI_PROXY_COMMAND"))
+# Activity comes from the servers (the learner's own, c.LearnerLab.learner_activity), not
+# from every request the proxy forwards: an open JupyterLab tab would never be idle
+if not env_bool("CNBI_PROXY_ACTIVITY", False):
+    c.JupyterHub.proxy_class = "cnbi_spawner.activity_proxy.LearnerActivityProxy"
 
 # --- Guests and signed links: read by the hub and the cnbi service alike -------------
 c.GuestPolicy.anonymous_group = GUEST_GROUP
@@ -106,6 +111,9 @@ c.CullerSettings.anonymous_idle_timeout = env_float("CNBI_ANONYMOUS_IDLE_TIMEOUT
 c.CullerSettings.anonymous_max_age = env_float("CNBI_ANONYMOUS_MAX_AGE", 6 * 3600)
 c.CullerSettings.named_idle_timeout = env_float("CNBI_NAMED_IDLE_TIMEOUT", 3600)
 c.CullerSettings.dry_run = env_bool("CNBI_CULL_DRY_RUN", False)
+c.CullerSettings.warn_lead = env_float("CNBI_CULL_WARN_LEAD", 120)
+# the learner's JupyterLab asks the hub for the culler's deadline of its server
+c.JupyterHub.extra_handlers = [*c.JupyterHub.get("extra_handlers", []), *DEADLINE_HANDLERS]
 
 # --- Warm pools: ready servers per course, handed out at /tmplogin (docs: lecture hall)
 # CNBI_POOL_TARGETS is JSON, e.g. {"uai-intro": 20} or {"uai-intro": {"small": 20}}.

@@ -30,6 +30,13 @@ Safety rules, in order of precedence:
 3. Idle time is ``now - last_activity`` of the server (``started`` if there was
    no activity yet); a user's idle time is ``now - last_activity`` of the user
    (``created`` if none). Timestamps in the future count as "active now".
+
+Deadlines and the warning (:func:`server_deadlines`, :func:`session_deadline`): a server is
+stopped at ``last_activity + idle_timeout`` ("idle") or ``started + max_age`` ("max-age"),
+whichever comes first; from ``warn_lead`` seconds before that the server is in its *warn
+stage* (kept, reason ``warn-idle``/``warn-max-age``, logged by the culler). This module is
+the one owner of that rule: the culler acts on it and the hub tells the learner's
+JupyterLab the same deadline (:mod:`cnbi_spawner.lab_deadline`), never computed elsewhere.
 4. A user is deleted only when every server it had is stopped in this pass (or it
    had none); a stop answered "202, still stopping" postpones the delete.
 5. Everything is idempotent: a 404 from the hub or Kubernetes means "already
@@ -50,7 +57,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -80,6 +87,7 @@ class CullPolicy:
     anonymous_group: str = ANONYMOUS_GROUP
     uuid_names: bool = True
     cull_named_servers: bool = True
+    warn_lead: float = 120
 
 
 class Action(StrEnum):
@@ -133,13 +141,56 @@ def user_kind(user: dict, policy: CullPolicy) -> str:
     return "anonymous" if anon else "named"
 
 
+def server_deadlines(server: dict, limits: Thresholds) -> dict[str, datetime]:
+    """``{"idle": when, "max-age": when}`` for a server model (``started``, ``last_activity``);
+    a limit that is off (or a time that is unknown) has no entry."""
+    started = parse_time(server.get("started"))
+    last = parse_time(server.get("last_activity")) or started
+    out = {}
+    if limits.idle_timeout and last is not None:
+        out["idle"] = last + timedelta(seconds=limits.idle_timeout)
+    if limits.max_age and started is not None:
+        out["max-age"] = started + timedelta(seconds=limits.max_age)
+    return out
+
+
+def _earliest(deadlines: dict[str, datetime]) -> tuple[datetime, str] | None:
+    return min(((when, reason) for reason, when in deadlines.items()), default=None)
+
+
+def session_deadline(user: dict, server_name: str, policy: CullPolicy, culling: bool) -> dict:
+    """What a learner's JupyterLab is told about one server of ``user`` (a hub user model):
+    ``kind``, this kind's ``idle_timeout``/``max_age`` (0: off, or culling off), ``warn_lead``,
+    the server's ``started``/``last_activity``, the next ``deadline`` with its ``reason``,
+    ``warn_at`` and ``max_age_at`` (datetimes or ``None``). Pool servers have no deadline."""
+    kind = user_kind(user, policy)
+    limits = policy.anonymous if kind == "anonymous" else policy.named
+    server = (user.get("servers") or {}).get(server_name) or {}
+    exempt = not culling or POOL_GROUP in (user.get("groups") or ())
+    if server_name and not policy.cull_named_servers:
+        exempt = True
+    deadlines = {} if exempt else server_deadlines(server, limits)
+    earliest = _earliest(deadlines)
+    return {
+        "kind": kind,
+        "idle_timeout": 0 if exempt else limits.idle_timeout,
+        "max_age": 0 if exempt else limits.max_age,
+        "warn_lead": policy.warn_lead,
+        "started": parse_time(server.get("started")),
+        "last_activity": parse_time(server.get("last_activity")),
+        "deadline": earliest[0] if earliest else None,
+        "reason": earliest[1] if earliest else None,
+        "warn_at": earliest[0] - timedelta(seconds=policy.warn_lead) if earliest else None,
+        "max_age_at": deadlines.get("max-age"),
+    }
+
+
 def _decide_server(
     name: str, server_name: str, server: dict, now: datetime, kind: str, limits: Thresholds, policy
 ) -> CullDecision:
     started = parse_time(server.get("started"))
     age = _seconds_since(started, now)
-    last = parse_time(server.get("last_activity")) or started
-    idle = _seconds_since(last, now)
+    idle = _seconds_since(parse_time(server.get("last_activity")) or started, now)
 
     def verdict(action: Action, reason: str) -> CullDecision:
         return CullDecision(name, server_name, action, reason, kind, idle, age)
@@ -150,10 +201,13 @@ def _decide_server(
         return verdict(Action.KEEP, "not-ready")
     if server_name and not policy.cull_named_servers:
         return verdict(Action.KEEP, "named-server")
-    if limits.idle_timeout and idle is not None and idle >= limits.idle_timeout:
-        return verdict(Action.STOP, "idle")
-    if limits.max_age and age is not None and age >= limits.max_age:
-        return verdict(Action.STOP, "max-age")
+    deadlines = server_deadlines(server, limits)
+    for reason in ("idle", "max-age"):
+        if reason in deadlines and now >= deadlines[reason]:
+            return verdict(Action.STOP, reason)
+    earliest = _earliest(deadlines)
+    if policy.warn_lead and earliest and now >= earliest[0] - timedelta(seconds=policy.warn_lead):
+        return verdict(Action.KEEP, f"warn-{earliest[1]}")  # the open JupyterLab warns now
     return verdict(Action.KEEP, "active")
 
 

@@ -131,6 +131,12 @@ class Culler:
         async def one(user: dict) -> None:
             decisions = decide(user, now, self.policy)
             result.decisions.extend(decisions)
+            for d in decisions:
+                if d.reason.startswith("warn-"):
+                    self.log.info(
+                        "Warn stage: server %r of %s (%s) is culled soon (%s), idle %.0fs",
+                        d.server, d.user, d.kind, d.reason[len("warn-") :], d.idle_seconds or 0,
+                    )  # fmt: skip
             if not any(d.culls for d in decisions):
                 return
             async with hub_slots:

@@ -89,6 +89,12 @@ class CullerSettings(Configurable):
     named_max_age = Float(
         0, help="Stop a named user's server this many seconds after it started (0: no limit)."
     ).tag(config=True)
+    warn_lead = Float(
+        120,
+        help="Seconds before a server's cull deadline (idle or maximum age) when its warn "
+        "stage begins: the learner's open JupyterLab shows a warning (idle: with a Keep "
+        "working button) and the culler logs it. 0: no warning.",
+    ).tag(config=True)
     cull_named_users = Bool(
         False,
         help="Also delete named users whose servers are all gone and who were idle for "
@@ -111,6 +117,7 @@ class CullerSettings(Configurable):
             anonymous_group=anonymous_group,
             uuid_names=uuid_names,
             cull_named_servers=self.cull_named_servers,
+            warn_lead=self.warn_lead,
         )
 
 

@@ -11,9 +11,13 @@
  *   are told their files are deleted; named users only that the server stops.
  *
  * Every number comes from the learner server's `cnbi-learner/session` endpoint (the server
- * extension cnbi_learner_lab, fed by the spawner from the culler's own settings and the
- * hub's last_activity); this file only renders it. It polls that endpoint (with
+ * extension cnbi_learner_lab, which asks the hub: the culler's own deadline rule); this file
+ * computes no deadline, it only renders them. It polls that endpoint (with
  * no_track_activity, so the poll itself is not activity for the Jupyter server).
+ *
+ * The learner's input (keys, pointer, wheel, touch) is the activity that counts: reported to
+ * `cnbi-learner/activity` at most every ACTIVITY_EVERY ms, and while the warning shows it
+ * presses "Keep working" (the culler may be due before the next activity report).
  */
 import { PageConfig, URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
@@ -21,6 +25,8 @@ import { ServerConnection } from '@jupyterlab/services';
 const SETTINGS = ServerConnection.makeSettings();
 const API = URLExt.join(SETTINGS.baseUrl, 'cnbi-learner');
 const DISMISSED = 'cnbi-learner-notice-dismissed';
+const ACTIVITY_EVERY = 30000;
+const INPUT_EVENTS = ['keydown', 'pointerdown', 'wheel', 'touchstart'];
 
 function duration(seconds) {
   const s = Math.max(0, Math.round(seconds));
@@ -56,7 +62,7 @@ async function call(path, method) {
   const url = URLExt.join(API, path) + '?no_track_activity=1';
   const response = await ServerConnection.makeRequest(url, { method }, SETTINGS);
   if (!response.ok) throw new Error(`${path}: ${response.status}`);
-  return response.json();
+  return response.status === 204 ? null : response.json();
 }
 
 function downloadLink(session) {
@@ -76,8 +82,8 @@ function noticeText(session) {
   const parts = ['This is a temporary session: your files are deleted when it ends'];
   const when = [];
   if (session.idle_timeout) when.push(`after ${duration(session.idle_timeout)} without activity`);
-  if (session.max_age) {
-    const end = new Date(Date.parse(session.started) + session.max_age * 1000);
+  if (session.max_age_at) {
+    const end = new Date(Date.parse(session.max_age_at));
     when.push(`at the latest at ${clock(end)} (${duration(session.max_age)} after it started)`);
   }
   if (when.length) parts.push(` — ${when.join(', and ')}`);
@@ -85,7 +91,7 @@ function noticeText(session) {
 }
 
 function showNotice(session) {
-  if (!session.notice || sessionStorage.getItem(DISMISSED)) return;
+  if (!session.notice || !session.temporary || sessionStorage.getItem(DISMISSED)) return;
   const notice = el(
     'div',
     { id: 'cnbi-notice', class: 'cnbi-learner-box', role: 'status' },
@@ -118,13 +124,12 @@ class Warning {
 
   /** Show, update or hide the warning for this session answer. */
   update(session, receivedAt) {
-    const left = session.deadline
-      ? (Date.parse(session.deadline) - Date.parse(session.now)) / 1000
-      : null;
-    if (left === null || !session.warn_lead || left > session.warn_lead) {
+    const now = Date.parse(session.now);
+    if (!session.deadline || !session.warn_at || now < Date.parse(session.warn_at)) {
       this.hide();
       return;
     }
+    const left = (Date.parse(session.deadline) - now) / 1000;
     const deadlineLocal = receivedAt + left * 1000;
     if (!this.node) this.node = this.build(session);
     const text = this.node.querySelector('#cnbi-warning-text');
@@ -171,6 +176,10 @@ class Warning {
     return node;
   }
 
+  get shown() {
+    return this.node !== null && this.node.querySelector('#cnbi-keep-working') !== null;
+  }
+
   async keepWorking() {
     const receivedAt = Date.now();
     const session = await call('keep-working', 'POST');
@@ -186,8 +195,29 @@ class Warning {
   }
 }
 
+/** Report the learner's input as activity (throttled); during the warning, keep working. */
+function watchInput(warning) {
+  let last = 0;
+  const onInput = event => {
+    if (warning.node && warning.node.contains(event.target)) return; // its own buttons
+    const now = Date.now();
+    if (warning.shown) {
+      last = now;
+      warning.keepWorking().catch(error => console.warn('cnbi-learner-lab:', error));
+      return;
+    }
+    if (now - last < ACTIVITY_EVERY) return;
+    last = now;
+    call('activity', 'POST').catch(error => console.warn('cnbi-learner-lab:', error));
+  };
+  for (const name of INPUT_EVENTS) {
+    document.addEventListener(name, onInput, { capture: true, passive: true });
+  }
+}
+
 async function run() {
   const warning = new Warning();
+  watchInput(warning);
   let first = true;
   for (;;) {
     let wait = 30;

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 from e2e_stack import AUTHOR, AUTHOR_PASSWORD, SCREENS, start_stack, wait_for
-from harness import BIN
+from harness import BIN, browser_login
 
 playwright_api = pytest.importorskip("playwright.async_api")
 
@@ -78,10 +78,7 @@ async def test_guest_progress_page_names_the_launch_and_hides_the_machinery(stac
 
 
 async def test_named_user_keeps_the_stock_navigation_bar(stack, page):
-    await page.goto(stack.url + "/hub/login")
-    await page.fill("#username_input", AUTHOR)
-    await page.fill("#password_input", AUTHOR_PASSWORD)
-    await page.click("#login_submit")
+    await browser_login(page, stack.url, AUTHOR, AUTHOR_PASSWORD)
     await page.goto(stack.url + "/hub/token")
     nav = page.locator("nav")
     await wait_for(lambda: _has(nav, AUTHOR), "the author's name in the navigation bar")

@@ -2,23 +2,32 @@
 
 Runs in any course image (only the standard library, tornado and jupyter_server, which every
 JupyterLab image has; ``cnbi_spawner`` is not installed there). The spawner
-(``cnbi_spawner.learner_lab``) puts this folder on the server's path and passes the session's
-facts as environment variables, from the same settings the culler uses:
+(``cnbi_spawner.learner_lab``) puts this folder on the server's path and sets
+``CNBI_LAB_NOTICE`` and ``CNBI_LAB_DOWNLOAD`` (``1``/``0``), ``CNBI_LAB_STARTED`` (ISO time
+the spawn began: the download's "changed since") and ``CNBI_LAB_LEARNER_ACTIVITY``.
 
-``CNBI_LAB_TEMPORARY`` (``1``: a guest, deleted with the session), ``CNBI_LAB_IDLE_TIMEOUT``
-and ``CNBI_LAB_MAX_AGE`` (seconds, ``0``: no limit), ``CNBI_LAB_WARN_LEAD`` (seconds before
-the idle deadline the warning shows, ``0``: none), ``CNBI_LAB_NOTICE`` and
-``CNBI_LAB_DOWNLOAD`` (``1``/``0``), ``CNBI_LAB_STARTED`` (ISO time the spawn began).
+Deadlines are not computed here: the hub answers them with the culler's own rule
+(``GET /hub/api/cnbi/deadline/<user>/<server>``, ``cnbi_spawner.lab_deadline``).
+
+Activity (``CNBI_LAB_LEARNER_ACTIVITY=1``): an open JupyterLab tab polls the server every few
+seconds (kernels, sessions, terminals, contents), and jupyter_server counts every such API
+request as activity, so jupyterhub-singleuser would report an idle learner as active for as
+long as the tab is open. This extension therefore replaces the server's ``last_activity``
+(what jupyterhub-singleuser reports to the hub) with the learner's own activity: kernel
+activity (a busy kernel is active now), terminal activity, other extensions'
+``*_last_activity`` settings, and the learner's input in JupyterLab (keys, pointer, wheel,
+touch), which the frontend reports to ``cnbi-learner/activity``; API requests do not count.
 
 Endpoints, under the server's base URL:
 
-- ``GET cnbi-learner/session``: those facts plus ``last_activity`` (the hub's, asked with the
-  server's own token), ``deadline`` and ``reason`` (the earlier of last activity + idle
-  timeout, ``idle``, and start + maximum age, ``max-age``), ``now`` and ``poll_seconds``. Not
-  counted as activity by the Jupyter server.
-- ``POST cnbi-learner/keep-working``: reports activity for this server to the hub now
-  (``POST /hub/api/users/{name}/activity``, what jupyterhub-singleuser does every few
-  minutes), then answers like ``session``. The culler reads that activity.
+- ``GET cnbi-learner/session``: the switches plus the hub's deadline answer (``kind``,
+  ``idle_timeout``, ``max_age``, ``warn_lead``, ``deadline``, ``reason``, ``warn_at``,
+  ``max_age_at``, ``now``) and ``poll_seconds``. Not counted as activity.
+- ``POST cnbi-learner/activity``: the learner used JupyterLab (counted locally; reported to
+  the hub by jupyterhub-singleuser on its interval).
+- ``POST cnbi-learner/keep-working``: counts as activity and reports it to the hub now
+  (``POST /hub/api/users/{name}/activity``, as jupyterhub-singleuser does), then answers
+  like ``session``. The culler reads that activity.
 - ``GET cnbi-learner/download``: a zip of the files under the server's root created or
   changed since the session started (modification time after ``CNBI_LAB_STARTED``), without
   hidden files and folders (``.*``: checkpoints, caches, settings) and without symlinks.
@@ -28,6 +37,7 @@ Endpoints, under the server's base URL:
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import json
 import os
@@ -51,13 +61,6 @@ def _flag(name: str, default: bool) -> bool:
     return os.environ.get(name, "1" if default else "0").strip().lower() in ("1", "true", "yes")
 
 
-def _seconds(name: str) -> float:
-    try:
-        return max(0.0, float(os.environ.get(name, "0")))
-    except ValueError:
-        return 0.0
-
-
 def parse_time(value: Any) -> float | None:
     """An ISO timestamp ('Z', offset or naive UTC) as epoch seconds; ``None`` if not one."""
     if not isinstance(value, str) or not value:
@@ -76,40 +79,41 @@ def iso(epoch: float | None) -> str | None:
 
 
 def settings_from_env() -> dict[str, Any]:
-    started = parse_time(os.environ.get("CNBI_LAB_STARTED")) or _PROCESS_STARTED
     return {
-        "temporary": _flag("CNBI_LAB_TEMPORARY", False),
-        "notice": _flag("CNBI_LAB_NOTICE", True) and _flag("CNBI_LAB_TEMPORARY", False),
+        "notice": _flag("CNBI_LAB_NOTICE", True),
         "download": _flag("CNBI_LAB_DOWNLOAD", True),
-        "idle_timeout": _seconds("CNBI_LAB_IDLE_TIMEOUT"),
-        "max_age": _seconds("CNBI_LAB_MAX_AGE"),
-        "warn_lead": _seconds("CNBI_LAB_WARN_LEAD"),
-        "started": started,
+        "learner_activity": _flag("CNBI_LAB_LEARNER_ACTIVITY", False),
+        "started": parse_time(os.environ.get("CNBI_LAB_STARTED")) or _PROCESS_STARTED,
     }
 
 
-def deadline(
-    settings: dict[str, Any], last_activity: float | None
-) -> tuple[float | None, str | None]:
-    """When the culler stops this server, and why: the culler's rule (idle since the last
-    activity, else since the start; or older than the maximum age), earliest first."""
-    options = []
-    if settings["idle_timeout"]:
-        options.append(((last_activity or settings["started"]) + settings["idle_timeout"], "idle"))
-    if settings["max_age"]:
-        options.append((settings["started"] + settings["max_age"], "max-age"))
-    if not options:
-        return None, None
-    return min(options)
-
-
-def poll_seconds(settings: dict[str, Any], left: float | None) -> float:
+def poll_seconds(warn_lead: float, until_warning: float | None) -> float:
     """How soon the frontend asks again: often enough to show the warning on time."""
-    lead = settings["warn_lead"] or 60.0
-    base = max(2.0, min(30.0, lead / 4))
-    if left is not None and left > lead:
-        return max(2.0, min(base, left - lead))
+    base = max(2.0, min(30.0, (warn_lead or 60.0) / 4))
+    if until_warning is not None and until_warning > 0:
+        return max(2.0, min(base, until_warning))
     return base
+
+
+#: where the frontend's reports of the learner's input are kept (a jupyter_server
+#: ``*_last_activity`` setting, so the stock last_activity counts it as well)
+INPUT_KEY = "cnbi_learner_last_activity"
+
+
+def learner_last_activity(web_app: Any) -> datetime:
+    """The server's last activity without API requests (see the module docstring)."""
+    settings = web_app.settings
+    kernels = settings["kernel_manager"]
+    sources = [settings["started"], kernels.last_kernel_activity]
+    sources += [
+        value
+        for key, value in settings.items()
+        if key.endswith("_last_activity") and key != "api_last_activity" and value
+    ]
+    sources += list(settings.get("last_activity_times", {}).values())
+    if any(getattr(k, "execution_state", "") == "busy" for k in kernels._kernels.values()):
+        sources.append(datetime.now(UTC))
+    return max(sources)
 
 
 def changed_files(root: Path, since: float) -> Iterator[Path]:
@@ -152,11 +156,9 @@ class _Hub:
         response = await AsyncHTTPClient().fetch(request)
         return json.loads(response.body or b"null")
 
-    async def last_activity(self) -> float | None:
-        """This server's last activity as the hub (and so the culler) sees it."""
-        model = await self._call("GET", f"users/{self.user}")
-        server = ((model or {}).get("servers") or {}).get(self.server) or {}
-        return parse_time(server.get("last_activity")) or parse_time(model.get("last_activity"))
+    async def deadline(self) -> dict[str, Any]:
+        """The culler's deadline for this server, as the hub computes it."""
+        return await self._call("GET", f"cnbi/deadline/{self.user}/{self.server}")
 
     async def report_activity(self) -> None:
         now = iso(time.time())
@@ -174,22 +176,20 @@ class _Base(APIHandler):
     async def answer(self) -> None:
         settings = self.learner
         try:
-            last = await _Hub().last_activity()
+            hub = await _Hub().deadline()
         except (HTTPClientError, OSError, ValueError) as e:
-            self.log.warning("cnbi-learner: cannot read the hub's last activity: %s", e)
-            last = None
-        now = time.time()
-        end, reason = deadline(settings, last)
-        left = None if end is None else end - now
+            # e.g. a hub without cnbi_spawner.lab_deadline: no deadline, no warning
+            self.log.warning("cnbi-learner: the hub gave no deadline: %s", e)
+            hub = {"deadline": None, "warn_at": None, "warn_lead": 0, "kind": None}
+        warn_at, now = parse_time(hub.get("warn_at")), parse_time(hub.get("now")) or time.time()
+        until = None if warn_at is None else warn_at - now
         self.finish(
             {
-                **settings,
-                "started": iso(settings["started"]),
-                "last_activity": iso(last),
-                "deadline": iso(end),
-                "reason": reason,
-                "now": iso(now),
-                "poll_seconds": poll_seconds(settings, left),
+                **hub,
+                "notice": settings["notice"],
+                "download": settings["download"],
+                "temporary": hub.get("kind") == "anonymous",
+                "poll_seconds": poll_seconds(float(hub.get("warn_lead") or 0), until),
                 "download_name": "my-work.zip",
             }
         )
@@ -201,9 +201,20 @@ class SessionHandler(_Base):
         await self.answer()
 
 
+class ActivityHandler(APIHandler):
+    _track_activity = False
+
+    @web.authenticated
+    def post(self) -> None:
+        self.settings[INPUT_KEY] = datetime.now(UTC)
+        self.set_status(204)
+        self.finish()
+
+
 class KeepWorkingHandler(_Base):
     @web.authenticated
     async def post(self) -> None:
+        self.settings[INPUT_KEY] = datetime.now(UTC)
         try:
             await _Hub().report_activity()
         except (HTTPClientError, OSError) as e:
@@ -235,14 +246,22 @@ def _jupyter_server_extension_points() -> list[dict[str, str]]:
 
 def _load_jupyter_server_extension(server_app: Any) -> None:
     web_app = server_app.web_app
-    web_app.settings["cnbi_learner"] = settings_from_env()
+    settings = settings_from_env()
+    web_app.settings["cnbi_learner"] = settings
+    if settings["learner_activity"]:  # what jupyterhub-singleuser reports to the hub
+        web_app.last_activity = functools.partial(learner_last_activity, web_app)
     base = url_path_join(web_app.settings["base_url"], ROUTE)
     web_app.add_handlers(
         ".*$",
         [
             (url_path_join(base, "session"), SessionHandler),
+            (url_path_join(base, "activity"), ActivityHandler),
             (url_path_join(base, "keep-working"), KeepWorkingHandler),
             (url_path_join(base, "download"), DownloadHandler),
         ],
     )
-    server_app.log.info("cnbi-learner-lab: loaded (%s)", base)
+    server_app.log.info(
+        "cnbi-learner-lab: loaded (%s; activity: %s)",
+        base,
+        "the learner's own" if settings["learner_activity"] else "jupyter_server's",
+    )
