@@ -42,6 +42,7 @@ import argparse
 import asyncio
 import collections
 import logging
+import os
 import re
 import shutil
 import statistics
@@ -295,7 +296,9 @@ async def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--api-timeout", type=float, default=30, help="KubeSpawner k8s_api_request_timeout (s)"
     )
-    p.add_argument("--timeout", type=float, default=900, help="per learner, seconds")
+    p.add_argument(
+        "--timeout", type=float, default=1800, help="per learner (waiting included), seconds"
+    )
     p.add_argument("--keep", action="store_true", help="keep each run's directory (logs)")
     args = p.parse_args(argv)
     args.n = args.n or (150 if args.quick else 1000)
@@ -307,11 +310,14 @@ async def main(argv: list[str] | None = None) -> int:
     try:
         for run in range(args.runs):
             for name in names if run % 2 == 0 else reversed(names):
+                load0 = os.getloadavg()[0]
                 r = await run_contender(name, args, work)
+                r["load"] = (load0, os.getloadavg()[0])
                 by[name].append(r)
                 print(
                     f"run {run + 1} {name}: {r['reached']}/{args.n} reached, "
-                    f"{r['errors']} error pages, {r['waited']} waited, max {r['max']:.1f} s"
+                    f"{r['errors']} error pages, {r['waited']} waited, max {r['max']:.1f} s, "
+                    f"load average {r['load'][0]:.1f} -> {r['load'][1]:.1f}"
                     + (f", FIFO {r['fifo']}" if "fifo" in r else "")
                     + (f"; failures {dict(r['failures'])}" if r["failures"] else ""),
                     flush=True,
