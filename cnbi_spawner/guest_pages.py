@@ -3,14 +3,16 @@
 Policy: on every hub page a guest (``c.GuestPolicy``) sees — the progress page, the waiting
 room, error pages — the navigation bar shows no user name (a UUID that means nothing to a
 learner), no Home/Token/Admin/Services links and no Logout; the progress page hides its
-"Stop Server" button and says which course and notebook are starting (named users see the
-stock pages, and the stock text whenever the spawner is not ours). ``c.GuestPages.enabled
+"Stop Server" button and says which course and notebook are starting, and the page after a
+failed or stopped launch names them too (named users see the stock pages, and the stock text
+whenever the spawner is not ours). ``c.GuestPages.enabled
 = False`` gives guests the stock pages again.
 
 How: the production config puts :data:`TEMPLATES` first on ``c.JupyterHub.template_paths``
-(its ``page.html`` and ``spawn_pending.html`` extend the hub's own ``templates/…`` and
-override only blocks, so a hub upgrade keeps its pages) and adds :class:`GuestMark` to
-``c.JupyterHub.template_vars`` as ``cnbi_guest``: the hub calls it with the page's user.
+(its ``page.html``, ``spawn_pending.html`` and ``not_running.html`` extend the hub's own
+``templates/…`` and override only blocks, so a hub upgrade keeps its pages) and adds
+:class:`GuestMark` to ``c.JupyterHub.template_vars`` as ``cnbi_guest``: the hub calls it
+with the page's user.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ navigation bar; a course image without the extension gets it and shows the notic
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
 import subprocess
@@ -49,10 +50,11 @@ async def stack(tmp_path_factory):
         await s.stop()
 
 
-async def test_guest_progress_page_names_the_launch_and_hides_the_machinery(stack, page):
-    """A pod that cannot be scheduled keeps the guest on the progress page: it names the
-    course and notebook, and has no UUID, Token link, Logout or visible Stop Server."""
-    stack.cluster.kubelet.pod_faults.set(DATA_SCIENCE, "Unschedulable")
+@contextlib.asynccontextmanager
+async def _faulty_launch(stack, page, fault: str):
+    """A guest's launch of the data-science course whose pod has ``fault``; yields the
+    guest's user name once the browser is on the progress page; then cleans up."""
+    stack.cluster.kubelet.pod_faults.set(DATA_SCIENCE, fault)
     user = None
     try:
         await page.goto(
@@ -60,6 +62,17 @@ async def test_guest_progress_page_names_the_launch_and_hides_the_machinery(stac
         )
         await page.wait_for_url("**/hub/spawn-pending/**")
         user = page.url.split("/spawn-pending/", 1)[1].split("?", 1)[0]
+        yield user
+    finally:
+        stack.cluster.kubelet.pod_faults.set(DATA_SCIENCE, None)
+        if user:
+            await stack.api("DELETE", f"/users/{user}/server")
+
+
+async def test_guest_progress_page_names_the_launch_and_hides_the_machinery(stack, page):
+    """A pod that cannot be scheduled keeps the guest on the progress page: it names the
+    course and notebook, and has no UUID, Token link, Logout or visible Stop Server."""
+    async with _faulty_launch(stack, page, "Unschedulable") as user:
         launch = page.locator("#cnbi-launch")
         await launch.wait_for()
         text = await launch.inner_text()
@@ -71,10 +84,23 @@ async def test_guest_progress_page_names_the_launch_and_hides_the_machinery(stac
         assert user not in await page.locator("body").inner_text()
         SCREENS.mkdir(parents=True, exist_ok=True)
         await page.screenshot(path=str(SCREENS / "guest-progress.png"))
-    finally:
-        stack.cluster.kubelet.pod_faults.set(DATA_SCIENCE, None)
-        if user:
-            await stack.api("DELETE", f"/users/{user}/server")
+
+
+async def test_guest_failed_launch_page_names_the_course(stack, page):
+    """After a failed launch, the page a guest gets back to (reload, or the link again while
+    the failed server is remembered) names the course and notebook, not "your server"."""
+    async with _faulty_launch(stack, page, "CrashLoopBackOff") as user:
+        await page.locator(".cnbi-launch-failure").first.wait_for(timeout=LAB_TIMEOUT)
+        await page.reload()
+        box = page.locator("#cnbi-not-running")
+        await box.wait_for()
+        text = await box.inner_text()
+        assert "Data science could not start" in text, text
+        assert "analysis/explore.ipynb" in text and "has failed" in text, text
+        assert "Server" not in text and user not in await page.locator("body").inner_text()
+        assert (await page.locator("#start").inner_text()).strip() == "Try again"
+        SCREENS.mkdir(parents=True, exist_ok=True)
+        await page.screenshot(path=str(SCREENS / "guest-launch-failed.png"))
 
 
 async def test_named_user_keeps_the_stock_navigation_bar(stack, page):
