@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import re
+import shutil
 import subprocess
 import zipfile
 from pathlib import Path
@@ -21,6 +23,10 @@ import pytest
 import pytest_asyncio
 from e2e_stack import AUTHOR, AUTHOR_PASSWORD, SCREENS, start_stack, wait_for
 from harness import BIN, browser_login
+
+from cnbi_devcluster.demo import demo_image_map
+from cnbi_spawner.learner_lab import BUILT as BUILT_MANIFEST
+from cnbi_spawner.learner_lab import FILES
 
 playwright_api = pytest.importorskip("playwright.async_api")
 
@@ -38,6 +44,9 @@ CULLER_ENV = {
 #: `cnbi-hub learner-lab`, as the hub image's would on a real cluster
 LAB_IMAGE = "registry.example/jupyterhub/cnbi-hub:e2e"
 MOUNT = "/opt/cnbi-learner-lab"
+#: the learner-lab entries among the extensions the JupyterLab page loads
+FEDERATED = """() => JSON.parse(document.getElementById('jupyter-config-data').textContent)
+    .federated_extensions.filter(e => e.name === 'cnbi-learner-lab')"""
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -217,8 +226,40 @@ async def test_course_image_without_the_extension_gets_it_through_the_spawner(
     (status,) = pod["status"]["initContainerStatuses"]
     assert status["state"]["terminated"]["exitCode"] == 0
     # the frontend loaded it once (one federated extension of the name)
-    loaded = await page.evaluate(
-        """() => JSON.parse(document.getElementById('jupyter-config-data').textContent)
-        .federated_extensions.filter(e => e.name === 'cnbi-learner-lab').length"""
-    )
-    assert loaded == 1
+    assert len(await page.evaluate(FEDERATED)) == 1
+
+
+async def test_a_course_image_that_already_has_the_extension_loads_it_once(stack, page, tmp_path):
+    """An image with its own (older) copy installed, here in the image's home
+    (``~/.local/share/jupyter``, after ``JUPYTER_PATH`` in Jupyter's search path, like an
+    image's ``sys.prefix/share/jupyter``): JupyterLab loads the delivered copy, once."""
+    (repo,) = [r for r, folder in demo_image_map().items() if folder.name == "python-basics"]
+    content = tmp_path / "python-basics-with-lab-extension"
+    shutil.copytree(demo_image_map()[repo], content)
+    installed = content / ".local/share/jupyter/labextensions/cnbi-learner-lab"
+    shutil.copytree(FILES / "data/labextensions/cnbi-learner-lab", installed)
+    manifest = json.loads((installed / "package.json").read_text())
+    manifest["version"] = "0.0.1"  # the image's own, older build: a load path of its own
+    manifest["jupyterlab"]["_build"]["load"] = "static/remoteEntry.the-images-own.js"
+    (installed / "package.json").write_text(json.dumps(manifest))
+    enabled = content / ".jupyter/jupyter_server_config.d/cnbi_learner_lab.json"
+    enabled.parent.mkdir(parents=True)
+    shutil.copy(FILES / "config/jupyter_server_config.d/cnbi_learner_lab.json", enabled)
+    listing = _course_image_extensions(content)
+    assert "cnbi-learner-lab v0.0.1" in listing, listing  # the image has it
+
+    images = stack.cluster.kubelet.images
+    images[repo] = content
+    try:
+        await page.goto(
+            stack.url + "/tmplogin?course=python-basics&notebook=intro%2F01-hello.ipynb"
+        )
+        await page.wait_for_url(re.compile(r"/user/[0-9a-f-]{36}/lab"), timeout=LAB_TIMEOUT)
+        await page.locator("#cnbi-notice").wait_for(timeout=LAB_TIMEOUT)
+        loaded = await page.evaluate(FEDERATED)
+        ours = json.loads((FILES / BUILT_MANIFEST).read_text())["jupyterlab"]["_build"]["load"]
+        assert [e["load"] for e in loaded] == [ours], loaded  # the delivered copy, once
+        await page.wait_for_timeout(3000)
+        assert await page.locator("#cnbi-notice").count() == 1
+    finally:
+        images[repo] = demo_image_map()[repo]
