@@ -64,11 +64,12 @@ class PoolStartGate:
 
     def admit(self, auth: CapacityAuth, users: Any, user: Any) -> None:
         """Let ``user``'s pool start go on, or raise ``LaunchRefused`` (503)."""
+        limit = auth.max_anonymous_users
+        if limit <= 0:  # no limit: no walk over every user per pool start
+            self._admitted.clear()
+            return
         active, starting = pool_servers(users)
         self._admitted &= starting  # settled starts are counted as active users from now
-        limit = auth.max_anonymous_users
-        if limit <= 0:
-            return
         live = (auth.live_anonymous_names(users) | active) - (starting - self._admitted)
         if len(live) + 1 > limit:  # ``user`` is one of the starting, not admitted ones
             raise LaunchRefused(

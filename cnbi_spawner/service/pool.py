@@ -16,7 +16,11 @@ The rules are :func:`cnbi_spawner.pool.plan_pool`; this module does the I/O. Eve
 
    - **start**: create a UUID user (``POST /users/{name}``), put it in the pool group, start
      its server with the pool's options (plus a launch ticket when links are signed: the
-     spawner treats the UUID user as a guest, see ``CNBiSpawner._ticket_key``);
+     spawner treats the UUID user as a guest, see ``CNBiSpawner._ticket_key``). A pass's
+     starts are spread evenly over ``check_every`` rather than sent at once: a start is
+     three requests and a spawn for the hub's one event loop, and fifty at once stalled
+     learners' claims behind them for over a second every pass (``launch_storm.py
+     --pool``); a start the hub refused meanwhile stops the pass's later ones;
    - **drain**: take the user out of the pool group first, then read it back: if it is in
      the anonymous group a learner claimed it a moment earlier and it is left alone,
      otherwise it is deleted (the hub stops its server). The hub's claim and the group
@@ -265,12 +269,13 @@ class PoolManager:
         for drain in plan.drain:
             key = drain.key or self._members.get(drain.name)  # a failed server lost its options
             self._spawn_task(self._drain(drain.name, key, drain.reason.value))
-        for key, n in plan.start.items():
-            for _ in range(n):
-                name = new_anonymous_name()
-                self._starting[name] = key
-                self._images[name] = self.registry.get(key.course).image
-                self._spawn_task(self._start(name, key))
+        starts = [key for key, n in plan.start.items() for _ in range(n)]
+        spacing = self.settings.check_every / len(starts) if starts else 0.0
+        for i, key in enumerate(starts):  # spread over the pass: no burst on the hub's loop
+            name = new_anonymous_name()
+            self._starting[name] = key
+            self._images[name] = self.registry.get(key.course).image
+            self._spawn_task(self._start(name, key, delay=i * spacing))
         drained = {d.name for d in plan.drain}
         kept = {m.name: m for m in members if m.name not in drained}
         for name, key in self._starting.items():
@@ -369,13 +374,16 @@ class PoolManager:
                     raise
         self.group_ready = True
 
-    async def _start(self, name: str, key: PoolKey) -> None:
-        t0 = time.monotonic()
+    async def _start(self, name: str, key: PoolKey, delay: float = 0.0) -> None:
         options = key.user_options()
         if self.signing_key:  # the spawner starts a guest only with its link's ticket
             options[TICKET] = launch_ticket(self.signing_key, name, options)
         quoted = quote(name, safe="")
         try:
+            await asyncio.sleep(delay)
+            if self._hub_full_until > time.monotonic():  # refused meanwhile: not now
+                return
+            t0 = time.monotonic()
             await self.hub.request("POST", f"/users/{quoted}", body={})
             await self.hub.request(
                 "POST", f"/groups/{quote(POOL_GROUP, safe='')}/users", body={"users": [name]}
