@@ -223,6 +223,16 @@ class LaunchPlan:
         options[grammar.SIZE] = self.size.name
         return options
 
+    def summary(self) -> dict[str, str]:
+        """What a guest's hub pages say is starting (:func:`launch_summary`)."""
+        return launch_summary(self.image, self.notebook)
+
+
+def launch_summary(image: KnownImage, notebook: str | None) -> dict[str, str]:
+    """``{"course": display name, "notebook": path or ""}``: what the guest's progress,
+    failure and waiting pages name (their templates escape it)."""
+    return {"course": image.display_name or image.key, "notebook": notebook or ""}
+
 
 def _describe_key(key: object) -> str:
     if isinstance(key, str) and _SHOWABLE_KEY_RE.match(key):

@@ -56,7 +56,7 @@ from .launch_grammar import COURSE, TICKET, flatten
 from .launch_guard import LaunchDiagnostics, guard_start
 from .learner_lab import LearnerLab, with_named
 from .moved_settings import FROM_LEARNER_LAB, FROM_SPAWNER, refuse_moved
-from .selection import RESOURCE_FIELDS, LaunchPlan, ResourcePackage, plan_launch
+from .selection import RESOURCE_FIELDS, LaunchPlan, ResourcePackage, launch_summary, plan_launch
 from .signing import verify_ticket
 from .sizes import ResourcePolicy
 
@@ -365,12 +365,11 @@ class CNBiSpawner(KubeSpawner):
     def launch_summary(self) -> dict[str, str] | None:
         """``{"course": display name, "notebook": path or ""}`` of this launch, for the
         guest's progress page (:mod:`cnbi_spawner.guest_pages`); ``None`` when unknown."""
-        image = self._launch_image()
-        if image is None:
-            return None
         plan = self._cnbi_plan
-        notebook = plan.notebook if plan is not None else None
-        return {"course": image.display_name or image.key, "notebook": notebook or ""}
+        if plan is not None:
+            return plan.summary()
+        image = self._launch_image()
+        return None if image is None else launch_summary(image, None)
 
     def _starting_message(self) -> str | None:
         image = self._launch_image()

@@ -72,7 +72,7 @@ from .link_preview import PAGE, Visit, VisitDecision, classify, preview_page
 from .pool import PoolKey
 from .ratelimit import client_key
 from .reservation_admission import ReservationAdmission
-from .selection import ImageSource, LaunchPolicy, plan_launch
+from .selection import ImageSource, LaunchPlan, LaunchPolicy, plan_launch
 from .signing import launch_ticket, verify_params
 from .waiting_page import LobbyAuth, Waiting, log_poll
 from .waiting_room import RoomFull
@@ -225,7 +225,7 @@ class TmpLoginHandler(BaseHandler):
                 )
             else:
                 self._poll = True  # the waiting page again: a heartbeat, logged at DEBUG
-            self.finish(auth.lobby.render(self, waiting.place))
+            self.finish(auth.lobby.render(self, waiting.place, waiting.launch))
             return
         except LaunchError as error:
             result = result_for(error)
@@ -251,6 +251,15 @@ class TmpLoginHandler(BaseHandler):
         return plan_launch(
             options, await auth.ready_registry(), auth.launch_policy(), anonymous=anonymous
         )
+
+    async def _summary(self, auth: TmpLoginAuth) -> dict[str, str] | None:
+        """What a waiting browser's page names on a reload: this link's checked launch
+        (None when it names none, or no longer passes its checks: the page just says less)."""
+        try:
+            plan = await self._plan(auth, anonymous=True)
+        except LaunchError:
+            return None
+        return plan.summary() if plan is not None else None
 
     async def _preview(self, auth: TmpLoginAuth, decision: VisitDecision, client: str) -> None:
         """The link preview / one-button page; creates nothing (module docstring, step 0)."""
@@ -294,7 +303,7 @@ class TmpLoginHandler(BaseHandler):
         if place is not None:  # a reload (or the page's own reload) of a waiting browser
             lobby.tick(auth, self.settings)
             if not lobby.consume(place):
-                raise Waiting(place)
+                raise Waiting(place, launch=await self._summary(auth))
             lobby.forget(self)  # admitted: its slot and login token were taken for it
         decision = auth.rate_limiter.check(client, hub_wide=False)
         if not decision.allowed:
@@ -329,7 +338,7 @@ class TmpLoginHandler(BaseHandler):
         if reservation and pool is not None:  # one read of the reservation per launch
             seat = await auth.reservations.seat(reservation, pool.course, pool.size)
         if place is None and seat is None:  # nobody overtakes the waiting room, for a pool server
-            self._wait_unless(lobby.check_line, auth, browser, f"course={course}", wants)
+            self._wait_unless(lobby.check_line, auth, browser, f"course={course}", wants, plan)
         if plan is not None and pool is not None and auth.claim_pool_servers:  # no spawn gate
             claimed = claim_pool_server(self, auth, pool)
             if claimed is not None:  # one commit made it this learner's; no spawn needed
@@ -342,7 +351,7 @@ class TmpLoginHandler(BaseHandler):
         name = new_anonymous_name()
         seated = seat is not None and await auth.reservations.take(seat, name)  # before the user
         if place is None and not seated:
-            self._wait_unless(lobby.gate, auth, browser, f"course={course}", wants)
+            self._wait_unless(lobby.gate, auth, browser, f"course={course}", wants, plan)
         new_user = await self._login_anonymous(auth, name)
         if plan is not None:
             options = plan.user_options()
@@ -357,7 +366,13 @@ class TmpLoginHandler(BaseHandler):
         return "ok", url, f"user={new_user.name} course={course}{extra}"
 
     def _wait_unless(
-        self, check: Callable[..., None], auth: TmpLoginAuth, browser: bool, what: str, wants: str
+        self,
+        check: Callable[..., None],
+        auth: TmpLoginAuth,
+        browser: bool,
+        what: str,
+        wants: str,
+        plan: LaunchPlan | None,
     ) -> None:
         """Run one of the lobby's checks for a newcomer (``check(auth, settings)`` raises
         ``Throttled``); a browser that must wait gets a place instead of the refusal."""
@@ -372,7 +387,9 @@ class TmpLoginHandler(BaseHandler):
                 place = lobby.join(self, wants)
             except RoomFull:
                 raise refusal from None
-            raise Waiting(place, why=f"{what} reason={result_for(refusal)}") from None
+            why = f"{what} reason={result_for(refusal)}"
+            launch = plan.summary() if plan is not None else None
+            raise Waiting(place, why=why, launch=launch) from None
 
     def _reuse_url(self, user: Any, plan: Any) -> str | None:
         """Where to send a browser back to its own live session for this course, if any."""

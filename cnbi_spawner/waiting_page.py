@@ -170,10 +170,13 @@ class WaitingRoomSettings(LoggingConfigurable):
 class Waiting(Exception):
     """This browser holds a waiting place: answer with the waiting page."""
 
-    def __init__(self, place: Place, *, why: str = "") -> None:
+    def __init__(
+        self, place: Place, *, why: str = "", launch: dict[str, str] | None = None
+    ) -> None:
         super().__init__(place.id)
         self.place = place
         self.why = why  # set when the place was just taken: what was asked, and the refusal
+        self.launch = launch  # what the page names: the checked course and notebook
 
     @property
     def joined(self) -> bool:
@@ -398,8 +401,9 @@ class Lobby:
 
     # --- the page ------------------------------------------------------------------------
 
-    def render(self, handler: Any, place: Place) -> str:
-        """The waiting page in the hub's look (``page.html``), for a ``BaseHandler``."""
+    def render(self, handler: Any, place: Place, launch: dict[str, str] | None = None) -> str:
+        """The waiting page in the hub's look (``page.html``), for a ``BaseHandler``;
+        ``launch``: the checked course and notebook it waits for (``LaunchPlan.summary``)."""
         if self._env is None:
             hub_env: Environment = handler.settings["jinja2_env_sync"]
             loaders: list[BaseLoader] = [FileSystemLoader(str(TEMPLATES))]
@@ -412,6 +416,7 @@ class Lobby:
             xsrf_token=handler.xsrf_token.decode("ascii"),
             no_spawner_check=True,  # the page must not create a spawner as a side effect
             status=status,
+            launch=launch,
             poll_url=url_path_join(handler.hub.base_url, "waiting-room"),
         )
         return self._env.get_template("waiting-room.html").render(**namespace)

@@ -87,6 +87,7 @@ async def test_waiting_room_at_a_full_hub(start_hub, stub_devcluster, tmp_path):
             assert headers["Content-Type"].startswith("text/html")
             assert headers["Cache-Control"] == "no-store"
             assert position_on_page(body) == expected
+            assert f'id="cnbi-launch">Waiting to start <strong>{COURSE}</strong>.' in body
             assert 'http-equiv="refresh"' in body  # works without JavaScript too
             assert "jupyterhub" in body.lower()  # the hub's page
             assert any(cookie.key == "cnbi-place" for cookie in session.cookie_jar)
@@ -104,6 +105,7 @@ async def test_waiting_room_at_a_full_hub(start_hub, stub_devcluster, tmp_path):
         # a reload keeps the place; the poll says the same
         code, _, body = await tmplogin(b, hub, LINK)
         assert (code, position_on_page(body)) == (200, 1)
+        assert f"Waiting to start <strong>{COURSE}</strong>" in body  # named on a reload too
         status, data = await poll(c, hub)
         assert status == 200 and data["state"] == "waiting" and data["position"] == 2
         assert 0 < data["poll_seconds"] <= 1.0
