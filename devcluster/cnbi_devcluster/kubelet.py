@@ -404,6 +404,9 @@ class Kubelet:
             return 128
         try:
             return None if entry["deleting"] else await container.wait()
+        except asyncio.CancelledError:  # the kubelet is stopping: no init container outlives it
+            await container.stop(1.0)
+            raise
         finally:
             entry.pop("init", None)
 
