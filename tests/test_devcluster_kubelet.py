@@ -431,6 +431,44 @@ async def test_stop_while_pods_start_leaves_no_process(tmp_path, stop_after):
     assert processes_with(marker) == []
 
 
+async def test_stop_ends_a_pod_whose_cancellation_was_lost(tmp_path, monkeypatch):
+    """A pod task whose cancellation is lost still ends at ``cluster.stop()``, and its
+    process with it. Python 3.11's ``asyncio.wait_for`` drops a cancellation that arrives as
+    its awaitable completes (the readiness probe's connect, in a CI run that then hung for
+    80 minutes); here the probe drops every cancellation, so the kubelet's task goes on to
+    wait for the exit of a process that ignores SIGTERM."""
+    from cnbi_devcluster import runtimes
+
+    async def probe_that_loses_cancellation(self) -> bool:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            pass  # swallowed, as wait_for can
+        return True
+
+    monkeypatch.setattr(runtimes.ProcessContainer, "ready", probe_that_loses_cancellation)
+    marker = f"devcluster-lost-cancel-{os.getpid()}-{tmp_path.name}"
+    cluster = DevCluster(tmp_path / "dc", builds=False)
+    await cluster.start()
+    api = await make_api_client(str(cluster.kubeconfig))
+    try:
+        core = k8s.CoreV1Api(api)
+        script = f"# {marker}\n" + SERVER.replace("IGNORE_OR_BYE", "signal.SIG_IGN")
+        await core.create_namespaced_pod(NS, pod("lost", script))
+
+        async def running():
+            p = await read(core, "lost")
+            return p is not None and p.status.phase == "Running"
+
+        await until(running, what="the pod running, its kubelet task in the probe")
+        assert processes_with(marker)
+    finally:
+        await api.close()
+        async with asyncio.timeout(30):  # before the fix: forever
+            await cluster.stop()
+    assert processes_with(marker) == []
+
+
 async def test_stub_runtime_serves_many_pods(tmp_path):
     async with DevCluster(
         tmp_path / "dc", runtime="stub", builds=False, images={REPO: tmp_path}

@@ -99,15 +99,28 @@ class Kubelet:
                 self._on_change("ADDED", rt, obj, None)
 
     async def stop(self) -> None:
+        """Stop every pod's processes and tasks; returns once none is left.
+
+        Each round cancels the pod tasks that are left *and* stops every container (main
+        and init) still running: a task waiting for its container's exit then ends even when
+        its cancellation was lost (``asyncio.wait_for`` in Python 3.11 can swallow one; the
+        old order, tasks first and containers after, then waited forever for a container that
+        ignores SIGTERM)."""
         self._stopping = True
         with contextlib.suppress(ValueError):
             self.store.listeners.remove(self._on_change)
-        for t in list(self._tasks):
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        stops = [p["container"].stop(1.0) for p in self.pods.values() if p.get("container")]
-        await asyncio.gather(*stops, return_exceptions=True)
+        while True:
+            for t in list(self._tasks):
+                t.cancel()
+            await asyncio.gather(*(c.stop(1.0) for c in self._containers()), return_exceptions=True)
+            if not self._tasks:
+                break
+            await asyncio.wait(list(self._tasks), timeout=1.0)
         self.pods.clear()
+
+    def _containers(self) -> list:
+        """Every container (init or main) a pod of this kubelet still holds."""
+        return [c for p in self.pods.values() for c in (p.get("init"), p.get("container")) if c]
 
     def _spawn(self, coro) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -271,7 +284,7 @@ class Kubelet:
         restarts, last_state = 0, None
         while True:
             code, started = await self._run_once(pod, entry, restarts, last_state)
-            if code is None or entry["deleting"]:
+            if code is None or entry["deleting"] or self._stopping:
                 return
             pod = self._current(pod) or pod
             log.info("devcluster: pod %s/%s exited with %s", meta["namespace"], meta["name"], code)

@@ -90,7 +90,10 @@ class LaunchSpec:
 
 async def port_open(ip: str, port: int, timeout: float = 0.5) -> bool:
     try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(ip, port), timeout)
+        # asyncio.timeout, not wait_for: in Python 3.11 wait_for drops a cancellation that
+        # arrives as the connection opens, and the kubelet's stop then waited forever
+        async with asyncio.timeout(timeout):
+            _, writer = await asyncio.open_connection(ip, port)
     except (OSError, TimeoutError):
         return False
     writer.close()
