@@ -15,10 +15,12 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -69,6 +71,18 @@ def print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[objec
     print(fmt([str(h) for h in header]))
     for r in cells:
         print(fmt(r))
+
+
+def medians(runs: Sequence[dict], keys: Sequence[str]) -> dict:
+    """One row from a contender's runs: the median of each figure in ``keys`` (its min-max
+    kept as ``<key>_spread``), failure counters summed, the rest from the first run."""
+    out = dict(runs[0])
+    for key in keys:
+        values = [r[key] for r in runs]
+        out[key] = statistics.median(values)
+        out[key + "_spread"] = (min(values), max(values))
+    out["failures"] = sum((r["failures"] for r in runs), collections.Counter())
+    return out
 
 
 def ratio(ours: float, stock: float) -> str:

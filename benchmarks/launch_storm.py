@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/launch_storm.py                  # 200 learners over 60 s
     .venv/bin/python benchmarks/launch_storm.py --n 1000         # the headline run
     .venv/bin/python benchmarks/launch_storm.py --quick          # 100 learners over 20 s
+    .venv/bin/python benchmarks/launch_storm.py --n 1000 --pool 1000 --runs 3   # medians
 
 For each contender, in the same invocation and with the same load, a fresh dev cluster
 (``cnbi-devcluster serve --runtime stub``, own process) and a fresh real ``jupyterhub`` +
@@ -27,7 +28,10 @@ JupyterLab would, so the learner opens the notebook URL itself when it lands on
 Reported per contender: success %, login->ready p50/p95/p99 (successful learners),
 launches/s (successes / time from the first arrival to the last ready), hub CPU (seconds,
 % of one core over the run) and peak RSS of the hub process; failures by reason. Then the
-ratios cnbi / stock. Exit status 1 if any cnbi learner failed.
+ratios cnbi / stock. With ``--runs K`` the contenders take turns K times (the order
+reversed every other round), each round's table is printed, then the medians with their
+min-max spread and the machine's load average before and after every run. Exit status 1
+if any cnbi learner failed.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ import asyncio
 import collections
 import contextlib
 import json
+import os
 import re
 import shutil
 import sys
@@ -57,6 +62,7 @@ from common import (
     DevClusterProcess,
     ProcSampler,
     learner,
+    medians,
     ours_config,
     ours_link,
     pct,
@@ -291,13 +297,18 @@ async def run_contender(
     }
 
 
-def report(rows: list[dict], n: int, spread: float, db: str = "sqlite") -> None:
+#: the figures of a row that ``--runs`` reports as medians
+FIGURES = ("success", "p50", "p95", "p99", "rate", "cpu_s", "cpu_pct", "rss_mb")
+FIGURES += ("login_p50", "login_p99", "cluster_cpu_s", "proxy_cpu_s", "warm_s", "claimed")
+
+
+def report(rows: list[dict], n: int, spread: float, db: str = "sqlite", what: str = "") -> None:
     header = ["stack", "success %", "p50 s", "p95 s", "p99 s", "launches/s"]
     header += ["hub CPU s", "hub CPU %", "hub RSS MB", "login p50", "login p99"]
     header += ["cluster CPU s", "proxy CPU s"]
     note = "login = link -> the browser requests /hub/spawn; CPU s over the whole run"
     print_table(
-        f"B1 launch storm: {n} learners over {spread:.0f} s (stub runtime, {db})",
+        f"B1 launch storm: {n} learners over {spread:.0f} s (stub runtime, {db}){what}",
         header,
         [
             [r["name"], r["success"], r["p50"], r["p95"], r["p99"], r["rate"], r["cpu_s"]]
@@ -311,10 +322,18 @@ def report(rows: list[dict], n: int, spread: float, db: str = "sqlite") -> None:
         if r["warm_s"] == r["warm_s"]:  # not nan: a pooled run
             print(
                 f"  {r['name']}: pool warm {r['warm_s']:.1f} s after the hub's start; "
-                f"{r['claimed']} of {r['n']} learners got a pool server (the rest spawned)"
+                f"{r['claimed']:.0f} of {r['n']} learners got a pool server (the rest spawned)"
             )
         if r["failures"]:
             print(f"  {r['name']} failures: {dict(r['failures'])}")
+        if "p99_spread" in r:
+            spread_of = ", ".join(
+                f"{k} {r[k + '_spread'][0]:.2f}-{r[k + '_spread'][1]:.2f}"
+                for k in ("success", "p50", "p99", "rate", "warm_s")
+                if r[k] == r[k]  # not nan (warm_s of an unpooled contender)
+            )
+            loads = " ".join(f"{a:.1f}->{b:.1f}" for a, b in r["loads"])
+            print(f"  {r['name']} spread over runs: {spread_of}; load average {loads}")
     by = {r["name"]: r for r in rows}
     if {"cnbi", "stock"} <= by.keys():
         a, b = by["cnbi"], by["stock"]
@@ -354,6 +373,7 @@ async def main(argv: list[str] | None = None) -> int:
         "--profile", type=Path, help="py-spy the hub (warm-up, storm): folded stacks in this dir"
     )
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
+    p.add_argument("--runs", type=int, default=1, help="alternating rounds; medians reported")
     args = p.parse_args(argv)
     n = args.n or (100 if args.quick else 200)
     spread = args.spread if args.spread is not None else (20.0 if args.quick else 60.0)
@@ -366,29 +386,53 @@ async def main(argv: list[str] | None = None) -> int:
     if args.only:
         contenders = {args.only: contenders[args.only]}
     work = Path(tempfile.mkdtemp(prefix="cnbi-bench-storm-"))
-    rows = []
+    runs: dict[str, list[dict]] = {name: [] for name in contenders}
     try:
-        for name, (config, link_of) in contenders.items():
-            pool = (args.pool, args.pool_starts) if name == "pooled" else None
-            with contextlib.ExitStack() as databases:
-                if args.db == "postgresql":  # a fresh throw-away PostgreSQL per contender
-                    url = databases.enter_context(postgres_cluster())
-                    config += f"\nc.JupyterHub.db_url = {url!r}\n"
-                elif args.db == "sqlite-wal":  # the same hub setting for every contender
-                    config += SQLITE_WAL
-                row = await run_contender(
-                    name, config, link_of, n, spread, args.timeout, work, args.profile, pool
+        for run in range(args.runs):
+            order = list(contenders) if run % 2 == 0 else list(reversed(contenders))
+            for name in order:
+                config, link_of = contenders[name]
+                pool = (args.pool, args.pool_starts) if name == "pooled" else None
+                load0 = os.getloadavg()[0]
+                with contextlib.ExitStack() as databases:
+                    if args.db == "postgresql":  # a fresh throw-away PostgreSQL per contender
+                        url = databases.enter_context(postgres_cluster())
+                        config += f"\nc.JupyterHub.db_url = {url!r}\n"
+                    elif args.db == "sqlite-wal":  # the same hub setting for every contender
+                        config += SQLITE_WAL
+                    r = await run_contender(
+                        name, config, link_of, n, spread, args.timeout, work / f"run{run + 1}",
+                        args.profile and args.profile / f"run{run + 1}", pool,
+                    )  # fmt: skip
+                r["load"] = (load0, os.getloadavg()[0])
+                runs[name].append(r)
+                print(
+                    f"run {run + 1} {name}: {r['success']:.1f} % ready, p99 {r['p99']:.2f} s, "
+                    f"load average {r['load'][0]:.1f} -> {r['load'][1]:.1f}",
+                    flush=True,
                 )
-            rows.append(row)
-            r = rows[-1]
-            print(f"{name}: {r['success']:.1f} % ready, p99 {r['p99']:.2f} s", flush=True)
+            if args.runs > 1:
+                report([runs[name][-1] for name in contenders], n, spread, args.db,
+                       f", run {run + 1} of {args.runs}")  # fmt: skip
     finally:
         if args.keep:
             print(f"work directory kept: {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
-    report(rows, n, spread, args.db)
-    return 0 if all(r["success"] == 100 for r in rows if r["name"] != "stock") else 1
+    rows = [median_of(runs[name]) for name in contenders]
+    what = f", medians of {args.runs} alternating runs" if args.runs > 1 else ""
+    report(rows, n, spread, args.db, what)
+    every = [r for name, rs in runs.items() if name != "stock" for r in rs]
+    return 0 if all(r["success"] == 100 for r in every) else 1
+
+
+def median_of(rows: list[dict]) -> dict:
+    """A contender's row: itself for one run, else the medians over its runs."""
+    if len(rows) == 1:
+        return rows[0]
+    row = medians(rows, FIGURES)
+    row["loads"] = [r["load"] for r in rows]
+    return row
 
 
 if __name__ == "__main__":

@@ -60,6 +60,7 @@ from common import (
     DevClusterProcess,
     ProcSampler,
     learner,
+    medians,
     ours_config,
     ours_link,
     pct,
@@ -228,13 +229,8 @@ async def run_contender(name: str, args: argparse.Namespace, work: Path) -> dict
 
 def median_row(rows: list[dict]) -> dict:
     """Median of each figure over the runs (min-max spread kept for the table)."""
-    out = dict(rows[0])
-    for key in ("reached", "errors", "waited", "p50", "p99", "max", "polls", "cpu_s", "cpu_pct"):
-        values = [r[key] for r in rows]
-        out[key] = statistics.median(values)
-        out[key + "_spread"] = (min(values), max(values))
-    out["rss_mb"] = statistics.median(r["rss_mb"] for r in rows)
-    out["failures"] = sum((r["failures"] for r in rows), collections.Counter())
+    figures = ("reached", "errors", "waited", "p50", "p99", "max", "polls", "cpu_s", "cpu_pct")
+    out = medians(rows, (*figures, "rss_mb"))
     for key in ("joined", "admitted", "expired", "out_of_arrival"):
         if key in rows[0]:
             out[key] = statistics.median(r[key] for r in rows)

@@ -33,10 +33,17 @@ def test_launch_storm_tiny():
 
 
 def test_launch_storm_pooled_tiny():
-    out = run("launch_storm.py", "--only", "pooled", "--pool", "4", "--n", "4", "--spread", "1")
+    out = run(
+        "launch_storm.py", "--only", "pooled", "--pool", "4", "--n", "4", "--spread", "1",
+        "--runs", "2",
+    )  # fmt: skip
     assert re.search(r"^pooled\s+100\.00\s", out, re.M), out  # every learner got a server
     assert re.search(r"pooled: pool warm [\d.]+ s .*; 4 of 4 learners got a pool server", out), out
     assert "targets (pooled)" in out
+    # two rounds, then their medians with the spread and the load of each run
+    assert out.count("run 1 of 2") == 1 and out.count("run 2 of 2") == 1, out
+    assert "medians of 2 alternating runs" in out, out
+    assert re.search(r"pooled spread over runs: success 100\.00-100\.00, .*load average", out)
 
 
 def test_tmplogin_throughput_tiny():
