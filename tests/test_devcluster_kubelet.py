@@ -13,6 +13,7 @@ mounts (restarted with back-off while they fail), and no process left after
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 import time
@@ -410,24 +411,33 @@ def processes_with(marker: str) -> list[int]:
     return found
 
 
+@contextlib.asynccontextmanager
+async def stubborn_pods(tmp_path, label: str):
+    """A dev cluster with a client, and the script of a pod that ignores SIGTERM, marked so
+    that its processes can be found; on exit the cluster is stopped (30 s at most: a stop
+    that hangs fails the test)."""
+    marker = f"devcluster-{label}-{os.getpid()}-{tmp_path.name}"
+    cluster = DevCluster(tmp_path / "dc", builds=False)
+    await cluster.start()
+    api = await make_api_client(str(cluster.kubeconfig))
+    script = f"# {marker}\n" + SERVER.replace("IGNORE_OR_BYE", "signal.SIG_IGN")
+    try:
+        yield k8s.CoreV1Api(api), script, marker
+    finally:
+        await api.close()
+        async with asyncio.timeout(30):
+            await cluster.stop()
+
+
 @pytest.mark.parametrize("stop_after", [0.0, 0.05, 0.15, 0.4, 0.8, 1.5])
 async def test_stop_while_pods_start_leaves_no_process(tmp_path, stop_after):
     """Stopped at any moment of a pod's start (before its process exists, while it spawns,
     before and after it turns ready), the dev cluster leaves none of its processes behind."""
-    marker = f"devcluster-stop-race-{os.getpid()}-{stop_after}-{tmp_path.name}"
-    cluster = DevCluster(tmp_path / "dc", builds=False)
-    await cluster.start()
-    api = await make_api_client(str(cluster.kubeconfig))
-    try:
-        core = k8s.CoreV1Api(api)
-        script = f"# {marker}\n" + SERVER.replace("IGNORE_OR_BYE", "signal.SIG_IGN")
+    async with stubborn_pods(tmp_path, f"stop-race-{stop_after}") as (core, script, marker):
         for name in ("r1", "r2", "r3"):
             delay = {"name": "DELAY", "value": "0.3"}
             await core.create_namespaced_pod(NS, pod(name, script, env=[delay]))
         await asyncio.sleep(stop_after)
-    finally:
-        await api.close()
-        await cluster.stop()
     assert processes_with(marker) == []
 
 
@@ -436,7 +446,7 @@ async def test_stop_ends_a_pod_whose_cancellation_was_lost(tmp_path, monkeypatch
     process with it. Python 3.11's ``asyncio.wait_for`` drops a cancellation that arrives as
     its awaitable completes (the readiness probe's connect, in a CI run that then hung for
     80 minutes); here the probe drops every cancellation, so the kubelet's task goes on to
-    wait for the exit of a process that ignores SIGTERM."""
+    wait for the exit of a process that ignores SIGTERM (before the fix: a stop forever)."""
     from cnbi_devcluster import runtimes
 
     async def probe_that_loses_cancellation(self) -> bool:
@@ -447,13 +457,7 @@ async def test_stop_ends_a_pod_whose_cancellation_was_lost(tmp_path, monkeypatch
         return True
 
     monkeypatch.setattr(runtimes.ProcessContainer, "ready", probe_that_loses_cancellation)
-    marker = f"devcluster-lost-cancel-{os.getpid()}-{tmp_path.name}"
-    cluster = DevCluster(tmp_path / "dc", builds=False)
-    await cluster.start()
-    api = await make_api_client(str(cluster.kubeconfig))
-    try:
-        core = k8s.CoreV1Api(api)
-        script = f"# {marker}\n" + SERVER.replace("IGNORE_OR_BYE", "signal.SIG_IGN")
+    async with stubborn_pods(tmp_path, "lost-cancel") as (core, script, marker):
         await core.create_namespaced_pod(NS, pod("lost", script))
 
         async def running():
@@ -462,10 +466,6 @@ async def test_stop_ends_a_pod_whose_cancellation_was_lost(tmp_path, monkeypatch
 
         await until(running, what="the pod running, its kubelet task in the probe")
         assert processes_with(marker)
-    finally:
-        await api.close()
-        async with asyncio.timeout(30):  # before the fix: forever
-            await cluster.stop()
     assert processes_with(marker) == []
 
 
