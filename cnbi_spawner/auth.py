@@ -321,12 +321,15 @@ class TmpLoginMixin(LoggingConfigurable):
 
     async def pre_spawn_start(self, user: Any, spawner: Any) -> None:
         """A spawn begins (any spawner): from now on the hub counts it as pending itself.
-        A warm-pool start must fit under ``max_anonymous_users`` (``pool_starts``)."""
+        A warm-pool start must fit under ``max_anonymous_users`` and leave the logins on
+        their way their spawn slots (``pool_starts``)."""
         self.on_its_way.release(user.name)
         await maybe_future(super().pre_spawn_start(user, spawner))  # type: ignore[misc]
         pool_start = spawner is not None and spawner.name == ""
         if pool_start and any(g.name == POOL_GROUP for g in user.orm_user.groups):
-            self.pool_starts.admit(self, user.settings["users"], user)
+            settings = user.settings
+            spawn_limit = settings.get("concurrent_spawn_limit", 0)
+            self.pool_starts.admit(self, settings["users"], user, spawn_limit)
 
     def get_handlers(self, app: Any) -> list:
         try:

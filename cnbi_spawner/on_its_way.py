@@ -64,3 +64,14 @@ class OnItsWay:
 
     def __len__(self) -> int:
         return len(self._logging_in) + len(self._logged_in)
+
+
+def spawn_headroom(counts: dict[str, int], limit: int, starting: int) -> int | None:
+    """Spawns the hub's ``concurrent_spawn_limit`` still allows (None: no limit).
+
+    The hub counts ``spawn_pending + proxy_pending`` servers (``BaseHandler.
+    spawn_single_user``); logins on their way to ``/hub/spawn`` (``starting``) will be too.
+    """
+    if not limit:
+        return None
+    return limit - counts.get("spawn_pending", 0) - counts.get("proxy_pending", 0) - starting

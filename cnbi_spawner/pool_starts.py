@@ -1,4 +1,4 @@
-"""Warm-pool starts against ``max_anonymous_users`` (hub process).
+"""Warm-pool starts against ``max_anonymous_users`` and the spawn limit (hub process).
 
 Policy: a pool server is an anonymous user with a server, so it counts towards
 ``TmpLoginMixin.max_anonymous_users`` exactly like a learner's, from the moment its start
@@ -19,6 +19,14 @@ before this check runs, so pending pool spawns not admitted yet are not counted 
 each other: the first ones to reach the check take the room that is left, the rest are
 refused. An admitted start is remembered only while it is pending; then it is counted as
 an active user like any other.
+
+Spawn limit: the hub lets a start through while its pending spawns are below
+``concurrent_spawn_limit``, but it cannot see the learners ``/tmplogin`` has logged in and
+sent on to ``/hub/spawn`` (:mod:`cnbi_spawner.on_its_way`). A pool start that took the slot
+one of them was promised would send that learner to the hub's 429, so the gate refuses a
+pool start (503, as above) while the hub's pending spawns, this one included, plus the
+logins on their way exceed the limit. A learner's launch goes first; the pool waits for a
+free slot.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from typing import Any, Protocol
 
 from .errors import Throttled
 from .hub_errors import LaunchRefused
+from .on_its_way import spawn_headroom
 from .pool import POOL_GROUP
 
 #: Retry-After (s) of a refused pool start: about one pool pass
@@ -39,6 +48,8 @@ class CapacityAuth(Protocol):
     max_anonymous_users: int
 
     def live_anonymous_names(self, users: Any) -> set[str]: ...
+
+    def starting(self, users: Any) -> int: ...
 
 
 def pool_servers(users: Any) -> tuple[set[str], set[str]]:
@@ -62,8 +73,22 @@ class PoolStartGate:
     def __init__(self) -> None:
         self._admitted: set[str] = set()  # pool starts admitted and still pending
 
-    def admit(self, auth: CapacityAuth, users: Any, user: Any) -> None:
-        """Let ``user``'s pool start go on, or raise ``LaunchRefused`` (503)."""
+    def admit(self, auth: CapacityAuth, users: Any, user: Any, spawn_limit: int = 0) -> None:
+        """Let ``user``'s pool start go on, or raise ``LaunchRefused`` (503).
+        ``spawn_limit``: the hub's ``concurrent_spawn_limit`` (0: none)."""
+        on_the_way = auth.starting(users) if spawn_limit else 0  # no walk when nobody is
+        if on_the_way:
+            free = spawn_headroom(users.count_active_users(), spawn_limit, on_the_way)
+            if free is not None and free < 0:  # ``user``'s own pending start is counted in it
+                raise LaunchRefused(
+                    Throttled(
+                        f"The hub's concurrent_spawn_limit ({spawn_limit}) is taken by pending "
+                        f"spawns and {on_the_way} login(s) on their way to one; no pool server "
+                        "started.",
+                        retry_after=RETRY_AFTER,
+                        status=503,
+                    )
+                )
         limit = auth.max_anonymous_users
         if limit <= 0:  # no limit: no walk over every user per pool start
             self._admitted.clear()

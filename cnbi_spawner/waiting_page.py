@@ -16,10 +16,10 @@ no user, no spawn; the place lives in this process's memory and in the browser's
   request comes: a poll, a reload or a new arrival): expire abandoned places, then admit from
   the front as many as the hub can start now. Free slots are the smaller of the capacity
   headroom (``TmpLoginMixin.capacity_headroom``: the one capacity rule) and the spawn
-  headroom (:func:`spawn_headroom`: the hub's own ``concurrent_spawn_limit`` count, taken
-  once a round and counted down by each launch let through until the next one, so a login
-  does not walk the user list for it), and admissions take their hub-wide login tokens as
-  they are made.
+  headroom (:func:`~cnbi_spawner.on_its_way.spawn_headroom`: the hub's own
+  ``concurrent_spawn_limit`` count, taken once a round and counted down by each launch let
+  through until the next one, so a login does not walk the user list for it), and
+  admissions take their hub-wide login tokens as they are made.
   Places whose launch has a warm pool (``wants``) are also admitted for that pool's ready,
   unclaimed servers (:func:`cnbi_spawner.claim.ready_pool_servers`, one query a round),
   which need no slot; back at ``/tmplogin`` they claim one.
@@ -62,6 +62,7 @@ from traitlets.config import LoggingConfigurable
 
 from .claim import ready_pool_servers
 from .errors import Throttled
+from .on_its_way import spawn_headroom
 from .ratelimit import RateLimiter
 from .waiting_room import (
     Place,
@@ -181,17 +182,6 @@ class Waiting(Exception):
     @property
     def joined(self) -> bool:
         return bool(self.why)
-
-
-def spawn_headroom(counts: dict[str, int], limit: int, starting: int) -> int | None:
-    """Spawns the hub's ``concurrent_spawn_limit`` still allows (None: no limit).
-
-    The hub counts ``spawn_pending + proxy_pending`` servers (``BaseHandler.
-    spawn_single_user``); logins on their way to ``/hub/spawn`` (``starting``) will be too.
-    """
-    if not limit:
-        return None
-    return limit - counts.get("spawn_pending", 0) - counts.get("proxy_pending", 0) - starting
 
 
 def _cookie_path(handler: web.RequestHandler) -> str:

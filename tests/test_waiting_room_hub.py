@@ -175,11 +175,12 @@ async def test_waiting_room_at_a_full_hub(start_hub, stub_devcluster, tmp_path):
     assert await user_names(hub) == {first, second}
 
 
-async def admin(hub, method: str, path: str, body: object = None) -> int:
+async def admin(hub, method: str, path: str, body: object = None, expect: int = 0) -> int:
+    """An admin's REST API call; it must succeed, or answer ``expect`` if given."""
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as s:
         headers = {"Authorization": f"token {hub.api_token}"}
         async with s.request(method, hub.api_url + path, headers=headers, json=body) as r:
-            assert r.status < 300, await r.text()
+            assert r.status == expect if expect else r.status < 300, await r.text()
             return r.status
 
 
@@ -264,6 +265,40 @@ async def test_the_hubs_spawn_limit_sends_browsers_to_the_waiting_room(start_hub
         assert len(await user_names(hub)) == 2
         (second,) = await user_names(hub) - {first}
         await stop_server(hub, second)
+
+
+@pytest.mark.slow
+async def test_a_pool_start_leaves_a_login_on_its_way_its_spawn_slot(
+    start_hub, stub_devcluster, tmp_path
+):
+    """At ``concurrent_spawn_limit`` = 1 a learner logged in by /tmplogin, not yet at
+    /hub/spawn, holds the only spawn slot: a warm-pool start meanwhile is refused (503,
+    nothing started), so the learner's spawn gets the slot instead of the hub's 429; once
+    that spawn is done, the pool start goes through."""
+    await maybe_await(stub_devcluster.add_image(IMAGE_REPO, tmp_path))
+    config = room_config(max_anonymous_users=0) + "c.JupyterHub.concurrent_spawn_limit = 1\n"
+    hub = await start_hub(config, kubeconfig=stub_devcluster.kubeconfig)
+    pooled = str(uuid.uuid4())  # a pool user, as the cnbi service makes them
+    await admin(hub, "POST", f"/users/{pooled}")
+    await admin(hub, "POST", f"/groups/{POOL_GROUP}")
+    await admin(hub, "POST", f"/groups/{POOL_GROUP}/users", {"users": [pooled]})
+    options = {"course": COURSE, "size": "small"}
+    async with browser() as a:
+        code, headers, _ = await tmplogin(a, hub, LINK)
+        assert code == 302 and headers["Location"].startswith("/hub/spawn?")
+        (learner,) = await user_names(hub) - {pooled}
+
+        await admin(hub, "POST", f"/users/{pooled}/server", options, expect=503)
+        assert "concurrent_spawn_limit (1) is taken by pending spawns and 1 login" in (
+            hub.log_text()
+        )
+        assert not (await api(hub, f"/users/{pooled}"))["servers"]  # nothing started
+
+        async with a.get(hub.url + headers["Location"]) as r:
+            assert r.status == 200  # the learner's spawn, not the hub's 429
+        await wait_until_ready(hub, learner)
+    await admin(hub, "POST", f"/users/{pooled}/server", options)  # the slot is free again
+    await wait_until_ready(hub, pooled)
 
 
 @pytest.mark.slow
