@@ -279,13 +279,16 @@ async def stop_profiler(spy: subprocess.Popen | None) -> None:
         spy.wait()
 
 
-def learner(index: int, timeout: float) -> aiohttp.ClientSession:
+def learner(index: int, timeout: float, stamp: bool = False) -> aiohttp.ClientSession:
     """One browser: its own cookie jar, its own client address (10.x.y.z) as seen by an
-    ingress in front of the proxy (``X-Forwarded-For``), and a person's navigation headers."""
+    ingress in front of the proxy (``X-Forwarded-For``), and a person's navigation headers.
+    ``stamp``: its requests carry the time it clicked (now) in ``X-Request-Start``, as an
+    ingress stamps a request when it receives it."""
     addr = f"10.{(index >> 16) & 255}.{(index >> 8) & 255}.{index & 255}"
+    ingress = {"X-Request-Start": f"t={time.time():.3f}"} if stamp else {}
     return aiohttp.ClientSession(
         cookie_jar=aiohttp.CookieJar(unsafe=True),
         timeout=aiohttp.ClientTimeout(total=timeout),
-        headers={"X-Forwarded-For": addr, "Accept": "text/html", **BROWSER_NAVIGATION},
+        headers={"X-Forwarded-For": addr, "Accept": "text/html", **BROWSER_NAVIGATION, **ingress},
         connector=aiohttp.TCPConnector(limit=4, force_close=False),
     )

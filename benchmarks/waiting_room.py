@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/waiting_room.py             # 1000 arrivals in 60 s, room for 200
     .venv/bin/python benchmarks/waiting_room.py --runs 3    # contenders alternated; medians
     .venv/bin/python benchmarks/waiting_room.py --quick     # 150 arrivals in 15 s, room for 30
+    .venv/bin/python benchmarks/waiting_room.py --stamp     # ingress stamps: click order
 
 Contenders, each on a fresh dev cluster (``stub`` runtime, own process) and a fresh real
 ``jupyterhub`` + configurable-http-proxy (``tests/harness.py``), same hub settings
@@ -30,9 +31,11 @@ Reported per contender (medians over ``--runs``, alternating): learners who reac
 notebook, learners who saw an error page (by reason), learners who waited, link -> notebook
 p50/p99 and the longest, hub CPU and peak RSS. For cnbi, from the hub's own log: places
 joined, admitted, expired, whether places were admitted in exactly the order they joined
-(FIFO) and how many joins came out of arrival order (arrivals a few ms apart whose requests
-overtook each other on the way in). Exit status 1 if a cnbi learner saw an error page or
-the admissions were not in join order; the logs of such a run are kept (its directory is
+(FIFO; with ``--stamp``: in the order the learners clicked, which the ingress's
+``X-Request-Start`` stamps tell the hub), how many joins came out of arrival order
+(arrivals a few ms apart whose requests overtook each other on the way in) and how many
+admissions out of click order. Exit status 1 if a cnbi learner saw an error page or
+the admissions were not in that order; the logs of such a run are kept (its directory is
 printed, with ``failed-learners.txt``: index, reason, seconds of each failed learner).
 """
 
@@ -124,13 +127,15 @@ async def wait_in_line(s: aiohttp.ClientSession, base: str, link: str, marks: di
     return status, url, waited, polls
 
 
-async def one_learner(i: int, link: str, base: str, start_at: float, timeout: float) -> Outcome:
+async def one_learner(
+    i: int, link: str, base: str, start_at: float, timeout: float, stamp: bool
+) -> Outcome:
     await asyncio.sleep(max(0.0, start_at - time.monotonic()))
     t0 = time.monotonic()
     marks: dict[str, float] = {}
     waited, polls = False, 0
     try:
-        async with learner(i, timeout) as s:
+        async with learner(i, timeout, stamp) as s:
             status, url, waited, polls = await wait_in_line(s, base, link, marks)
             left = timeout - (time.monotonic() - t0)
             failed = await reach_notebook(s, base, status, url, marks, left)
@@ -143,21 +148,30 @@ async def one_learner(i: int, link: str, base: str, start_at: float, timeout: fl
     return Outcome(True, time.monotonic() - t0, "", waited, polls)
 
 
-def queue_order(log: str) -> dict:
-    """What the hub's log says about the queue: joins, admissions, FIFO."""
-    joins, arrival = [], []
+def inversions(order: list[int]) -> int:
+    """Adjacent pairs out of order."""
+    return sum(1 for a, b in zip(order, order[1:], strict=False) if b < a)
+
+
+def queue_order(log: str, stamped: bool) -> dict:
+    """What the hub's log says about the queue: joins, admissions, FIFO. A learner's index
+    (its client address) is its click order. ``fifo``: every place admitted in join order,
+    or, with ingress stamps (``stamped``), in click order."""
+    joins, clicked = [], {}
     for m in JOINED.finditer(log):
         joins.append(m.group(1))
-        arrival.append((int(m.group(2)) << 16) | (int(m.group(3)) << 8) | int(m.group(4)))
+        clicked[m.group(1)] = (int(m.group(2)) << 16) | (int(m.group(3)) << 8) | int(m.group(4))
     admitted = ADMITTED.findall(log)
     abandoned = set(ABANDONED.findall(log))
     in_join_order = [p for p in joins if p not in abandoned]
+    out_of_click = inversions([clicked[p] for p in admitted if p in clicked])
     return {
         "joined": len(joins),
         "admitted": len(admitted),
         "expired": len(abandoned) + len(LAPSED.findall(log)),
-        "fifo": admitted == in_join_order[: len(admitted)],
-        "out_of_arrival": sum(1 for a, b in zip(arrival, arrival[1:], strict=False) if b < a),
+        "fifo": out_of_click == 0 if stamped else admitted == in_join_order[: len(admitted)],
+        "out_of_arrival": inversions([clicked[p] for p in joins]),
+        "out_of_click": out_of_click,
     }
 
 
@@ -168,6 +182,8 @@ async def run_contender(name: str, args: argparse.Namespace, work: Path) -> dict
     shared = SERVICE + API_TIMEOUT.format(timeout=args.api_timeout, retry=4 * args.api_timeout)
     if name == "cnbi":
         extra = f"c.TmpLoginAuthenticator.max_anonymous_users = {args.capacity}\n"
+        if args.stamp:
+            extra += 'c.WaitingRoomSettings.arrival_header = "X-Request-Start"\n'
         config, link_of = ours_config(args.spawn_limit, extra=shared + extra), ours_link
     else:
         extra = f"c.JupyterHub.active_server_limit = {args.capacity}\n"
@@ -190,7 +206,14 @@ async def run_contender(name: str, args: argparse.Namespace, work: Path) -> dict
             t_start = time.monotonic() + 0.5
             outcomes = await asyncio.gather(
                 *(
-                    one_learner(i, link, hub.url, t_start + i * args.spread / args.n, args.timeout)
+                    one_learner(
+                        i,
+                        link,
+                        hub.url,
+                        t_start + i * args.spread / args.n,
+                        args.timeout,
+                        args.stamp,
+                    )  # fmt: skip
                     for i in range(args.n)
                 )
             )
@@ -223,7 +246,7 @@ async def run_contender(name: str, args: argparse.Namespace, work: Path) -> dict
         "failures": collections.Counter(o.reason for o in outcomes if not o.ok),
     }
     if name == "cnbi":
-        row.update(queue_order(log))
+        row.update(queue_order(log, args.stamp))
     return row
 
 
@@ -231,7 +254,7 @@ def median_row(rows: list[dict]) -> dict:
     """Median of each figure over the runs (min-max spread kept for the table)."""
     figures = ("reached", "errors", "waited", "p50", "p99", "max", "polls", "cpu_s", "cpu_pct")
     out = medians(rows, (*figures, "rss_mb"))
-    for key in ("joined", "admitted", "expired", "out_of_arrival"):
+    for key in ("joined", "admitted", "expired", "out_of_arrival", "out_of_click"):
         if key in rows[0]:
             out[key] = statistics.median(r[key] for r in rows)
     if "fifo" in rows[0]:
@@ -268,11 +291,12 @@ def report(by: dict[str, list[dict]], args: argparse.Namespace) -> None:
             print(f"  {name} failures (all runs): {dict(m['failures'])}")
     if "cnbi" in by:
         (m,) = by["cnbi"]
+        order = "click order (ingress stamps)" if args.stamp else "join order"
         print(
             f"cnbi queue (hub log, medians): {m['joined']:.0f} joined, {m['admitted']:.0f} "
-            f"admitted, {m['expired']:.0f} expired; admitted in join order: "
+            f"admitted, {m['expired']:.0f} expired; admitted in {order}: "
             f"{'yes' if m['fifo'] else 'NO'} (every run); joins out of arrival order: "
-            f"{m['out_of_arrival']:.0f}"
+            f"{m['out_of_arrival']:.0f}; admissions out of click order: {m['out_of_click']:.0f}"
         )
         verdict = "ok" if m["errors"] == 0 and m["fifo"] else "MISS"
         print(f"target (cnbi): 0 error pages, all admitted in arrival order: {verdict}")
@@ -296,6 +320,12 @@ async def main(argv: list[str] | None = None) -> int:
         "--timeout", type=float, default=1800, help="per learner (waiting included), seconds"
     )
     p.add_argument("--keep", action="store_true", help="keep each run's directory (logs)")
+    p.add_argument(
+        "--stamp",
+        action="store_true",
+        help="learners' requests carry X-Request-Start (as an ingress stamps them) and cnbi "
+        "orders its queue by it (WaitingRoomSettings.arrival_header)",
+    )
     args = p.parse_args(argv)
     args.n = args.n or (150 if args.quick else 1000)
     args.spread = args.spread if args.spread is not None else (15.0 if args.quick else 60.0)

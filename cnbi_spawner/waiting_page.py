@@ -57,7 +57,7 @@ from jupyterhub.utils import url_path_join
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from tornado import web
 from tornado.log import access_log
-from traitlets import Bool, Float, Integer
+from traitlets import Bool, Float, Integer, Unicode
 from traitlets.config import LoggingConfigurable
 
 from .claim import ready_pool_servers
@@ -71,6 +71,7 @@ from .waiting_room import (
     WaitingRoom,
     describe_wait,
     estimate_wait,
+    ingress_arrival,
     poll_after,
 )
 
@@ -158,6 +159,24 @@ class WaitingRoomSettings(LoggingConfigurable):
         help="Most places in the queue; beyond it, browsers get the error page.",
     ).tag(config=True)
 
+    arrival_header = Unicode(
+        "",
+        help="""Request header in which the ingress in front of the hub stamps the time it
+        received each request (seconds, ms or µs since the epoch, optionally ``t=``-prefixed;
+        nginx: ``proxy_set_header X-Request-Start "t=${msec}";``). When set, waiting places
+        are ordered by that time, the order learners clicked, instead of the order the hub
+        read the requests, which differs when the hub is busy during a burst. Set it only if
+        the ingress overwrites the header on every request: otherwise a client could move
+        its own place up to arrival_skew seconds forward. Empty (default): the hub's own
+        arrival order.""",
+    ).tag(config=True)
+
+    arrival_skew = Float(
+        30.0,
+        help="""An arrival_header stamp further than this many seconds from the hub's clock
+        is not believed (the place arrives when the hub reads the request).""",
+    ).tag(config=True)
+
     def rules(self) -> RoomRules:
         return RoomRules(
             expire_after=self.expire_seconds,
@@ -243,7 +262,10 @@ class Lobby:
     def join(self, handler: web.RequestHandler, wants: str = "") -> Place:
         """A new place at the back, and its cookie (raises ``RoomFull``). ``wants``: the
         launch's warm pool (``str(PoolKey)``), or "" """
-        place = self.room.join(secrets.token_urlsafe(18), time.time(), wants)
+        now, header = time.time(), self.settings.arrival_header
+        stamp = handler.request.headers.get(header) if header else None
+        sent = ingress_arrival(stamp, now, self.settings.arrival_skew) if stamp else None
+        place = self.room.join(secrets.token_urlsafe(18), now, wants, sent)
         QUEUE_JOINED.inc()
         QUEUE_LENGTH.set(len(self.room))
         handler.set_secure_cookie(

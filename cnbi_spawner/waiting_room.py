@@ -7,6 +7,14 @@ Policy (pure; the hub-side glue in :mod:`cnbi_spawner.waiting_page` feeds it dat
   place back where it was), ties by the order they joined. A fresh place never arrives
   before the last one (``arrived`` is raised to the newest arrival), so wall-clock jumps
   cannot let a newcomer overtake.
+- **Click order.** Under a burst the hub reads requests later than they were sent, and not
+  in the order they were sent (requests queued in the proxy's connections while its event
+  loop was busy). Where the ingress in front of the hub stamps each request with the time
+  it received it, that time is the place's arrival (:func:`ingress_arrival`), so places are
+  ordered as the learners clicked: a place may then go in ahead of places that joined
+  before it. A stamp further than ``max_skew`` seconds from the hub's clock is not believed
+  (the place arrives now, as without one), which also bounds how far a forged stamp could
+  move a place forward.
 - **Heartbeat and expiry.** Every poll (or reload) of a waiting browser is a heartbeat. A
   place with no heartbeat for ``expire_after`` seconds is abandoned and removed; so is an
   admitted place that does not come back to ``/tmplogin`` within ``admit_timeout`` seconds
@@ -39,6 +47,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import math
+import re
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
@@ -93,6 +102,24 @@ class Tick:
 
 class RoomFull(Exception):
     """The queue holds ``max_waiting`` places already."""
+
+
+#: an ingress timestamp: seconds, milliseconds or microseconds since the epoch, optionally
+#: with a fraction and nginx's / Heroku's ``t=`` prefix (``X-Request-Start: t=1733000000.123``)
+_STAMP = re.compile(r"(?:t=)?(\d{9,16})(?:\.(\d{1,6}))?")
+
+
+def ingress_arrival(stamp: str | None, now: float, max_skew: float) -> float | None:
+    """The wall-clock time an ingress says it received the request, or None when there is
+    no stamp, it is malformed, or it is more than ``max_skew`` seconds from ``now``."""
+    match = _STAMP.fullmatch(stamp.strip()) if stamp and len(stamp) <= 40 else None
+    if match is None:
+        return None
+    value = float(f"{match.group(1)}.{match.group(2) or 0}")
+    for scale in (1e6, 1e3, 1.0):  # microseconds, milliseconds, seconds: whichever is near
+        if abs(value / scale - now) <= max_skew:
+            return value / scale
+    return None
 
 
 def admissible(slots: int | None, tokens: int | None, outstanding: int, waiting: int) -> int:
@@ -160,10 +187,13 @@ class WaitingRoom:
     def find(self, place_id: str) -> Place | None:
         return self._by_id.get(place_id)
 
-    def join(self, place_id: str, arrived: float, wants: str = "") -> Place:
-        """A new place at the back of the queue (``arrived``: wall-clock now)."""
-        arrived = max(arrived, self._newest)
-        return self._insert(place_id, arrived, wants)
+    def join(
+        self, place_id: str, arrived: float, wants: str = "", sent: float | None = None
+    ) -> Place:
+        """A new place (``arrived``: wall-clock now): at the back of the queue, or, with the
+        time ``sent`` an ingress received its request (:func:`ingress_arrival`), in the
+        order the learners clicked."""
+        return self._insert(place_id, max(arrived, self._newest) if sent is None else sent, wants)
 
     def restore(self, place_id: str, arrived: float, wants: str = "") -> Place | None:
         """Put back a place made before this room existed (hub restart), in arrival order.

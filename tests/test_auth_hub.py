@@ -79,13 +79,17 @@ async def metrics(hub) -> dict[str, float]:
     }
 
 
-async def tmplogin(session, hub, query: str | dict, *, json_: bool = False, xff: str = ""):
-    """One GET of /hub/tmplogin, not following redirects: (status, headers, body)."""
+async def tmplogin(
+    session, hub, query: str | dict, *, json_: bool = False, xff: str = "", extra=None
+):
+    """One GET of /hub/tmplogin, not following redirects: (status, headers, body).
+    ``extra``: more request headers (what an ingress adds)."""
     if isinstance(query, dict):
         query = urlencode(query, quote_via=quote)
     headers = {"Accept": "application/json"} if json_ else {"Accept": "text/html"}
     if xff:
         headers["X-Forwarded-For"] = xff
+    headers.update(extra or {})
     url = f"{hub.url}/hub/tmplogin" + (f"?{query}" if query else "")
     async with session.get(url, headers=headers, allow_redirects=False) as r:
         return r.status, r.headers, await r.text()

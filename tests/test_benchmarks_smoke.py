@@ -60,10 +60,11 @@ def test_tmplogin_throughput_tiny():
 def test_waiting_room_over_capacity_tiny():
     out = run(
         "waiting_room.py", "--n", "6", "--spread", "1", "--capacity", "2", "--idle", "3",
-        "--cull-every", "1", "--timeout", "120",
+        "--cull-every", "1", "--timeout", "120", "--stamp",
     )  # fmt: skip
     rows = dict(re.findall(r"^(cnbi|stock)\s+(\d+(?:\.\d+)?)\s+(?:\d+(?:\.\d+)?)\s", out, re.M))
     assert rows.get("cnbi") in ("6", "6.0"), out  # every learner reached the notebook
     assert "stock" in rows, out
-    assert "admitted in join order: yes" in out
+    assert "admitted in click order (ingress stamps): yes" in out, out
+    assert re.search(r"admissions out of click order: 0$", out, re.M), out
     assert "target (cnbi): 0 error pages, all admitted in arrival order: ok" in out

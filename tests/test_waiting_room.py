@@ -14,6 +14,7 @@ from cnbi_spawner.waiting_room import (
     admissible,
     describe_wait,
     estimate_wait,
+    ingress_arrival,
     poll_after,
 )
 
@@ -69,6 +70,40 @@ def test_a_wall_clock_jump_back_cannot_let_a_newcomer_overtake():
     first = r.join("first", 50_200.0)
     late = r.join("late", 50_100.0)  # the clock went back between the two
     assert (r.position(first), r.position(late)) == (0, 1)
+
+
+def test_an_ingress_stamp_orders_places_by_when_learners_clicked():
+    """B clicked after A but the hub read B's request first: with the ingress's stamps, A
+    goes in ahead of B; an unstamped newcomer still queues at the back."""
+    r, _ = room()
+    b = r.join("b", 50_103.0, sent=50_100.2)
+    a = r.join("a", 50_103.5, sent=50_100.1)
+    c = r.join("c", 50_104.0)
+    assert [r.position(p) for p in (a, b, c)] == [0, 1, 2]
+    assert [p.id for p in r.admit(slots=1)] == ["a"]
+
+
+@pytest.mark.parametrize(
+    ("stamp", "expected"),
+    [
+        ("t=1733000000.123", 1733000000.123),  # nginx ${msec}
+        ("1733000000", 1733000000.0),
+        ("t=1733000000123", 1733000000.123),  # milliseconds
+        ("1733000000123456", 1733000000.123456),  # microseconds (Heroku, New Relic)
+        (" t=1733000001.5 ", 1733000001.5),
+        ("t=1732999900.0", None),  # 100 s before the hub's clock: not believed
+        ("t=1733000100.0", None),  # 100 s ahead
+        ("", None),
+        (None, None),
+        ("t=abc", None),
+        ("t=1733000000.1234567", None),  # more digits than any clock gives
+        ("t=-1733000000", None),
+        ("1" * 41, None),
+        ("t=1733000000; dur=5", None),
+    ],
+)
+def test_ingress_arrival_believes_only_a_well_formed_stamp_near_the_hubs_clock(stamp, expected):
+    assert ingress_arrival(stamp, 1733000000.0, 30.0) == expected
 
 
 def test_join_twice_keeps_the_place_and_the_room_has_a_bound():

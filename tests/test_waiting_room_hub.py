@@ -185,6 +185,45 @@ async def admin(hub, method: str, path: str, body: object = None, expect: int = 
 
 
 @pytest.mark.slow
+async def test_with_ingress_stamps_the_room_keeps_the_order_learners_clicked(
+    start_hub, stub_devcluster, tmp_path
+):
+    """The ingress stamps each request (``X-Request-Start``): the hub reads C's request
+    before B's, but B clicked first, so B is first in line and admitted first. A stamp far
+    from the hub's clock is not believed: that browser queues at the back."""
+    await maybe_await(stub_devcluster.add_image(IMAGE_REPO, tmp_path))
+    config = room_config() + 'c.WaitingRoomSettings.arrival_header = "X-Request-Start"\n'
+    hub = await start_hub(config, kubeconfig=stub_devcluster.kubeconfig)
+    async with browser() as a, browser() as b, browser() as c, browser() as forger:
+        code, headers, _ = await tmplogin(a, hub, LINK)  # A fills the hub
+        async with a.get(hub.url + headers["Location"]) as r:
+            assert r.status == 200
+        (first,) = await user_names(hub)
+        await wait_until_ready(hub, first)
+
+        now = time.time()  # C clicked 2 s ago, B 3 s ago, the forger's stamp is an hour old
+        for session, clicked, expected in (
+            (c, now - 2, 1),
+            (b, now - 3, 1),
+            (forger, now - 3600, 3),
+        ):
+            stamp = {"X-Request-Start": f"t={clicked:.3f}"}
+            code, _, body = await tmplogin(session, hub, LINK, extra=stamp)
+            assert (code, position_on_page(body)) == (200, expected), body[:2000]
+        assert (await poll(c, hub))[1]["position"] == 2  # B went in ahead of C
+        assert await user_names(hub) == {first}
+
+        await stop_server(hub, first)
+
+        async def b_admitted() -> bool:
+            return (await poll(b, hub))[1]["state"] == "admitted"
+
+        await wait_for(b_admitted, "the first to click to be admitted first", 30)
+        _, state = await poll(c, hub)
+        assert (state["state"], state["position"]) == ("waiting", 1)
+
+
+@pytest.mark.slow
 async def test_a_ready_pool_server_goes_to_the_first_in_line(start_hub, stub_devcluster, tmp_path):
     """A waiting learner is admitted for a ready warm-pool server of its course even though
     the hub is full (the server needs no new slot), and claims it; a newcomer meanwhile
