@@ -37,11 +37,12 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from traitlets import Bool, Integer, Unicode
+from traitlets import Bool, Dict, Integer, Unicode
 from traitlets.config import Configurable
 
 FILES = Path(__file__).with_name("learner-lab")
@@ -49,6 +50,11 @@ FILES = Path(__file__).with_name("learner-lab")
 BUILT = Path("data", "labextensions", "cnbi-learner-lab", "package.json")
 #: name of the init container and of its volume in the learner's pod
 POD_NAME = "cnbi-learner-lab"
+#: the init container's resources: the copy (``cnbi-hub learner-lab``) peaks at ~20 MB RSS
+INIT_RESOURCES = {
+    "requests": {"cpu": "10m", "memory": "32Mi"},
+    "limits": {"cpu": "500m", "memory": "128Mi"},
+}
 
 
 class LearnerLab(Configurable):
@@ -110,6 +116,15 @@ class LearnerLab(Configurable):
         container. Only used with init_image.""",
     ).tag(config=True)
 
+    init_resources = Dict(
+        default_value=INIT_RESOURCES,
+        help="""Kubernetes resources of the init container ({"requests": {...}, "limits":
+        {...}}). A namespace with a ResourceQuota on limits admits only pods whose every
+        container, init containers included, has limits. The copy takes well under a
+        second and about 20 MB; as the init container runs before the notebook container,
+        these do not add to the pod's requests. {}: none set.""",
+    ).tag(config=True)
+
     def folder(self) -> Path:
         """The learner-lab folder as the notebook container sees it."""
         if self.init_image:
@@ -121,7 +136,7 @@ class LearnerLab(Configurable):
         ``init_image`` (or when disabled)."""
         if not (self.enabled and self.init_image):
             return None
-        return pod_parts(self.init_image, self.mount_path)
+        return pod_parts(self.init_image, self.mount_path, self.init_resources)
 
     def environment(self) -> dict[str, str]:
         """The learner server's environment for this session (empty when disabled)."""
@@ -148,18 +163,29 @@ class PodParts:
     volume_mount: dict
 
 
-def pod_parts(image: str, mount_path: str) -> PodParts:
-    """Pure: the init container (``image`` copies :data:`FILES` to ``mount_path``), the
-    ``emptyDir`` it fills and the read-only mount for the notebook container."""
+def pod_parts(image: str, mount_path: str, resources: Mapping | None = None) -> PodParts:
+    """Pure: the init container (``image`` copies :data:`FILES` to ``mount_path``, with
+    ``resources``), the ``emptyDir`` it fills and the read-only mount for the notebook
+    container."""
     if not mount_path.startswith("/") or "{" in mount_path or "}" in mount_path:
         raise ValueError(f"LearnerLab.mount_path must be an absolute path: {mount_path!r}")
+    resources = dict(resources or {})
+    if set(resources) - {"requests", "limits"} or not all(
+        isinstance(v, Mapping) for v in resources.values()
+    ):
+        raise ValueError(
+            f"LearnerLab.init_resources takes only 'requests' and 'limits' maps: {resources!r}"
+        )
+    init_container: dict[str, object] = {
+        "name": POD_NAME,
+        "image": image,
+        "command": ["cnbi-hub", "learner-lab", mount_path],
+        "volumeMounts": [{"name": POD_NAME, "mountPath": mount_path}],
+    }
+    if resources:
+        init_container["resources"] = {k: dict(v) for k, v in resources.items()}
     return PodParts(
-        init_container={
-            "name": POD_NAME,
-            "image": image,
-            "command": ["cnbi-hub", "learner-lab", mount_path],
-            "volumeMounts": [{"name": POD_NAME, "mountPath": mount_path}],
-        },
+        init_container=init_container,
         volume={"name": POD_NAME, "emptyDir": {"sizeLimit": "64Mi"}},
         volume_mount={"name": POD_NAME, "mountPath": mount_path, "readOnly": True},
     )

@@ -152,6 +152,11 @@ def test_init_container_delivery_builds_the_pod_parts_and_points_the_env_there()
         "image": "registry.example/hub:1",
         "command": ["cnbi-hub", "learner-lab", "/opt/ll"],
         "volumeMounts": [{"name": "cnbi-learner-lab", "mountPath": "/opt/ll"}],
+        # limits on every container: a namespace's ResourceQuota on limits admits the pod
+        "resources": {
+            "requests": {"cpu": "10m", "memory": "32Mi"},
+            "limits": {"cpu": "500m", "memory": "128Mi"},
+        },
     }
     assert parts.volume == {"name": "cnbi-learner-lab", "emptyDir": {"sizeLimit": "64Mi"}}
     mount = {"name": "cnbi-learner-lab", "mountPath": "/opt/ll", "readOnly": True}
@@ -163,6 +168,18 @@ def test_init_container_delivery_builds_the_pod_parts_and_points_the_env_there()
     for bad in ("relative/path", "/opt/{username}"):
         with pytest.raises(ValueError, match="absolute path"):
             LearnerLab(init_image="x:1", mount_path=bad).pod_parts()
+    mine = {"limits": {"memory": "64Mi"}}
+    assert (
+        LearnerLab(init_image="x:1", init_resources=mine).pod_parts().init_container["resources"]
+        == mine
+    )
+    assert (
+        "resources"
+        not in LearnerLab(init_image="x:1", init_resources={}).pod_parts().init_container
+    )
+    for bad in ({"limit": {"cpu": "1"}}, {"limits": "1"}):
+        with pytest.raises(ValueError, match="init_resources"):
+            LearnerLab(init_image="x:1", init_resources=bad).pod_parts()
 
 
 def test_with_named_replaces_an_entry_of_the_same_name():

@@ -214,6 +214,7 @@ async def test_course_image_without_the_extension_gets_it_through_the_spawner(
     spec = pod["spec"]
     (init,) = spec["initContainers"]
     assert (init["image"], init["command"]) == (LAB_IMAGE, ["cnbi-hub", "learner-lab", MOUNT])
+    assert set(init["resources"]["limits"]) == {"cpu", "memory"}  # a ResourceQuota admits it
     (volume,) = [v for v in spec["volumes"] if v["name"] == init["volumeMounts"][0]["name"]]
     assert "emptyDir" in volume and not any("hostPath" in v for v in spec["volumes"])
     (notebook,) = spec["containers"]
