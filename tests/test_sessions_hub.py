@@ -67,8 +67,13 @@ def config(kubeconfig: str, port: int, service_config: str) -> str:
         f"--config={service_config}",
     )
     return f"""
+from cnbi_spawner.guest_pages import TEMPLATE_VAR, TEMPLATES, GuestMark
 from cnbi_spawner.service.app import service_role
 from cnbi_spawner.service.sessions import learner_role
+# the production config's hub pages (their progress page reloads when the hub refuses its
+# event stream, see hub_templates/spawn_pending.html)
+c.JupyterHub.template_paths = [str(TEMPLATES)]
+c.JupyterHub.template_vars = {{TEMPLATE_VAR: GuestMark(c)}}
 c.JupyterHub.spawner_class = "cnbi"
 c.JupyterHub.authenticator_class = "dummy"
 c.Authenticator.allow_all = True
