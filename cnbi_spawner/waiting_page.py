@@ -264,7 +264,7 @@ class Lobby:
         launch's warm pool (``str(PoolKey)``), or "" """
         now, header = time.time(), self.settings.arrival_header
         stamp = handler.request.headers.get(header) if header else None
-        sent = ingress_arrival(stamp, now, self.settings.arrival_skew) if stamp else None
+        sent = ingress_arrival(stamp, now, self.settings.arrival_skew)
         place = self.room.join(secrets.token_urlsafe(18), now, wants, sent)
         QUEUE_JOINED.inc()
         QUEUE_LENGTH.set(len(self.room))
