@@ -160,6 +160,25 @@ c.Authenticator.allow_all = True  # what a tmpauthenticator deployment sets on J
 """
 
 
+#: KubeSpawner gives a Kubernetes request 3 s (retrying for 30 s); a dev cluster on a busy
+#: 2-core machine, creating a hundred pods at once, answers slower: the create times out,
+#: the retry finds the pod, deletes it and tries again until the spawn fails. Both stacks
+#: get the same, longer budget (``--api-timeout`` of ``waiting_room.py`` and
+#: ``launch_storm.py``).
+_API_TIMEOUT = """
+c.KubeSpawner.k8s_api_request_timeout = {timeout}
+c.KubeSpawner.k8s_api_request_retry_timeout = {retry}
+"""
+
+
+def api_timeout_config(timeout: float | None) -> str:
+    """KubeSpawner's Kubernetes request budget for both stacks: ``timeout`` s a request,
+    retried for 4x that; None keeps KubeSpawner's defaults (3 s, retried for 30 s)."""
+    if timeout is None:
+        return ""
+    return _API_TIMEOUT.format(timeout=timeout, retry=4 * timeout)
+
+
 def ours_config(spawn_limit: int = 100, global_rate: float = 1200.0, extra: str = "") -> str:
     hub = HUB_CONFIG.replace("SPAWN_LIMIT", str(spawn_limit))
     return hub + OURS.replace("GLOBAL_RATE", repr(global_rate)) + extra

@@ -18,16 +18,19 @@ configurable-http-proxy (``tests/harness.py``):
   full (the time to warm it is reported), and the service refills it during the storm.
 
 N learners arrive evenly spread over T seconds; each is a browser with its own cookie jar
-and client address (``X-Forwarded-For`` from an ingress). It follows redirects; on the
-spawn-pending page it reads the progress event stream (as the page's JavaScript does),
-then reloads; finally it opens the notebook URL (``/user/<name>/lab/tree/<notebook>``)
-and needs a 200 through the proxy. The stub pods do not redirect to ``default_url`` like
-JupyterLab would, so the learner opens the notebook URL itself when it lands on
-``/user/<name>/``.
+and client address (``X-Forwarded-For`` from an ingress). It follows redirects; on cnbi's
+waiting room (``/hub/tmplogin`` answering the waiting page) it polls and reloads the link
+when admitted, as the page's JavaScript does (a stock hub has no waiting room: its 429 is
+an error page); on the spawn-pending page it reads the progress event stream (as the
+page's JavaScript does), then reloads; finally it opens the notebook URL
+(``/user/<name>/lab/tree/<notebook>``) and needs a 200 through the proxy. The stub pods do
+not redirect to ``default_url`` like JupyterLab would, so the learner opens the notebook URL
+itself when it lands on ``/user/<name>/``.
 
 Reported per contender: success %, login->ready p50/p95/p99 (successful learners),
 launches/s (successes / time from the first arrival to the last ready), hub CPU (seconds,
-% of one core over the run) and peak RSS of the hub process; failures by reason. Then the
+% of one core over the run) and peak RSS of the hub process; learners who waited in the
+room; failures by reason. Then the
 ratios cnbi / stock. With ``--runs K`` the contenders take turns K times (the order
 reversed every other round), each round's table is printed, then the medians with their
 min-max spread and the machine's load average before and after every run. Exit status 1
@@ -61,6 +64,7 @@ from common import (
     STATIC_IMAGES,
     DevClusterProcess,
     ProcSampler,
+    api_timeout_config,
     learner,
     medians,
     ours_config,
@@ -150,6 +154,7 @@ class Outcome:
     reason: str = ""
     ready_at: float = 0.0
     login: float = 0.0  # link -> the browser asks for /hub/spawn
+    waited: bool = False  # shown the waiting room first
 
 
 async def wait_progress(s: aiohttp.ClientSession, base: str, name: str, timeout: float) -> None:
@@ -203,23 +208,45 @@ async def reach_notebook(
     return ""
 
 
+async def wait_in_line(s: aiohttp.ClientSession, base: str, link: str, marks: dict):
+    """Open the link; while it answers the waiting page, poll like the page does and reload
+    the link when told. Returns (status, url, waited, polls)."""
+    status, url = await get(s, link, marks)
+    waited, polls, pause = False, 0, 1.0
+    while status == 200 and url.path == "/hub/tmplogin":
+        waited = True
+        await asyncio.sleep(pause)
+        async with s.get(f"{base}/hub/waiting-room", headers={"Accept": "application/json"}) as r:
+            polls += 1
+            if r.status not in (200, 404):
+                return r.status, r.url, waited, polls
+            state = await r.json()
+        if state["state"] == "waiting":
+            pause = float(state["poll_seconds"])
+            continue
+        status, url = await get(s, link, marks)  # admitted (or the place is gone): reload
+    return status, url, waited, polls
+
+
 async def one_learner(i: int, link: str, base: str, start_at: float, timeout: float) -> Outcome:
     await asyncio.sleep(max(0.0, start_at - time.monotonic()))
     t0 = time.monotonic()
     marks: dict[str, float] = {}
+    waited = False
     try:
         async with learner(i, timeout) as s:
-            status, url = await get(s, link, marks)
+            status, url, waited, _ = await wait_in_line(s, base, link, marks)
             left = timeout - (time.monotonic() - t0)
             failed = await reach_notebook(s, base, status, url, marks, left)
             if failed:
-                return Outcome(False, time.monotonic() - t0, failed)
+                return Outcome(False, time.monotonic() - t0, failed, waited=waited)
     except TimeoutError:
-        return Outcome(False, time.monotonic() - t0, "timeout")
+        return Outcome(False, time.monotonic() - t0, "timeout", waited=waited)
     except Exception as e:  # noqa: BLE001 - counted and reported by kind
-        return Outcome(False, time.monotonic() - t0, type(e).__name__)
+        return Outcome(False, time.monotonic() - t0, type(e).__name__, waited=waited)
     t1 = time.monotonic()
-    return Outcome(True, t1 - t0, ready_at=t1, login=marks.get("login", t1) - t0)
+    login = marks.get("login", t1) - t0
+    return Outcome(True, t1 - t0, ready_at=t1, login=login, waited=waited)
 
 
 async def run_contender(
@@ -291,6 +318,7 @@ async def run_contender(
         "cpu_s": sampler.cpu_s,
         "cpu_pct": sampler.cpu_pct,
         "rss_mb": sampler.rss_peak_mb,
+        "waited": sum(o.waited for o in outcomes),
         "failures": collections.Counter(o.reason for o in outcomes if not o.ok),
         "warm_s": warm_s,
         "claimed": claimed,
@@ -300,19 +328,21 @@ async def run_contender(
 #: the figures of a row that ``--runs`` reports as medians
 FIGURES = ("success", "p50", "p95", "p99", "rate", "cpu_s", "cpu_pct", "rss_mb")
 FIGURES += ("login_p50", "login_p99", "cluster_cpu_s", "proxy_cpu_s", "warm_s", "claimed")
+FIGURES += ("waited",)
 
 
 def report(rows: list[dict], n: int, spread: float, db: str = "sqlite", what: str = "") -> None:
-    header = ["stack", "success %", "p50 s", "p95 s", "p99 s", "launches/s"]
+    header = ["stack", "success %", "waited", "p50 s", "p95 s", "p99 s", "launches/s"]
     header += ["hub CPU s", "hub CPU %", "hub RSS MB", "login p50", "login p99"]
     header += ["cluster CPU s", "proxy CPU s"]
-    note = "login = link -> the browser requests /hub/spawn; CPU s over the whole run"
+    note = "login = link -> the browser requests /hub/spawn; CPU s over the whole run; "
+    note += "waited = learners shown the waiting room before they went on"
     print_table(
         f"B1 launch storm: {n} learners over {spread:.0f} s (stub runtime, {db}){what}",
         header,
         [
-            [r["name"], r["success"], r["p50"], r["p95"], r["p99"], r["rate"], r["cpu_s"]]
-            + [r["cpu_pct"], r["rss_mb"], r["login_p50"], r["login_p99"]]
+            [r["name"], r["success"], r["waited"], r["p50"], r["p95"], r["p99"], r["rate"]]
+            + [r["cpu_s"], r["cpu_pct"], r["rss_mb"], r["login_p50"], r["login_p99"]]
             + [r["cluster_cpu_s"], r["proxy_cpu_s"]]
             for r in rows
         ],
@@ -368,6 +398,11 @@ async def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--timeout", type=float, default=180, help="per learner, seconds")
     p.add_argument("--spawn-limit", type=int, default=100, help="concurrent_spawn_limit")
+    p.add_argument(
+        "--api-timeout",
+        type=float,
+        help="KubeSpawner k8s_api_request_timeout (s) for every contender (default: KubeSpawner's)",
+    )
     p.add_argument("--global-rate", type=float, default=1200, help="tmplogin logins/min")
     p.add_argument(
         "--profile", type=Path, help="py-spy the hub (warm-up, storm): folded stacks in this dir"
@@ -377,12 +412,13 @@ async def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     n = args.n or (100 if args.quick else 200)
     spread = args.spread if args.spread is not None else (20.0 if args.quick else 60.0)
+    api = api_timeout_config(args.api_timeout)
     contenders = {
-        "cnbi": (ours_config(args.spawn_limit, args.global_rate), ours_link),
-        "stock": (stock_config(args.spawn_limit), stock_link),
+        "cnbi": (ours_config(args.spawn_limit, args.global_rate, api), ours_link),
+        "stock": (stock_config(args.spawn_limit, api), stock_link),
     }
     if args.pool:
-        contenders["pooled"] = (ours_config(args.spawn_limit, args.global_rate), ours_link)
+        contenders["pooled"] = contenders["cnbi"]
     if args.only:
         contenders = {args.only: contenders[args.only]}
     work = Path(tempfile.mkdtemp(prefix="cnbi-bench-storm-"))

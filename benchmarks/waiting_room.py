@@ -56,12 +56,12 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-import aiohttp
 from common import (
     IMAGE_REPO,
     NOTEBOOK,
     DevClusterProcess,
     ProcSampler,
+    api_timeout_config,
     learner,
     medians,
     ours_config,
@@ -72,7 +72,7 @@ from common import (
     stock_config,
     stock_link,
 )
-from launch_storm import get, reach_notebook
+from launch_storm import reach_notebook, wait_in_line
 
 from cnbi_spawner.service.cull_policy import CullPolicy, Thresholds
 from cnbi_spawner.service.culler import Culler
@@ -83,14 +83,6 @@ SERVICE = f"""
 from cnbi_spawner.service.app import service_role
 c.JupyterHub.services = [{{"name": "cnbi", "api_token": {TOKEN!r}}}]
 c.JupyterHub.load_roles = [service_role("cnbi")]
-"""
-#: KubeSpawner gives a Kubernetes request 3 s (retrying for 30 s); a dev cluster on a busy
-#: 2-core machine, creating a hundred pods at once, answers slower: the create times out,
-#: the retry finds the pod, deletes it and tries again until the spawn fails. Both stacks
-#: get the same, longer budget (``--api-timeout``).
-API_TIMEOUT = """
-c.KubeSpawner.k8s_api_request_timeout = {timeout}
-c.KubeSpawner.k8s_api_request_retry_timeout = {retry}
 """
 JOINED = re.compile(r"tmplogin waiting place=(\S+) .*client=10\.(\d+)\.(\d+)\.(\d+)")
 ADMITTED = re.compile(r"waiting-room admitted place=(\S+)")
@@ -105,26 +97,6 @@ class Outcome:
     reason: str = ""
     waited: bool = False
     polls: int = 0
-
-
-async def wait_in_line(s: aiohttp.ClientSession, base: str, link: str, marks: dict):
-    """Open the link; while it answers the waiting page, poll like the page does and reload
-    the link when told. Returns (status, url, waited, polls)."""
-    status, url = await get(s, link, marks)
-    waited, polls, pause = False, 0, 1.0
-    while status == 200 and url.path == "/hub/tmplogin":
-        waited = True
-        await asyncio.sleep(pause)
-        async with s.get(f"{base}/hub/waiting-room", headers={"Accept": "application/json"}) as r:
-            polls += 1
-            if r.status not in (200, 404):
-                return r.status, r.url, waited, polls
-            state = await r.json()
-        if state["state"] == "waiting":
-            pause = float(state["poll_seconds"])
-            continue
-        status, url = await get(s, link, marks)  # admitted (or the place is gone): reload
-    return status, url, waited, polls
 
 
 async def one_learner(
@@ -179,7 +151,7 @@ async def run_contender(name: str, args: argparse.Namespace, work: Path) -> dict
     content = work / "content"
     (content / Path(NOTEBOOK).parent).mkdir(parents=True, exist_ok=True)
     (content / NOTEBOOK).write_text('{"cells": [], "metadata": {}, "nbformat": 4}')
-    shared = SERVICE + API_TIMEOUT.format(timeout=args.api_timeout, retry=4 * args.api_timeout)
+    shared = SERVICE + api_timeout_config(args.api_timeout)
     if name == "cnbi":
         extra = f"c.TmpLoginAuthenticator.max_anonymous_users = {args.capacity}\n"
         if args.stamp:

@@ -32,6 +32,18 @@ def test_launch_storm_tiny():
     assert "targets (cnbi)" in out
 
 
+def test_launch_storm_learners_wait_in_the_room_at_the_spawn_limit():
+    out = run(
+        "launch_storm.py", "--only", "cnbi", "--n", "4", "--spread", "0.5", "--spawn-limit", "1",
+        "--api-timeout", "30", "--timeout", "120",
+    )  # fmt: skip
+    row = re.search(r"^cnbi\s+([\d.]+)\s+([\d.]+)\s", out, re.M)
+    assert row, out
+    success, waited = float(row[1]), float(row[2])
+    assert success == 100, out  # the ones told to wait went on to their notebook
+    assert waited >= 1, out  # one spawn at a time: the others were shown the waiting room
+
+
 def test_launch_storm_pooled_tiny():
     out = run(
         "launch_storm.py", "--only", "pooled", "--pool", "4", "--n", "4", "--spread", "1",
