@@ -96,12 +96,10 @@ def _pod_of(spawner: Any) -> dict | None:
 
 async def _log_tail(spawner: Any, lines: int) -> list[str]:
     try:
-        text = await asyncio.wait_for(
-            spawner.api.read_namespaced_pod_log(
+        async with asyncio.timeout(5):
+            text = await spawner.api.read_namespaced_pod_log(
                 spawner.pod_name, spawner.namespace, tail_lines=lines
-            ),
-            5,
-        )
+            )
     except Exception:  # noqa: BLE001 - no logs (not started, gone, forbidden): show none
         return []
     return tail_lines(text if isinstance(text, str) else "", lines)
@@ -143,12 +141,10 @@ async def _record(spawner: Any, pod: dict | None, failure: LaunchFailure) -> Non
         "count": 1,
     }
     try:
-        await asyncio.wait_for(
-            client.CoreV1Api(spawner.api.api_client).create_namespaced_event(
+        async with asyncio.timeout(5):
+            await client.CoreV1Api(spawner.api.api_client).create_namespaced_event(
                 spawner.namespace, body
-            ),
-            5,
-        )
+            )
     except Exception as e:  # noqa: BLE001 - the page still explains; only the service can't
         spawner.log.warning("Could not record launch failure event for %s: %s", spawner.pod_name, e)
 

@@ -31,6 +31,7 @@ from traitlets import Bool, Dict, Float, Int, List, Unicode, Union, default, obs
 from traitlets.config import Config, LoggingConfigurable
 
 from ..errors import RegistryNotReady
+from ..pause import pause
 from . import index as _index
 from .imagestreams import ParseResult, parse_imagestream_report, stream_source
 from .model import KnownImage
@@ -367,10 +368,7 @@ class ImageRegistry(LoggingConfigurable):
             left = 0.1 if deadline is None else min(0.1, deadline - loop.time())
             if left <= 0:
                 return False
-            try:
-                await asyncio.wait_for(self._synced_event.wait(), left)
-            except TimeoutError:
-                pass
+            await pause(left, until=self._synced_event)
         return True
 
     async def stop(self) -> None:

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from ..pause import pause
 from .cull_policy import (
     Action,
     CullDecision,
@@ -262,7 +263,4 @@ class Culler:
                 self.log.error("Cull pass failed: %s", e)
                 if self.metrics is not None:
                     self.metrics.cull_errors.inc()
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=every)
-            except TimeoutError:
-                pass
+            await pause(every, until=stop)

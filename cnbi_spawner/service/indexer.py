@@ -45,6 +45,7 @@ from ..images.notebook_index import (
     index_pod,
     parse_output,
 )
+from ..pause import pause
 
 log = logging.getLogger("cnbi.indexer")
 
@@ -122,10 +123,7 @@ class NotebookIndexer:
                         self.run_once()
                 except Exception as e:  # noqa: BLE001 - keep going; the next pass retries
                     log.warning("notebook index pass failed: %s", e)
-                try:
-                    await asyncio.wait_for(self._wake.wait(), self.settings.resync_interval)
-                except TimeoutError:
-                    pass
+                await pause(self.settings.resync_interval, until=self._wake)
                 self._wake.clear()
         finally:
             for task in self._running.values():

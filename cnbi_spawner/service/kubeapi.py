@@ -39,10 +39,10 @@ class UserStorage:
             kwargs: dict[str, Any] = {"label_selector": PVC_COMPONENT_SELECTOR, "limit": 500}
             if token:
                 kwargs["_continue"] = token
-            resp = await asyncio.wait_for(
-                self.core.list_namespaced_persistent_volume_claim(self.namespace, **kwargs),
-                self.timeout,
-            )
+            async with asyncio.timeout(self.timeout):
+                resp = await self.core.list_namespaced_persistent_volume_claim(
+                    self.namespace, **kwargs
+                )
             for item in resp.items or []:
                 meta = item.metadata
                 out.append(
@@ -66,10 +66,8 @@ class UserStorage:
     async def delete_pvc(self, name: str) -> bool:
         """Delete one PVC. True if deleted now, False if it was already gone."""
         try:
-            await asyncio.wait_for(
-                self.core.delete_namespaced_persistent_volume_claim(name, self.namespace),
-                self.timeout,
-            )
+            async with asyncio.timeout(self.timeout):
+                await self.core.delete_namespaced_persistent_volume_claim(name, self.namespace)
         except ApiException as e:
             if e.status == 404:
                 return False

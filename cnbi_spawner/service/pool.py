@@ -50,6 +50,7 @@ from traitlets.config import Configurable
 from ..anonymous import ANONYMOUS_GROUP, new_anonymous_name
 from ..errors import LaunchError
 from ..launch_grammar import TICKET
+from ..pause import pause
 from ..pool import (
     POOL_GROUP,
     MemberState,
@@ -120,10 +121,10 @@ async def pool_pod_images(api_client: Any, namespace: str, timeout: float = 30) 
     from kubernetes_asyncio import client
 
     core = client.CoreV1Api(api_client)
-    resp = await asyncio.wait_for(
-        core.list_namespaced_pod(namespace, label_selector="component=singleuser-server"),
-        timeout,
-    )
+    async with asyncio.timeout(timeout):
+        resp = await core.list_namespaced_pod(
+            namespace, label_selector="component=singleuser-server"
+        )
     out: dict[str, str] = {}
     for pod in resp.items or []:
         annotations = pod.metadata.annotations or {}
@@ -477,10 +478,7 @@ class PoolManager:
                 except Exception as e:
                     log.error("Pool pass failed: %s", e)
                 self._wake.clear()
-                try:
-                    await asyncio.wait_for(self._wake.wait(), timeout=self.settings.check_every)
-                except TimeoutError:
-                    pass
+                await pause(self.settings.check_every, until=self._wake)
         finally:
             for task in list(self._tasks):
                 task.cancel()

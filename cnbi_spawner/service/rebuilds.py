@@ -30,6 +30,7 @@ from traitlets.config import Configurable
 
 from ..builds import GROUP, PLURAL, VERSION
 from ..builds.rebuild import Decision, plan, rebuild_note
+from ..pause import pause
 
 log = logging.getLogger("cnbi.rebuilds")
 
@@ -91,10 +92,7 @@ class RebuildLoop:
                 raise
             except Exception as e:  # noqa: BLE001 - keep going; the next pass retries
                 log.warning("rebuild pass failed: %s", e)
-            try:
-                await asyncio.wait_for(self._wake.wait(), self.settings.resync_interval)
-            except TimeoutError:
-                pass
+            await pause(self.settings.resync_interval, until=self._wake)
             self._wake.clear()
 
     async def run_once(self) -> list[Decision]:

@@ -29,6 +29,7 @@ from traitlets.config import Configurable
 
 from .. import reservations as R
 from .. import signing
+from ..pause import pause
 from ..selection import LaunchPolicy, plan_launch
 from .reservation_ledger import BookingLedger
 
@@ -340,10 +341,7 @@ class ReservationBook:
                     every = max(every, MISSING_RECHECK)  # logged once by fetch
                 else:
                     log.warning("Reservations listing failed: %s", exc.log_message)
-            try:
-                await asyncio.wait_for(stop.wait(), every)
-            except TimeoutError:
-                pass
+            await pause(every, until=stop)
 
     def launch_url(self, r: R.Reservation, hub_url: str, key: bytes) -> str:
         """The class's launch link: signed, carries the reservation, valid until its end."""
