@@ -39,12 +39,13 @@ Admin endpoints (same bearer token): ``GET /_devcluster/faults``, ``POST
 ``GET /_devcluster/pods``.
 
 Modules: ``store`` (objects, resourceVersion, watch history), ``watchers``, ``strategy``
-(per-kind defaults), ``discovery``, ``podspec`` (pure pod helpers), ``tls``, ``selectors``
-and ``patch`` (pure), ``routes`` (URL -> resource, pure), ``resources`` (types, Status
-errors, validation), ``server`` (tornado handlers), ``kubelet`` + ``runtimes`` (pods),
-``faults``, ``cluster`` (the facade), ``builds`` (the CustomNBImage build controller),
-``serve`` (``cnbi-devcluster serve``), ``demo`` (``cnbi-devcluster demo``) and ``cli``
-(the ``cnbi-devcluster`` command). The CRDs served at start are the product's
+(per-kind defaults), ``discovery``, ``podspec`` and ``podstatus`` (pure: what a pod runs,
+what the kubelet reports), ``tls``, ``selectors`` and ``patch`` (pure), ``routes`` (URL ->
+resource, pure), ``resources`` (types, Status errors, validation), ``server`` (tornado
+handlers), ``kubelet``, ``sandbox`` and ``runtimes`` (pods: the loop, their folders, their
+processes), ``faults``, ``cluster`` (the facade), ``builds`` (the CustomNBImage build
+controller), ``serve`` (``cnbi-devcluster serve``), ``demo`` (``cnbi-devcluster demo``) and
+``cli`` (the ``cnbi-devcluster`` command). The CRDs served at start are the product's
 ``helm-values/crds/``: ``crds/`` here is a symlink to it, packed into the wheel.
 """
 

@@ -20,7 +20,11 @@ import asyncio
 import logging
 from pathlib import Path
 
+from . import resources as R
+from .podspec import NODE, image_repository, main_container
+from .podstatus import Turn, container_statuses, crash_loop, pod_conditions
 from .resources import ApiError
+from .sandbox import PodSandbox, pod_root
 
 log = logging.getLogger("cnbi.devcluster")
 
@@ -125,8 +129,6 @@ class PodFaults:
         self.by_repo[repo] = fault
 
     def fault_for(self, pod: dict, images: dict) -> str | None:
-        from .podspec import image_repository, main_container
-
         annotation = ((pod.get("metadata") or {}).get("annotations") or {}).get(
             POD_FAULT_ANNOTATION
         )
@@ -144,18 +146,15 @@ class PodFaults:
             return name if name in POD_FAULTS else None
         return None
 
-    async def play(self, kubelet, pod: dict, entry: dict, fault: str) -> None:
-        """Report ``fault`` on ``pod`` until it is deleted (``entry["deleting"]``)."""
-        from . import resources as R
-        from .podspec import NODE, container_statuses, main_container, pod_conditions
-
+    async def play(self, kubelet, pod: dict, entry: PodSandbox, fault: str) -> None:
+        """Report ``fault`` on ``pod`` until it is deleted (``entry.deleting``)."""
         meta = pod["metadata"]
         c = main_container(pod)
         log.info("devcluster: pod %s/%s: injected fault %s", meta["namespace"], meta["name"], fault)
 
         def update(fn) -> None:
             nonlocal pod
-            pod = kubelet._update(pod, fn) or pod
+            pod = kubelet.update_pod(pod, fn) or pod
 
         if fault == "Unschedulable":
             message = "0/1 nodes are available: 1 Insufficient cpu. preemption: 0/1 nodes are "
@@ -169,7 +168,7 @@ class PodFaults:
             }
             update(lambda p: p["status"].update(phase="Pending", conditions=[cond]))
             kubelet.event(pod, "FailedScheduling", message, "Warning")
-            await until_deleted(entry)
+            await entry.until_deleted()
             return
 
         def schedule(p: dict) -> None:
@@ -189,7 +188,7 @@ class PodFaults:
                 pod, c["image"], detail + ": unexpected status 401 Unauthorized", 0.3
             )
             kubelet.event(pod, "Failed", "Error: ImagePullBackOff", "Warning")
-            await until_deleted(entry)
+            await entry.until_deleted()
             return
         kubelet.event(pod, "Pulled", f'Successfully pulled image "{c["image"]}" in 10ms')
         kubelet.event(pod, "Created", f"Created container {c['name']}")
@@ -204,10 +203,10 @@ class PodFaults:
             )
         )
         if fault == "Timeout":
-            await until_deleted(entry)
+            await entry.until_deleted()
             return
         oom = fault == "OOMKilled"
-        root = kubelet.state_dir / "pods" / meta["namespace"] / f"{meta['name']}-{meta['uid'][:8]}"
+        root = pod_root(kubelet.state_dir, pod)
         root.mkdir(parents=True, exist_ok=True)
         lines = ["[I] Starting jupyterhub-singleuser", "[I] Loading the course data set"]
         if oom:
@@ -234,24 +233,11 @@ class PodFaults:
             )
         )
         await asyncio.sleep(0.3)
-        name = c["name"]
-        waiting = {
-            "waiting": {
-                "reason": "CrashLoopBackOff",
-                "message": f"back-off 10s restarting failed container={name} pod={meta['name']}",
-            }
-        }
+        waiting = crash_loop(pod, 10)
         update(
             lambda p: p["status"].update(
-                containerStatuses=container_statuses(
-                    p, waiting, ready=False, restart_count=1, last_state=terminated
-                )
+                containerStatuses=container_statuses(p, waiting, turn=Turn(1, terminated))
             )
         )
         kubelet.event(pod, "BackOff", "Back-off restarting failed container", "Warning")
-        await until_deleted(entry)
-
-
-async def until_deleted(entry: dict) -> None:
-    while not entry.get("deleting"):
-        await asyncio.sleep(0.1)
+        await entry.until_deleted()

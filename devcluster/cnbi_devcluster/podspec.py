@@ -1,18 +1,16 @@
-"""Pure pod-spec helpers for the kubelet: what to run, with which environment, what to report.
+"""Pure pod-spec helpers for the kubelet: what to run, with which environment and mounts.
 
 No I/O: the kubelet passes in the pod IP, folders and a ``lookup`` for Secret/ConfigMap data.
+What the kubelet reports about a pod is ``podstatus``.
 """
 
 from __future__ import annotations
 
 import re
 import shutil
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
-
-from . import resources as R
 
 #: lookup(kind "secret"|"configmap", namespace, name) -> decoded data ({} when missing)
 Lookup = Callable[[str, str, str], dict[str, str]]
@@ -70,65 +68,6 @@ def rewrite_service_url(url: str, ip: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
-def container_statuses(
-    pod: dict,
-    state: dict,
-    *,
-    ready: bool,
-    restart_count: int = 0,
-    last_state: dict | None = None,
-) -> list[dict]:
-    """``status.containerStatuses``: the main container in ``state``, others running."""
-    out = []
-    main = main_container(pod)["name"]
-    for c in pod["spec"]["containers"]:
-        st = state if c["name"] == main else {"running": {"startedAt": R.now_rfc3339()}}
-        out.append(
-            {
-                "name": c["name"],
-                "image": c["image"],
-                "imageID": ""
-                if "waiting" in st and not restart_count
-                else f"{image_repository(c['image'])}@sha256:"
-                + uuid.uuid5(uuid.NAMESPACE_URL, c["image"]).hex * 2,
-                "ready": ready and "running" in st,
-                "restartCount": restart_count if c["name"] == main else 0,
-                "started": "running" in st,
-                "state": st,
-                "lastState": (last_state or {}) if c["name"] == main else {},
-            }
-        )
-    return out
-
-
-#: an init container not started yet
-PENDING_INIT = {"waiting": {"reason": "PodInitializing"}}
-
-
-def init_container_statuses(pod: dict, states: dict[str, dict]) -> list[dict]:
-    """``status.initContainerStatuses``: each init container in ``states[name]`` (e.g.
-    ``{"running": …}`` or ``{"terminated": …}``), waiting in ``PodInitializing`` if absent."""
-    out = []
-    for c in pod["spec"].get("initContainers") or []:
-        state = states.get(c["name"], PENDING_INIT)
-        done = state.get("terminated") or {}
-        out.append(
-            {
-                "name": c["name"],
-                "image": c.get("image", ""),
-                "imageID": ""
-                if "waiting" in state
-                else f"{image_repository(c.get('image', ''))}@sha256:"
-                + uuid.uuid5(uuid.NAMESPACE_URL, c.get("image", "")).hex * 2,
-                "ready": done.get("exitCode") == 0,
-                "restartCount": int(state.get("restarts", 0)),
-                "started": "running" in state,
-                "state": {k: v for k, v in state.items() if k != "restarts"},
-            }
-        )
-    return out
-
-
 def empty_dirs(pod: dict) -> list[str]:
     """Names of the pod's ``emptyDir`` volumes (the only volumes mounted at their
     ``mountPath``; a claim is the pod's home, see the kubelet)."""
@@ -165,20 +104,11 @@ def in_mounts(value: str, mounts: dict[str, Path]) -> str:
     return flag + eq + ":".join(move(part) for part in rest.split(":"))
 
 
-def pod_conditions(ready: bool, initialized: bool = True) -> list[dict]:
-    now = R.now_rfc3339()
-    flag = "True" if ready else "False"
-    return [
-        {"type": "PodReadyToStartContainers", "status": "True", "lastTransitionTime": now},
-        {
-            "type": "Initialized",
-            "status": "True" if initialized else "False",
-            "lastTransitionTime": now,
-        },
-        {"type": "Ready", "status": flag, "lastTransitionTime": now},
-        {"type": "ContainersReady", "status": flag, "lastTransitionTime": now},
-        {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
-    ]
+def post_start_command(pod: dict) -> list[str] | None:
+    """The main container's ``lifecycle.postStart.exec`` command, if it has one."""
+    hook = (main_container(pod).get("lifecycle") or {}).get("postStart") or {}
+    command = (hook.get("exec") or {}).get("command") if isinstance(hook, dict) else None
+    return [str(a) for a in command] if command else None
 
 
 def serves_notebooks(c: dict) -> bool:

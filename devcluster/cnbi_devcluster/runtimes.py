@@ -7,6 +7,8 @@ process and answers what JupyterHub and configurable-http-proxy need from a sing
 server (``<prefix>api``, ``<prefix>api/status``, any page under the prefix), so hundreds
 of pods cost a socket each.
 
+``run_hook`` runs a command to its end (a ``postStart`` exec hook).
+
 ``IpPool`` hands each pod its own loopback address (127.A.B.C, A >= 16) starting at a
 random point and skipping addresses whose port is already bound, so several dev
 clusters on one machine (parallel test runs) do not collide.
@@ -161,6 +163,27 @@ class ProcessContainer:
         return self.proc.returncode
 
 
+async def run_hook(
+    command: list[str], env: dict[str, str], cwd: Path, timeout: float
+) -> str | None:
+    """Run ``command`` (at most ``timeout`` seconds); ``None`` if it exited 0, else what
+    went wrong (the exit code and the start of its stderr, or why it did not run)."""
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *command,
+            env=env,
+            cwd=cwd,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, err = await asyncio.wait_for(proc.communicate(), timeout)
+        failed = f"exit code {proc.returncode}: {err.decode(errors='replace')[:200]}"
+        ok = proc.returncode == 0
+    except (OSError, TimeoutError) as e:
+        failed, ok = str(e) or "timed out", False
+    return None if ok else failed
+
+
 class _StubHandler(web.RequestHandler):
     def initialize(self, info: dict) -> None:
         self.info = info
@@ -247,3 +270,7 @@ class StubContainer:
             self._server = None
         self._stopped.set()
         return 0
+
+
+#: what the kubelet runs a container with
+Container = ProcessContainer | StubContainer
