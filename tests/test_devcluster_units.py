@@ -1,9 +1,11 @@
-"""Pure parts of the dev cluster, table-driven: selectors, patches, routes, image refs."""
+"""Pure parts of the dev cluster, table-driven: selectors, patches, routes, image refs, and
+what the kubelet decides and reports for a pod."""
 
 from __future__ import annotations
 
 import pytest
 
+from cnbi_devcluster import podstatus
 from cnbi_devcluster.patch import (
     PatchError,
     UnsupportedPatch,
@@ -454,3 +456,77 @@ def test_schema_validation(spec, field, words):
         assert problems == []
     else:
         assert any(f == field and words in m for f, m in problems), problems
+
+
+def a_pod(*images: str, policy: str | None = None) -> dict:
+    """A pod whose containers run ``images``; the second one is the notebook server."""
+    containers = [{"name": f"c{i}", "image": image} for i, image in enumerate(images)]
+    if len(containers) > 1:
+        containers[1]["ports"] = [{"name": "notebook-port", "containerPort": 8888}]
+    spec = {"containers": containers} | ({"restartPolicy": policy} if policy else {})
+    return {"metadata": {"name": "p", "namespace": "ns", "uid": "u"}, "spec": spec}
+
+
+@pytest.mark.parametrize(
+    "policy, code, again",
+    [
+        (None, 0, True),  # Always is the default
+        ("Always", 0, True),
+        ("Always", 1, True),
+        ("OnFailure", 0, False),
+        ("OnFailure", 137, True),
+        ("Never", 0, False),
+        ("Never", 1, False),
+    ],
+)
+def test_restart_policy(policy, code, again):
+    pod = a_pod("x", policy=policy)
+    assert podstatus.restarts_after(pod, code) is again
+    # a failed init container is restarted under any policy but Never
+    assert podstatus.restarts_failed_init(pod) is (policy != "Never")
+
+
+@pytest.mark.parametrize(
+    "first, restarts, delay", [(10, 0, 10), (10, 1, 20), (10, 4, 160), (10, 5, 300), (0.2, 3, 1.6)]
+)
+def test_restart_back_off_doubles_up_to_five_minutes(first, restarts, delay):
+    assert podstatus.restart_delay(first, restarts) == pytest.approx(delay)
+
+
+@pytest.mark.parametrize("code, reason", [(0, "Completed"), (1, "Error"), (137, "Error")])
+def test_exit_reason(code, reason):
+    state = podstatus.exited(code, "2026-01-01T00:00:00Z")
+    assert (state["exitCode"], state["reason"], state["startedAt"]) == (
+        code,
+        reason,
+        "2026-01-01T00:00:00Z",
+    )
+
+
+@pytest.mark.parametrize(
+    "images, malformed, missing",
+    [
+        (("a/b:1", "c/d:2"), None, None),
+        (("a/b:1", "Bad Image"), "Bad Image", None),
+        (("gone/x:1", "c/d:2"), None, "gone/x:1"),
+        (("c/d:2", "gone/x@sha256:" + "0" * 64), None, "gone/x@sha256:" + "0" * 64),
+    ],
+)
+def test_pull_decisions(images, malformed, missing):
+    pod = a_pod(*images)
+    assert podstatus.malformed_image(pod) == malformed
+    assert podstatus.missing_image(pod, {"gone/x"}) == missing
+
+
+def test_only_the_main_container_carries_the_turn():
+    pod = a_pod("side/car:1", "course/nb:1")
+    last = {"terminated": podstatus.exited(1, "2026-01-01T00:00:00Z")}
+    waiting = podstatus.crash_loop(pod, 20)
+    side, main = podstatus.container_statuses(pod, waiting, turn=podstatus.Turn(2, last))
+    assert waiting["waiting"]["message"] == "back-off 20s restarting failed container=c1 pod=p"
+    assert (main["state"], main["restartCount"], main["lastState"]) == (waiting, 2, last)
+    assert main["imageID"].startswith("course/nb@sha256:") and not main["ready"]
+    assert (side["restartCount"], side["lastState"], "running" in side["state"]) == (0, {}, True)
+    # before its first start a waiting container has pulled no image yet
+    (first,) = podstatus.container_statuses(a_pod("a/b:1"), {"waiting": {}})
+    assert first["imageID"] == ""

@@ -14,8 +14,9 @@ What a real kubelet reports and KubeSpawner reads (KUBE_API_SUBSET §4):
   ``podIP``, ``containerStatuses`` (``ready: false``) once the process runs;
   ``ready: true`` + conditions Ready/ContainersReady only once the container's port accepts
   connections;
-- exit: ``state.terminated`` (exitCode, reason Completed/Error), phase Succeeded/Failed
-  (no restarts: ``restartPolicy`` is not honoured);
+- exit: ``state.terminated`` (exitCode, reason Completed/Error); under ``restartPolicy``
+  Never (or OnFailure after exit 0) phase Succeeded/Failed, else the container is started
+  again after a back-off (``CrashLoopBackOff``, ``restartCount``, ``lastState``);
 - delete: on ``deletionTimestamp`` stop the container (SIGTERM, SIGKILL after the grace
   period), then remove the object (the DELETED event);
 - PersistentVolumeClaims go ``Bound`` (a per-claim folder under the state dir, used as the
@@ -54,7 +55,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from . import podstatus as S
+from . import podstatus
 from . import resources as R
 from .faults import PodFaults
 from .podspec import (
@@ -171,12 +172,12 @@ class Kubelet:
         return self.store.update_internal(R.POD_TYPE, meta["namespace"], meta["name"], fn)
 
     def event(self, pod: dict, reason: str, message: str, type_: str = "Normal") -> None:
-        body = S.event_body(pod, reason, message, type_)
+        body = podstatus.event_body(pod, reason, message, type_)
         with contextlib.suppress(R.ApiError):
             self.store.create(R.EVENT_TYPE, pod["metadata"]["namespace"], body)
 
     def _set_waiting(self, pod: dict, waiting: dict) -> dict:
-        return self.update_pod(pod, partial(S.set_waiting, waiting=waiting)) or pod
+        return self.update_pod(pod, partial(podstatus.set_waiting, waiting=waiting)) or pod
 
     async def pull_failed(self, pod: dict, image: str, detail: str, pause: float) -> dict:
         """Report one failed pull of ``image`` as a kubelet does; returns the updated pod.
@@ -205,11 +206,11 @@ class Kubelet:
         if fault:
             await self.pod_faults.play(self, pod, entry, fault)
             return
-        pod = self.update_pod(pod, S.schedule) or pod
+        pod = self.update_pod(pod, podstatus.schedule) or pod
         self.event(
             pod, "Scheduled", f"Successfully assigned {meta['namespace']}/{meta['name']} to {NODE}"
         )
-        bad = S.malformed_image(pod)
+        bad = podstatus.malformed_image(pod)
         if bad:
             detail = f'couldn\'t parse image reference "{bad}": invalid reference format'
             waiting = {"waiting": {"reason": "InvalidImageName", "message": detail}}
@@ -223,7 +224,7 @@ class Kubelet:
         while not entry.deleting:
             for c in pod["spec"]["containers"]:
                 self.event(pod, "Pulling", f'Pulling image "{c["image"]}"')
-            image = S.missing_image(pod, self.missing_images)
+            image = podstatus.missing_image(pod, self.missing_images)
             if image is None:
                 break
             detail = (
@@ -238,22 +239,22 @@ class Kubelet:
             self.event(pod, "Pulled", f'Successfully pulled image "{c["image"]}" in 10ms')
         if not await self._run_init_containers(pod, entry):
             return
-        turn = S.FIRST_TURN
+        turn = podstatus.FIRST_TURN
         while True:
             code, started = await self._run_once(pod, entry, turn)
             if code is None or entry.deleting or self._stopping:
                 return
             pod = self._current(pod) or pod
             log.info("devcluster: pod %s/%s exited with %s", meta["namespace"], meta["name"], code)
-            terminated = {"terminated": S.exited(code, started)}
-            if not S.restarts(pod, code):
-                self.update_pod(pod, partial(S.set_ended, terminated=terminated, turn=turn))
+            terminated = {"terminated": podstatus.exited(code, started)}
+            if not podstatus.restarts_after(pod, code):
+                self.update_pod(pod, partial(podstatus.set_ended, terminated=terminated, turn=turn))
                 return
             # restart with back-off, like a real kubelet: CrashLoopBackOff in between
-            delay = S.restart_delay(self.restart_backoff, turn.restarts)
-            turn = S.Turn(turn.restarts + 1, terminated)
-            waiting = S.crash_loop(pod, delay)
-            self.update_pod(pod, partial(S.set_backing_off, waiting=waiting, turn=turn))
+            delay = podstatus.restart_delay(self.restart_backoff, turn.restarts)
+            turn = podstatus.Turn(turn.restarts + 1, terminated)
+            waiting = podstatus.crash_loop(pod, delay)
+            self.update_pod(pod, partial(podstatus.set_backing_off, waiting=waiting, turn=turn))
             self.event(pod, "BackOff", "Back-off restarting failed container", "Warning")
             await self._back_off(entry, delay)
 
@@ -272,7 +273,9 @@ class Kubelet:
         def report(initialized: bool = False, phase: str | None = None) -> None:
             self.update_pod(
                 pod,
-                partial(S.set_initializing, states=states, initialized=initialized, phase=phase),
+                partial(
+                    podstatus.set_initializing, states=states, initialized=initialized, phase=phase
+                ),
             )
 
         for c in inits:
@@ -288,17 +291,20 @@ class Kubelet:
                 code = await self._run_to_exit(pod, entry, c)
                 if code is None:
                     return False
-                states[c["name"]] = {"terminated": S.exited(code, started), "restarts": restarts}
+                states[c["name"]] = {
+                    "terminated": podstatus.exited(code, started),
+                    "restarts": restarts,
+                }
                 if code == 0:
                     break
                 name = pod["metadata"]["name"]
                 log.info("devcluster: init container %s of %s exited %s", c["name"], name, code)
-                if pod["spec"].get("restartPolicy") == "Never":
+                if not podstatus.restarts_failed_init(pod):
                     report(phase="Failed")
                     return False
                 report()
                 self.event(pod, "BackOff", "Back-off restarting failed container", "Warning")
-                await self._back_off(entry, S.restart_delay(self.restart_backoff, restarts))
+                await self._back_off(entry, podstatus.restart_delay(self.restart_backoff, restarts))
                 restarts += 1
         if inits:
             report(initialized=True)
@@ -335,7 +341,9 @@ class Kubelet:
         if failed is not None:
             self.event(pod, "FailedPostStartHook", f"PostStartHook failed: {failed}", "Warning")
 
-    async def _run_once(self, pod: dict, entry: PodSandbox, turn: S.Turn) -> tuple[int | None, str]:
+    async def _run_once(
+        self, pod: dict, entry: PodSandbox, turn: podstatus.Turn
+    ) -> tuple[int | None, str]:
         """Start the main container, report it, wait for its exit code (None: not started)."""
         meta = pod["metadata"]
         try:
@@ -345,8 +353,8 @@ class Kubelet:
                 "devcluster: pod %s/%s failed to start: %s", meta["namespace"], meta["name"], e
             )
             self.event(pod, "Failed", f"Error: {e}", "Warning")
-            state = S.start_error(str(e))
-            self.update_pod(pod, partial(S.set_start_error, state=state, turn=turn))
+            state = podstatus.start_error(str(e))
+            self.update_pod(pod, partial(podstatus.set_start_error, state=state, turn=turn))
             return None, ""
         if entry.deleting:
             await container.stop(0.5)
@@ -357,13 +365,13 @@ class Kubelet:
         await self._post_start(pod, entry)
         started = R.now_rfc3339()
         running = {"running": {"startedAt": started}}
-        running_on = partial(S.set_running, ip=container.spec.ip, state=running, turn=turn)
+        running_on = partial(podstatus.set_running, ip=container.spec.ip, state=running, turn=turn)
         pod = self.update_pod(pod, running_on) or pod
         exited = asyncio.ensure_future(container.wait())
         try:
             while not exited.done() and not entry.deleting:
                 if await container.ready():
-                    ready = partial(S.set_ready, state=running, turn=turn)
+                    ready = partial(podstatus.set_ready, state=running, turn=turn)
                     pod = self.update_pod(pod, ready) or pod
                     break
                 await asyncio.wait([exited], timeout=0.15)

@@ -70,7 +70,7 @@ def rewrite_service_url(url: str, ip: str) -> str:
 
 def empty_dirs(pod: dict) -> list[str]:
     """Names of the pod's ``emptyDir`` volumes (the only volumes mounted at their
-    ``mountPath``; a claim is the pod's home, see the kubelet)."""
+    ``mountPath``; a claim is the pod's home, see ``sandbox``)."""
     return [
         v["name"]
         for v in pod["spec"].get("volumes") or []

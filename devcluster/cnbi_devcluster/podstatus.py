@@ -9,8 +9,9 @@ The policy (as a real kubelet, KUBE_API_SUBSET §4), one function a rule:
 - exit: exit code 0 is ``Completed``, any other ``Error`` (:func:`exited`); a container
   that cannot start is ``StartError`` with exit code 128;
 - restart: ``restartPolicy`` Never keeps any exit, OnFailure keeps exit 0, Always (the
-  default) keeps none (:func:`restarts`); each restart waits twice as long as the one before,
-  at most 300 s (:func:`restart_delay`), in ``CrashLoopBackOff``;
+  default) keeps none (:func:`restarts_after`); a failed init container is restarted
+  unless Never (:func:`restarts_failed_init`); each restart waits twice as long as the one
+  before, at most 300 s (:func:`restart_delay`), the main container in ``CrashLoopBackOff``;
 - events: the body of an Event the kubelet (or, for ``Scheduled``, the scheduler) writes.
 
 The ``set_*`` functions change the status of the pod they are given (the store's copy,
@@ -147,10 +148,15 @@ def start_error(message: str) -> dict:
     }
 
 
-def restarts(pod: dict, code: int) -> bool:
+def restarts_after(pod: dict, code: int) -> bool:
     """Whether the main container is started again after it exited with ``code``."""
     policy = pod["spec"].get("restartPolicy", "Always")
     return not (policy == "Never" or (policy == "OnFailure" and code == 0))
+
+
+def restarts_failed_init(pod: dict) -> bool:
+    """Whether a failed init container is started again (else the pod fails)."""
+    return pod["spec"].get("restartPolicy") != "Never"
 
 
 def restart_delay(first: float, restarts: int) -> float:
