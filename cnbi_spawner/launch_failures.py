@@ -150,6 +150,21 @@ def _statuses(pod: dict) -> list[dict]:
     return out
 
 
+def events_matter(pod: dict | None) -> bool:
+    """Whether :func:`diagnose` can learn anything from the pod's events: only while the pod
+    exists and is not scheduled (its FailedScheduling events); the rest is in its status.
+    A caller polling a starting pod reads the events only then (reading them is not free:
+    KubeSpawner keeps every event of the namespace in one list)."""
+    pod = _d(pod)
+    if not pod or _s(_d(pod.get("spec")).get("nodeName")):
+        return False
+    for cond in _l(_d(pod.get("status")).get("conditions")):
+        cond = _d(cond)
+        if cond.get("type") == "PodScheduled" and cond.get("status") == "True":
+            return False
+    return True
+
+
 def diagnose(
     pod: dict | None, events: Iterable[dict] = (), *, timed_out: bool = False
 ) -> LaunchFailure | None:

@@ -3,7 +3,8 @@
 KubeSpawner only gives up on a pod by timeout ("pod … did not start in N seconds!"), and
 the hub shows that as "Spawn failed". ``guard_start`` runs next to KubeSpawner's start and
 reads the pod and its events from KubeSpawner's own reflectors (no extra API calls while
-all is well). It fails the spawn early, with :mod:`cnbi_spawner.launch_failures`' message,
+all is well; the events only while the pod is unscheduled, the one case they tell more than
+the pod's status). It fails the spawn early, with :mod:`cnbi_spawner.launch_failures`' message,
 when the pod shows:
 
 - a terminal failure (OOMKilled, CrashLoopBackOff, container errors): at once;
@@ -35,6 +36,7 @@ from traitlets.config import Configurable
 from .launch_failures import (
     LaunchFailure,
     diagnose,
+    events_matter,
     failure_html,
     failure_text,
     relevant_events,
@@ -181,7 +183,9 @@ async def guard_start(spawner: Any, inner: asyncio.Future, settings: LaunchDiagn
                 raise (await explain(spawner, settings, found)) from exc
             raise exc
         now = loop.time()
-        found = diagnose(_pod_of(spawner), getattr(spawner, "events", None) or [])
+        pod = _pod_of(spawner)
+        events = (getattr(spawner, "events", None) or []) if events_matter(pod) else []
+        found = diagnose(pod, events)
         give_up = None
         if found is not None:
             first = first_seen.setdefault(found.reason, now)

@@ -411,6 +411,34 @@ class CNBiSpawner(KubeSpawner):
         """
         return await asyncio.shield(super()._start_reflector(*args, **kwargs))
 
+    @property
+    def events(self) -> list[dict]:
+        """KubeSpawner's ``events``, the same list at a fraction of the cost.
+
+        KubeSpawner 7.1 sorts *every* event of the namespace (its event reflector's
+        ``events``), then keeps this pod's: O(E log E) per call, and the progress stream of
+        every starting learner and our launch guard each call it once a second. With a
+        lecture hall's 500 starting pods and ~5 events per pod that is most of the hub's CPU.
+        Here this pod's events are picked first (O(E), cheap comparisons), then the few are
+        sorted with the same key; a stable sort of the same items gives the same order. The
+        ``_last_event`` rule (only events after the marker KubeSpawner's ``start`` sets) is
+        KubeSpawner's. Upstream: ``KubeSpawner.events`` and ``EventReflector.events`` in
+        kubespawner/spawner.py (7.1.0); pyproject.toml pins the tested versions.
+        """
+        reflector = self.event_reflector
+        if not reflector:
+            return []
+        name = self.pod_name
+        mine = [e for e in reflector.resources.values() if e["involvedObject"]["name"] == name]
+        mine.sort(key=lambda event: event["lastTimestamp"] or event["eventTime"])
+        events: list[dict] = []
+        for event in mine:
+            if self._last_event and event["metadata"]["uid"] == self._last_event:
+                events = []  # the marker: only events after it count
+            else:
+                events.append(event)
+        return events
+
     def get_env(self) -> dict[str, str]:
         """KubeSpawner's environment plus the learner-lab extension's (``learner_lab``)."""
         return {**super().get_env(), **LearnerLab(parent=self).environment()}

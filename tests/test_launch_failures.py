@@ -7,6 +7,7 @@ import pytest
 from cnbi_spawner.launch_failures import (
     REASONS,
     diagnose,
+    events_matter,
     failure,
     failure_html,
     failure_text,
@@ -178,3 +179,25 @@ def test_progress_message(event, want):
         assert got is None
     else:
         assert want in got
+
+
+@pytest.mark.parametrize(
+    ("pod", "want"),
+    [
+        (None, False),  # not created yet: no events of its own to read
+        ({}, False),
+        ({"spec": {}}, True),  # created, not scheduled: FailedScheduling may explain it
+        (
+            {"spec": {}, "status": {"conditions": [{"type": "PodScheduled", "status": "False"}]}},
+            True,
+        ),
+        (
+            {"spec": {}, "status": {"conditions": [{"type": "PodScheduled", "status": "True"}]}},
+            False,
+        ),
+        ({"spec": {"nodeName": "node-1"}}, False),
+        ({"spec": "garbage", "status": {"conditions": ["x", {"type": 3}]}}, True),
+    ],
+)
+def test_events_matter_only_before_scheduling(pod, want):
+    assert events_matter(pod) is want

@@ -233,3 +233,38 @@ async def test_moved_spawner_setting_is_refused_with_its_new_place():
     user = types.SimpleNamespace(name="teacher", id=7, url="/user/x/", groups=[])
     with pytest.raises(TraitError, match="ImageRegistry.first_sync_timeout"):
         CNBiSpawner(_mock=True, user=user, config=config)
+
+
+async def test_events_are_kubespawners_events_picked_before_sorting(monkeypatch):
+    """``CNBiSpawner.events`` (filter, then sort) returns exactly KubeSpawner's list (sort
+    everything, then filter), with the ``_last_event`` marker, for a namespace full of
+    other pods' events with equal and mixed timestamps."""
+    import random
+
+    from kubespawner import KubeSpawner
+    from kubespawner.spawner import EventReflector
+
+    spawner = make_spawner()
+    rng = random.Random(7)
+    pods = [spawner.pod_name, "jupyter-other", "jupyter-third"]
+    resources = {}
+    for i in range(300):
+        stamp = f"2026-12-01T10:00:{rng.randrange(60):02d}Z"
+        low_res = rng.random() < 0.5  # KubeSpawner sorts by lastTimestamp, else eventTime
+        resources[f"uid-{i}"] = {
+            "metadata": {"uid": f"uid-{i}"},
+            "involvedObject": {"name": rng.choice(pods)},
+            "lastTimestamp": stamp if low_res else None,
+            "eventTime": None if low_res else stamp.replace("Z", ".000000Z"),
+        }
+    reflector = EventReflector.__new__(EventReflector)
+    reflector.resources = resources
+    monkeypatch.setitem(CNBiSpawner.reflectors, spawner._get_reflector_key("events"), reflector)
+
+    stock = KubeSpawner.events.fget(spawner)
+    assert stock and len(stock) < len(resources)  # this pod's, not the namespace's
+    assert spawner.events == stock
+    spawner._last_event = stock[len(stock) // 2]["metadata"]["uid"]  # what start() sets
+    after = KubeSpawner.events.fget(spawner)
+    assert 0 < len(after) < len(stock)
+    assert spawner.events == after
