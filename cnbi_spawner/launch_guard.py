@@ -172,7 +172,11 @@ async def guard_start(spawner: Any, inner: asyncio.Future, settings: LaunchDiagn
     deadline = started + max(1.0, float(spawner.start_timeout) - settings.timeout_margin)
     first_seen: dict[str, float] = {}
     while True:
-        await asyncio.wait([inner], timeout=settings.poll_interval)
+        try:
+            await asyncio.wait([inner], timeout=settings.poll_interval)
+        except asyncio.CancelledError:  # the hub's start timeout, a stop: KubeSpawner's too
+            inner.cancel()
+            raise
         if inner.done():
             exc = inner.exception()
             if exc is None:

@@ -2,15 +2,18 @@
 moment: the shared pause (pause.py), a wake loop built on it, a Kubernetes call's timeout.
 
 Python 3.11's ``asyncio.wait_for`` returns the awaitable's result in that case and drops the
-cancellation: the three ``..._as_...`` tests fail with the ``wait_for`` code they replaced."""
+cancellation: the three ``..._as_...`` tests fail with the ``wait_for`` code they replaced.
+A cancelled launch guard cancels the KubeSpawner start it watches."""
 
 from __future__ import annotations
 
 import asyncio
+import types
 
 from kubernetes_asyncio import client
 
 from cnbi_spawner.images.registry import ImageRegistry
+from cnbi_spawner.launch_guard import LaunchDiagnostics, guard_start
 from cnbi_spawner.pause import pause
 from cnbi_spawner.service.kubeapi import UserStorage
 from cnbi_spawner.service.rebuilds import RebuildLoop, RebuildSettings
@@ -112,3 +115,15 @@ async def test_a_kubernetes_call_cancelled_as_it_answers_ends_cancelled():
         assert await ends_cancelled(task)
     finally:
         await api.close()
+
+
+async def test_a_cancelled_launch_guard_cancels_the_start_it_watches():
+    """The hub cancels the spawn (its start timeout, a stop while pending): KubeSpawner's
+    start, which the guard wraps, must not go on creating the pod on its own."""
+    start = asyncio.get_running_loop().create_future()  # KubeSpawner's start, still running
+    spawner = types.SimpleNamespace(start_timeout=300, pod_reflector=None, events=[])
+    guard = asyncio.create_task(guard_start(spawner, start, LaunchDiagnostics()))
+    await settle()
+    guard.cancel()
+    assert await ends_cancelled(guard)
+    assert start.cancelled()
