@@ -66,13 +66,13 @@ NOTEBOOK_ONLY = ADMIN + [
 VARIANTS = {"shipped": [], "no admin plugins": ADMIN, "notebook only": NOTEBOOK_ONLY}
 
 
-def page_config_file(workdir: Path, user: str) -> Path:
-    """The learner server's user-level page config (``$HOME/.jupyter/labconfig``): the one
-    ``.jupyter`` folder under the dev cluster's pod homes that belongs to ``user``'s pod."""
-    homes = [p for p in workdir.rglob(".jupyter") if user in str(p)]
-    if len(homes) != 1:
-        raise RuntimeError(f"expected one ~/.jupyter of {user}'s pod, found {homes}")
-    return homes[0] / "labconfig" / "page_config.json"
+def page_config_file(stack, workdir: Path) -> Path:
+    """The learner server's user-level page config (``$HOME/.jupyter/labconfig``): the home
+    of the one learner pod, in the dev cluster's pod folders (``pods/<ns>/<name>-<uid>``)."""
+    (pod,) = stack.pods()
+    meta = pod["metadata"]
+    (home,) = workdir.rglob(f"pods/{meta['namespace']}/{meta['name']}-{meta['uid'][:8]}/home")
+    return home / ".jupyter" / "labconfig" / "page_config.json"
 
 
 async def load(browser, url: str, cookies: list, *, cached: bool = False, cdp: bool = False):
@@ -130,8 +130,8 @@ async def main(argv: list[str] | None = None) -> int:
             try:
                 _, user, cookies = await browser_launch(browser, stack.url + MITOL_LINK)
                 url = f"{stack.url}/user/{user}/lab/tree/{quote(NOTEBOOK)}"
-                config = page_config_file(work, user)
-                config.parent.mkdir(exist_ok=True)
+                config = page_config_file(stack, work)
+                config.parent.mkdir(parents=True, exist_ok=True)
                 for i in range(args.runs):
                     for name in times:
                         disabled = dict.fromkeys(VARIANTS.get(name, []), True)
