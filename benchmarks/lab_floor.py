@@ -85,6 +85,7 @@ async def load(browser, url: str, cookies: list, *, cached: bool = False, cdp: b
         if cached:
             await page.goto(url, timeout=LAUNCH_TIMEOUT * 1000)
             await page.wait_for_selector(CELLS, state="visible", timeout=LAUNCH_TIMEOUT * 1000)
+            await page.close()  # one JupyterLab tab at a time (the cache stays with the context)
             page = await context.new_page()
         session = None
         if cdp:
