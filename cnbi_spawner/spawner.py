@@ -417,8 +417,9 @@ class CNBiSpawner(KubeSpawner):
 
         KubeSpawner 7.1 sorts *every* event of the namespace (its event reflector's
         ``events``), then keeps this pod's: O(E log E) per call, and the progress stream of
-        every starting learner and our launch guard each call it once a second. With a
-        lecture hall's 500 starting pods and ~5 events per pod that is most of the hub's CPU.
+        every starting learner and our launch guard each call it once a second. In the
+        1000-learner storm without a pool that was 16 % of the hub's busy time (py-spy,
+        ``benchmarks/README.md``, bottleneck 6).
         Here this pod's events are picked first (O(E), cheap comparisons), then the few are
         sorted with the same key; a stable sort of the same items gives the same order. The
         ``_last_event`` rule (only events after the marker KubeSpawner's ``start`` sets) is
