@@ -33,8 +33,11 @@ p50/p99 and the longest, hub CPU and peak RSS. For cnbi, from the hub's own log:
 joined, admitted, expired, whether places were admitted in exactly the order they joined
 (FIFO; with ``--stamp``: in the order the learners clicked, which the ingress's
 ``X-Request-Start`` stamps tell the hub), how many joins came out of arrival order
-(arrivals a few ms apart whose requests overtook each other on the way in) and how many
-admissions out of click order. Exit status 1 if a cnbi learner saw an error page or
+(arrivals a few ms apart whose requests overtook each other on the way in), how many
+admissions out of click order, the arrival lag (click to the hub reading the request, from
+the ``lag=`` of the hub's join lines) and how many joins the hub read only after a later
+click had been admitted (what ``WaitingRoomSettings.arrival_settle`` is for; ``--settle``
+sets it). Exit status 1 if a cnbi learner saw an error page or
 the admissions were not in that order; the logs of such a run are kept (its directory is
 printed, with ``failed-learners.txt``: index, reason, seconds of each failed learner).
 """
@@ -84,7 +87,9 @@ from cnbi_spawner.service.app import service_role
 c.JupyterHub.services = [{{"name": "cnbi", "api_token": {TOKEN!r}}}]
 c.JupyterHub.load_roles = [service_role("cnbi")]
 """
-JOINED = re.compile(r"tmplogin waiting place=(\S+) .*client=10\.(\d+)\.(\d+)\.(\d+)")
+JOINED = re.compile(
+    r"tmplogin waiting place=(\S+) .*client=10\.(\d+)\.(\d+)\.(\d+)(?: lag=([\d.]+)s)?"
+)
 ADMITTED = re.compile(r"waiting-room admitted place=(\S+)")
 ABANDONED = re.compile(r"waiting-room expired place=(\S+)")
 LAPSED = re.compile(r"waiting-room lapsed place=(\S+)")
@@ -129,10 +134,19 @@ def queue_order(log: str, stamped: bool) -> dict:
     """What the hub's log says about the queue: joins, admissions, FIFO. A learner's index
     (its client address) is its click order. ``fifo``: every place admitted in join order,
     or, with ingress stamps (``stamped``), in click order."""
-    joins, clicked = [], {}
-    for m in JOINED.finditer(log):
+    joins, clicked, lags = [], {}, []
+    late, last_admitted = 0, -1  # late: read after a later click had been admitted
+    events = sorted([*JOINED.finditer(log), *ADMITTED.finditer(log)], key=lambda m: m.start())
+    for m in events:
+        if m.re is ADMITTED:
+            last_admitted = max(last_admitted, clicked.get(m.group(1), -1))
+            continue
         joins.append(m.group(1))
-        clicked[m.group(1)] = (int(m.group(2)) << 16) | (int(m.group(3)) << 8) | int(m.group(4))
+        index = (int(m.group(2)) << 16) | (int(m.group(3)) << 8) | int(m.group(4))
+        clicked[m.group(1)] = index
+        late += index < last_admitted
+        if m.group(5):
+            lags.append(float(m.group(5)))
     admitted = ADMITTED.findall(log)
     abandoned = set(ABANDONED.findall(log))
     in_join_order = [p for p in joins if p not in abandoned]
@@ -144,6 +158,10 @@ def queue_order(log: str, stamped: bool) -> dict:
         "fifo": out_of_click == 0 if stamped else admitted == in_join_order[: len(admitted)],
         "out_of_arrival": inversions([clicked[p] for p in joins]),
         "out_of_click": out_of_click,
+        "late_reads": late,
+        "lag_p50": pct(lags, 0.50),
+        "lag_p99": pct(lags, 0.99),
+        "lag_max": max(lags, default=float("nan")),
     }
 
 
@@ -156,6 +174,8 @@ async def run_contender(name: str, args: argparse.Namespace, work: Path) -> dict
         extra = f"c.TmpLoginAuthenticator.max_anonymous_users = {args.capacity}\n"
         if args.stamp:
             extra += 'c.WaitingRoomSettings.arrival_header = "X-Request-Start"\n'
+        if args.settle is not None:
+            extra += f"c.WaitingRoomSettings.arrival_settle = {args.settle}\n"
         config, link_of = ours_config(args.spawn_limit, extra=shared + extra), ours_link
     else:
         extra = f"c.JupyterHub.active_server_limit = {args.capacity}\n"
@@ -226,7 +246,8 @@ def median_row(rows: list[dict]) -> dict:
     """Median of each figure over the runs (min-max spread kept for the table)."""
     figures = ("reached", "errors", "waited", "p50", "p99", "max", "polls", "cpu_s", "cpu_pct")
     out = medians(rows, (*figures, "rss_mb"))
-    for key in ("joined", "admitted", "expired", "out_of_arrival", "out_of_click"):
+    queue = ("joined", "admitted", "expired", "out_of_arrival", "out_of_click", "late_reads")
+    for key in (*queue, "lag_p50", "lag_p99", "lag_max"):
         if key in rows[0]:
             out[key] = statistics.median(r[key] for r in rows)
     if "fifo" in rows[0]:
@@ -270,6 +291,11 @@ def report(by: dict[str, list[dict]], args: argparse.Namespace) -> None:
             f"{'yes' if m['fifo'] else 'NO'} (every run); joins out of arrival order: "
             f"{m['out_of_arrival']:.0f}; admissions out of click order: {m['out_of_click']:.0f}"
         )
+        print(
+            f"cnbi arrival lag (click -> the hub reads it; medians of p50/p99/max): "
+            f"{m['lag_p50']:.2f}/{m['lag_p99']:.2f}/{m['lag_max']:.2f} s; joins read after a "
+            f"later click was admitted: {m['late_reads']:.0f}"
+        )
         verdict = "ok" if m["errors"] == 0 and m["fifo"] else "MISS"
         print(f"target (cnbi): 0 error pages, all admitted in arrival order: {verdict}")
 
@@ -297,6 +323,12 @@ async def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="learners' requests carry X-Request-Start (as an ingress stamps them) and cnbi "
         "orders its queue by it (WaitingRoomSettings.arrival_header)",
+    )
+    p.add_argument(
+        "--settle",
+        type=float,
+        default=None,
+        help="with --stamp: WaitingRoomSettings.arrival_settle (s; default: the product's)",
     )
     args = p.parse_args(argv)
     args.n = args.n or (150 if args.quick else 1000)

@@ -220,8 +220,12 @@ class TmpLoginHandler(BaseHandler):
         except Waiting as waiting:
             TMPLOGIN_TOTAL.labels(result="waiting").inc()
             if waiting.joined:
-                self.log.info(
-                    "tmplogin waiting place=%s %s client=%s", waiting.place.id, waiting.why, client
+                self.log.info(  # lag: read this long after its arrival (an ingress stamp)
+                    "tmplogin waiting place=%s %s client=%s lag=%.3fs",
+                    waiting.place.id,
+                    waiting.why,
+                    client,
+                    max(0.0, time.time() - waiting.place.arrived),
                 )
             else:
                 self._poll = True  # the waiting page again: a heartbeat, logged at DEBUG

@@ -109,6 +109,13 @@ QUEUE_WAIT = Histogram(
     buckets=(1, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600),
     registry=REGISTRY,
 )
+ARRIVAL_LAG = Histogram(
+    "cnbi_waiting_room_arrival_lag_seconds",
+    "Time from the ingress's arrival stamp (WaitingRoomSettings.arrival_header) to the hub "
+    "reading the request, for places taken in the waiting room",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 30),
+    registry=REGISTRY,
+)
 QUEUE_JOINED = Counter(
     "cnbi_waiting_room_joined", "Places taken in the waiting room", registry=REGISTRY
 )
@@ -175,6 +182,15 @@ class WaitingRoomSettings(LoggingConfigurable):
         30.0,
         help="""An arrival_header stamp further than this many seconds from the hub's clock
         is not believed (the place arrives when the hub reads the request).""",
+    ).tag(config=True)
+
+    arrival_settle = Float(
+        2.0,
+        help="""With arrival_header set: a waiting place is admitted only once its stamp is
+        at least this many seconds old, so a learner who clicked first but whose request
+        reached the hub later (held in the proxy or the hub's connection queue during a
+        burst) still goes in first. Every waiting learner waits at least this long; the
+        metric cnbi_waiting_room_arrival_lag_seconds shows the delays this hub sees.""",
     ).tag(config=True)
 
     def rules(self) -> RoomRules:
@@ -266,6 +282,8 @@ class Lobby:
         stamp = handler.request.headers.get(header) if header else None
         sent = ingress_arrival(stamp, now, self.settings.arrival_skew)
         place = self.room.join(secrets.token_urlsafe(18), now, wants, sent)
+        if sent is not None:
+            ARRIVAL_LAG.observe(max(0.0, now - sent))
         QUEUE_JOINED.inc()
         QUEUE_LENGTH.set(len(self.room))
         handler.set_secure_cookie(
@@ -345,7 +363,9 @@ class Lobby:
             if auth.claim_pool_servers and any(p.wants for p in self.room.waiting()):
                 pools = ready_pool_servers(settings["db"], users)  # one query a round
             tokens = auth.rate_limiter.global_available()
-            admitted = self.room.admit(slots, tokens, pools)
+            settled = self.settings.arrival_settle if self.settings.arrival_header else None
+            arrived_by = None if settled is None else time.time() - settled
+            admitted = self.room.admit(slots, tokens, pools, arrived_by)
             auth.rate_limiter.take_global(len(admitted))
             if self._spawn_free is not None:
                 self._spawn_free -= sum(1 for p in admitted if not p.via_pool)

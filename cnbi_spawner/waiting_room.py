@@ -14,7 +14,11 @@ Policy (pure; the hub-side glue in :mod:`cnbi_spawner.waiting_page` feeds it dat
   ordered as the learners clicked: a place may then go in ahead of places that joined
   before it. A stamp further than ``max_skew`` seconds from the hub's clock is not believed
   (the place arrives now, as without one), which also bounds how far a forged stamp could
-  move a place forward.
+  move a place forward. Requests are also delayed by different amounts on their way, so a
+  learner who clicked first may be read after a later one was admitted: the caller then
+  passes ``arrived_by`` (now minus a settle time) to :meth:`WaitingRoom.admit`, which admits
+  a place only once its arrival is that old, so a request delayed by less than the settle
+  time still goes in ahead.
 - **Heartbeat and expiry.** Every poll (or reload) of a waiting browser is a heartbeat. A
   place with no heartbeat for ``expire_after`` seconds is abandoned and removed; so is an
   admitted place that does not come back to ``/tmplogin`` within ``admit_timeout`` seconds
@@ -264,10 +268,16 @@ class WaitingRoom:
         return Tick(expired=expired, lapsed=lapsed)
 
     def admit(
-        self, slots: int | None, tokens: int | None = None, pools: Mapping[str, int] | None = None
+        self,
+        slots: int | None,
+        tokens: int | None = None,
+        pools: Mapping[str, int] | None = None,
+        arrived_by: float | None = None,
     ) -> tuple[Place, ...]:
         """Admit places from the front (see :func:`admissible`), plus, in queue order,
-        places whose pool has ready servers in ``pools`` not promised to an admitted place."""
+        places whose pool has ready servers in ``pools`` not promised to an admitted place.
+        ``arrived_by`` (wall-clock): only places that arrived by then; the first later one
+        stops the round (the places behind it arrived later still)."""
         now = self.clock()
         if now < self._hold_until or not self._waiting:
             return ()
@@ -279,6 +289,8 @@ class WaitingRoom:
         chosen: list[Place] = []
         for place in self._waiting:
             if len(chosen) >= budget or (free <= 0 and not spare):
+                break
+            if arrived_by is not None and place.arrived > arrived_by:
                 break
             if spare.get(place.wants, 0) > 0:
                 spare[place.wants] -= 1

@@ -79,4 +79,6 @@ def test_waiting_room_over_capacity_tiny():
     assert "stock" in rows, out
     assert "admitted in click order (ingress stamps): yes" in out, out
     assert re.search(r"admissions out of click order: 0$", out, re.M), out
+    lag = r"arrival lag .*: [\d.]+/[\d.]+/[\d.]+ s; joins read after a later click was admitted: 0$"
+    assert re.search(lag, out, re.M), out
     assert "target (cnbi): 0 error pages, all admitted in arrival order: ok" in out

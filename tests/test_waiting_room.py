@@ -293,3 +293,17 @@ def test_tokens_bound_pool_admissions_too():
     for i in range(3):
         r.join(f"p{i}", 50_100.0 + i, wants="a")
     assert [p.id for p in r.admit(slots=5, tokens=1, pools={"a": 3})] == ["p0"]
+
+
+def test_arrived_by_lets_a_request_read_late_go_in_ahead():
+    """Clicked first, read after a later click: while admission waits for the stamps to
+    settle (``arrived_by``: now minus the settle time), it still goes in first; the round
+    stops at the first place that arrived after ``arrived_by``."""
+    r, _ = room()
+    r.join("later", 50_102.0, sent=50_101.0)
+    assert r.admit(slots=5, arrived_by=50_100.5) == ()  # nobody's click is old enough yet
+    r.join("earlier", 50_102.2, sent=50_100.4)  # clicked first, reached the hub last
+    r.join("unstamped", 50_102.3)  # the hub's own read time: behind both
+    assert [p.id for p in r.admit(slots=5, arrived_by=50_101.0)] == ["earlier", "later"]
+    assert r.admit(slots=5, arrived_by=50_102.0) == ()
+    assert [p.id for p in r.admit(slots=5, arrived_by=50_102.3)] == ["unstamped"]

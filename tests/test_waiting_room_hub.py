@@ -189,10 +189,15 @@ async def test_with_ingress_stamps_the_room_keeps_the_order_learners_clicked(
     start_hub, stub_devcluster, tmp_path
 ):
     """The ingress stamps each request (``X-Request-Start``): the hub reads C's request
-    before B's, but B clicked first, so B is first in line and admitted first. A stamp far
-    from the hub's clock is not believed: that browser queues at the back."""
+    before B's, but B clicked first, so B is first in line and admitted first, and not
+    before its stamp is ``arrival_settle`` seconds old. A stamp far from the hub's clock is
+    not believed: that browser queues at the back."""
     await maybe_await(stub_devcluster.add_image(IMAGE_REPO, tmp_path))
-    config = room_config() + 'c.WaitingRoomSettings.arrival_header = "X-Request-Start"\n'
+    settle = 8.0  # B clicked 3 s before it joined: it is held about 5 s after the slot frees
+    config = room_config() + (
+        'c.WaitingRoomSettings.arrival_header = "X-Request-Start"\n'
+        f"c.WaitingRoomSettings.arrival_settle = {settle}\n"
+    )
     hub = await start_hub(config, kubeconfig=stub_devcluster.kubeconfig)
     async with browser() as a, browser() as b, browser() as c, browser() as forger:
         code, headers, _ = await tmplogin(a, hub, LINK)  # A fills the hub
@@ -212,6 +217,8 @@ async def test_with_ingress_stamps_the_room_keeps_the_order_learners_clicked(
             assert (code, position_on_page(body)) == (200, expected), body[:2000]
         assert (await poll(c, hub))[1]["position"] == 2  # B went in ahead of C
         assert await user_names(hub) == {first}
+        lag = (await queue_metrics(hub))["cnbi_waiting_room_arrival_lag_seconds_count"]
+        assert lag == 2  # B's and C's stamps; the forger's was not believed
 
         await stop_server(hub, first)
 
@@ -219,6 +226,7 @@ async def test_with_ingress_stamps_the_room_keeps_the_order_learners_clicked(
             return (await poll(b, hub))[1]["state"] == "admitted"
 
         await wait_for(b_admitted, "the first to click to be admitted first", 30)
+        assert time.time() >= now - 3 + settle  # held until its click was settle s old
         _, state = await poll(c, hub)
         assert (state["state"], state["position"]) == ("waiting", 1)
 
