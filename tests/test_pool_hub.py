@@ -186,9 +186,16 @@ async def test_one_pool_server_goes_to_exactly_one_learner(
             assert r.status == 200, body[:500]
             assert "stub notebook server" in body and "lab/tree/lectures" in body
 
-        # the pool is refilled with a new server
+        # the pool is refilled with a new server; the service counted the claim
         refill = await wait_ready(admin, 1)
         assert pool_user not in refill
+        claim = f'cnbi_service_pool_claimed_total{{course="{COURSE}",size="small"}} 1.0'
+
+        async def claim_counted():
+            return claim in await _service_metrics(hub)
+
+        await wait_for(claim_counted, "the service to count the claim", 20)
+        assert f"Pool server of {pool_user} claimed" in hub.log_text()
 
         # the culler stops the claimed server once idle, never the unclaimed one
         async def winner_culled():

@@ -167,4 +167,4 @@ c.JupyterHub.load_roles = [
     instructor_role(groups=[env("CNBI_INSTRUCTORS_GROUP", "instructors")]),
 ]
 if POOL_TARGETS or RESERVATIONS_WARM_POOL:  # the service creates pool users, starts servers
-    c.JupyterHub.load_roles.append(pool_role("cnbi"))
+    c.JupyterHub.load_roles.append(pool_role("cnbi", anonymous_group=GUEST_GROUP))

@@ -27,12 +27,15 @@ The rules are :func:`cnbi_spawner.pool.plan_pool`; this module does the I/O. Eve
      removal are each one commit in the hub, so they cannot interleave.
 
 A user that left the pool group into the anonymous group since the last pass was claimed
-(``cnbi_service_pool_claimed_total``). Logs one line per start, drain and claim with the
-user and the course.
+(``cnbi_service_pool_claimed_total``): one read of the anonymous group's member names per
+pass in which members left, not one request per member (a lecture hall claims hundreds a
+pass, and those requests competed with the learners' claims on the hub's one event loop).
+Logs one line per start, drain and claim with the user and the course.
 
 Hub scopes the service needs for this (:func:`pool_role`, in ``load_roles`` only when a
 pool is configured): ``admin:users`` (the REST API creates users only with it),
-``groups!group=cnbi-pool``, ``start:servers!group=cnbi-pool``.
+``groups!group=cnbi-pool``, ``start:servers!group=cnbi-pool``, ``read:groups`` of the
+anonymous group.
 """
 
 from __future__ import annotations
@@ -77,8 +80,12 @@ USERNAME_ANNOTATION = "hub.jupyter.org/username"
 HUB_FULL = frozenset({429, 503})
 
 
-def pool_role(service_name: str = "cnbi", role_name: str = "cnbi-pool") -> dict:
-    """The extra hub role the service needs to keep warm pools (``c.JupyterHub.load_roles``)."""
+def pool_role(
+    service_name: str = "cnbi", role_name: str = "cnbi-pool", anonymous_group: str = ANONYMOUS_GROUP
+) -> dict:
+    """The extra hub role the service needs to keep warm pools (``c.JupyterHub.load_roles``);
+    ``anonymous_group``: the guests' group (``GuestPolicy.anonymous_group``), read to count
+    claims."""
     return {
         "name": role_name,
         "description": "cnbi service: create warm-pool users and start their servers",
@@ -87,6 +94,7 @@ def pool_role(service_name: str = "cnbi", role_name: str = "cnbi-pool") -> dict:
             f"groups!group={POOL_GROUP}",
             f"admin:groups!group={POOL_GROUP}",
             f"start:servers!group={POOL_GROUP}",
+            f"read:groups!group={anonymous_group}",
         ],
         "services": [service_name],
     }
@@ -194,6 +202,7 @@ class PoolManager:
         self._images: dict[str, str | None] = {}  # member -> image its pod runs (None: no pod)
         self._relist = True  # list the pods at the next pass
         self._passes = 0
+        self._guests_forbidden = False
         self._ready: dict[str, dict] = {}  # user models of members ready at the last pass
         self.group_ready = False
 
@@ -248,14 +257,14 @@ class PoolManager:
             await self._ensure_group()
         targets = self.resolve_targets()
         starting = dict(self._starting)  # before listing: a start may finish meanwhile
-        pool_users, left = await self._pool_users()
+        pool_users, claimed = await self._pool_users()
         found = [member_from_model(u) for u in pool_users if u["name"] not in starting]
         images = await self._images_of(found)
         members = [
             PoolMember(m.name, m.key, m.state, images.get(m.name)) if m.key else m for m in found
         ]
         members += [PoolMember(n, k, MemberState.STARTING) for n, k in starting.items()]
-        self._note_claims(left)
+        self._note_claims(claimed)
 
         self._note_outcomes(members)
         now = time.monotonic()
@@ -320,44 +329,64 @@ class PoolManager:
         self._paused_until[key] = time.monotonic() + pause
         log.warning("Pool %s: start failed (%d in a row); no new starts for %.0fs", key, n, pause)
 
-    async def _pool_users(self) -> tuple[list[dict], dict[str, dict]]:
-        """The pool group's user models, and the models of last pass's members that left it.
+    async def _pool_users(self) -> tuple[list[dict], set[str]]:
+        """The pool group's user models, and last pass's members that learners claimed since.
 
         Every ``FULL_EVERY``-th pass (and the first) lists all users. The others read the
-        group's member names (one request) and fetch only members not known to be ready
-        and the ones that left: a steady pool costs the hub one request per pass, not a
-        listing of every learner.
+        group's member names (one request), fetch only members not known to be ready, and,
+        if members left, the anonymous group's names (one request): a steady pool costs the
+        hub one request per pass, not a listing of every learner.
         """
         self._passes += 1
         if self._passes % FULL_EVERY == 1 or FULL_EVERY == 1:
             users = {u["name"]: u for u in await self.hub.all_users()}
             pool = [u for u in users.values() if POOL_GROUP in (u.get("groups") or ())]
             names = {u["name"] for u in pool}
-            left = {n: users[n] for n in self._members if n in users and n not in names}
+            claimed = {
+                n for n in self._members if n in users and n not in names
+                and self.anonymous_group in (users[n].get("groups") or ())
+            }  # fmt: skip
         else:
             _, group = await self.hub.request("GET", f"/groups/{quote(POOL_GROUP, safe='')}")
             names = set((group or {}).get("users") or ())
-            fetch = [n for n in names if n not in self._ready] + [
-                n for n in self._members if n not in names
-            ]
+            fetch = [n for n in names if n not in self._ready]
             models = await asyncio.gather(*(self.hub.get_user(n) for n in fetch))
             fetched = {n: m for n, m in zip(fetch, models, strict=True) if m is not None}
             pool = [fetched[n] if n in fetched else self._ready[n] for n in names
                     if n in fetched or n in self._ready]  # fmt: skip
-            left = {n: m for n, m in fetched.items() if n not in names}
+            left = {n for n in self._members if n not in names}
+            claimed = left & await self._guests() if left else set()
         self._ready = {
             u["name"]: u for u in pool if member_from_model(u).state is MemberState.READY
         }
-        return pool, left
+        return pool, claimed
 
-    def _note_claims(self, left: dict[str, dict]) -> None:
-        """Members of the last pass now in the anonymous group: learners claimed them."""
-        for name, user in left.items():
+    async def _guests(self) -> set[str]:
+        """The anonymous group's member names (none while it does not exist yet, or while
+        the service's role may not read it: then claims go uncounted, with one warning)."""
+        path = f"/groups/{quote(self.anonymous_group, safe='')}"
+        try:
+            _, model = await self.hub.request("GET", path, ok404=True)
+        except HubAPIError as e:
+            if e.status != 403:
+                raise
+            if not self._guests_forbidden:
+                self._guests_forbidden = True
+                log.warning(
+                    "Cannot read the hub group %s (403): pool claims are not counted. Give "
+                    "the service read:groups!group=%s (pool_role(anonymous_group=...)).",
+                    self.anonymous_group, self.anonymous_group,
+                )  # fmt: skip
+            return set()
+        return set((model or {}).get("users") or ())
+
+    def _note_claims(self, claimed: set[str]) -> None:
+        """Members of the last pass that learners claimed (now in the anonymous group)."""
+        for name in sorted(claimed):
             key = self._members.get(name)
-            if self.anonymous_group in (user.get("groups") or ()):
-                log.info("Pool server of %s claimed (course %s)", name, key)
-                if self.metrics is not None and key is not None:
-                    self.metrics.pool_claimed.labels(course=key.course, size=key.size).inc()
+            log.info("Pool server of %s claimed (course %s)", name, key)
+            if self.metrics is not None and key is not None:
+                self.metrics.pool_claimed.labels(course=key.course, size=key.size).inc()
 
     def _spawn_task(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
