@@ -268,7 +268,8 @@ class ProcSampler:
 
 
 def start_profiler(pid: int, out: Path) -> subprocess.Popen:
-    """``py-spy record`` the process into ``out`` (folded stacks, idle frames included)."""
+    """``py-spy record`` the process into ``out`` (folded stacks, idle frames included; a
+    ``.json`` ``out``: speedscope, which keeps the samples in time order)."""
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     out.parent.mkdir(parents=True, exist_ok=True)
     cmd = [
@@ -277,7 +278,7 @@ def start_profiler(pid: int, out: Path) -> subprocess.Popen:
         "--pid",
         str(pid),
         "--format",
-        "raw",
+        "speedscope" if out.suffix == ".json" else "raw",
         "--rate",
         "50",
         "--idle",

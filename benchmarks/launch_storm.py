@@ -259,6 +259,7 @@ async def run_contender(
     work: Path,
     profile: Path | None = None,
     pool: tuple[int, int] | None = None,
+    timeline: bool = False,
 ) -> dict:
     content = work / "content"
     (content / Path(NOTEBOOK).parent).mkdir(parents=True, exist_ok=True)
@@ -287,7 +288,8 @@ async def run_contender(
             }
             for sm in (sampler, *others.values()):
                 sm.start()
-            spy = start_profiler(hub.proc.pid, profile / f"{name}-hub.folded") if profile else None
+            storm_file = f"{name}-hub.speedscope.json" if timeline else f"{name}-hub.folded"
+            spy = start_profiler(hub.proc.pid, profile / storm_file) if profile else None
             t_start = time.monotonic() + 0.5
             outcomes = await asyncio.gather(
                 *(
@@ -407,6 +409,12 @@ async def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--profile", type=Path, help="py-spy the hub (warm-up, storm): folded stacks in this dir"
     )
+    p.add_argument(
+        "--timeline",
+        action="store_true",
+        help="with --profile: the storm's profile as speedscope JSON (samples in time order, "
+        "to find what stalls the hub's event loop)",
+    )
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     p.add_argument("--runs", type=int, default=1, help="alternating rounds; medians reported")
     args = p.parse_args(argv)
@@ -438,7 +446,7 @@ async def main(argv: list[str] | None = None) -> int:
                         config += SQLITE_WAL
                     r = await run_contender(
                         name, config, link_of, n, spread, args.timeout, work / f"run{run + 1}",
-                        args.profile and args.profile / f"run{run + 1}", pool,
+                        args.profile and args.profile / f"run{run + 1}", pool, args.timeline,
                     )  # fmt: skip
                 r["load"] = (load0, os.getloadavg()[0])
                 runs[name].append(r)
