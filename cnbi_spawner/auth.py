@@ -66,6 +66,14 @@ class TmpLoginMixin(LoggingConfigurable):
         database query per launch when no pool exists; False skips it.""",
     ).tag(config=True)
 
+    pool_refill_claim_rate = Float(
+        1.0,
+        help="""While learners claim warm-pool servers at this many per second or more
+        (over the last 5 s: a lecture hall clicking together), the hub refuses the cnbi
+        service's pool starts (503; the service retries later), so the burst's claims are
+        not slowed by refill spawns; the pool refills after it. 0: refill at once.""",
+    ).tag(config=True)
+
     default_launch = Dict(
         {},
         help="""Launch parameters used when /tmplogin has none, e.g. {"course": "intro"}.
@@ -329,7 +337,9 @@ class TmpLoginMixin(LoggingConfigurable):
         if pool_start and any(g.name == POOL_GROUP for g in user.orm_user.groups):
             settings = user.settings
             spawn_limit = settings.get("concurrent_spawn_limit", 0)
-            self.pool_starts.admit(self, settings["users"], user, spawn_limit)
+            self.pool_starts.admit(
+                self, settings["users"], user, spawn_limit, self.pool_refill_claim_rate
+            )
 
     def get_handlers(self, app: Any) -> list:
         try:

@@ -27,10 +27,19 @@ one of them was promised would send that learner to the hub's 429, so the gate r
 pool start (503, as above) while the hub's pending spawns, this one included, plus the
 logins on their way exceed the limit. A learner's launch goes first; the pool waits for a
 free slot.
+
+Claim bursts: while learners claim pool servers at ``refill_claim_rate`` per second or more
+(over the last :data:`CLAIM_WINDOW` seconds: a lecture hall clicking), pool starts are
+refused the same way. Each start is a spawn on the hub's one event loop, and refilling
+during the burst slowed the claims it was refilling for (``launch_storm.py --pool``: 300
+refill starts during the 60 s of 1000 claims); the pool refills once the burst is over.
 """
 
 from __future__ import annotations
 
+import time
+from collections import deque
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from .errors import Throttled
@@ -40,6 +49,8 @@ from .pool import POOL_GROUP
 
 #: Retry-After (s) of a refused pool start: about one pool pass
 RETRY_AFTER = 5
+#: seconds over which the claim rate of a burst is measured
+CLAIM_WINDOW = 5.0
 
 
 class CapacityAuth(Protocol):
@@ -67,15 +78,47 @@ def pool_servers(users: Any) -> tuple[set[str], set[str]]:
     return active, starting
 
 
+def claim_burst(claims: deque[float], now: float, rate: float) -> int:
+    """Claims in the last :data:`CLAIM_WINDOW` seconds if they come at ``rate`` per second or
+    more (a burst), else 0. Drops older times from the left of ``claims`` (oldest first)."""
+    while claims and now - claims[0] > CLAIM_WINDOW:
+        claims.popleft()
+    return len(claims) if rate > 0 and len(claims) >= rate * CLAIM_WINDOW else 0
+
+
 class PoolStartGate:
     """Admits or refuses pool starts (see the module docstring); one per authenticator."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._admitted: set[str] = set()  # pool starts admitted and still pending
+        self._claims: deque[float] = deque()  # when learners claimed pool servers, oldest first
+        self._clock = clock
 
-    def admit(self, auth: CapacityAuth, users: Any, user: Any, spawn_limit: int = 0) -> None:
+    def claimed(self) -> None:
+        """A learner was handed a pool server (``claim.claim_pool_server``)."""
+        self._claims.append(self._clock())
+
+    def admit(
+        self,
+        auth: CapacityAuth,
+        users: Any,
+        user: Any,
+        spawn_limit: int = 0,
+        refill_claim_rate: float = 0.0,
+    ) -> None:
         """Let ``user``'s pool start go on, or raise ``LaunchRefused`` (503).
-        ``spawn_limit``: the hub's ``concurrent_spawn_limit`` (0: none)."""
+        ``spawn_limit``: the hub's ``concurrent_spawn_limit`` (0: none);
+        ``refill_claim_rate``: claims per second that make a burst (0: never refuse for one)."""
+        burst = claim_burst(self._claims, self._clock(), refill_claim_rate)
+        if burst:
+            raise LaunchRefused(
+                Throttled(
+                    f"Learners are claiming warm pool servers ({burst} in the last "
+                    f"{CLAIM_WINDOW:.0f} s); the pool refills after the burst.",
+                    retry_after=RETRY_AFTER,
+                    status=503,
+                )
+            )
         on_the_way = auth.starting(users) if spawn_limit else 0  # no walk when nobody is
         if on_the_way:
             free = spawn_headroom(users.count_active_users(), spawn_limit, on_the_way)

@@ -70,6 +70,7 @@ from .hub_errors import LaunchRefused
 from .launch_grammar import LINK_PARAMS, RESERVATION, TICKET
 from .link_preview import PAGE, Visit, VisitDecision, classify, preview_page
 from .pool import PoolKey
+from .pool_starts import PoolStartGate
 from .ratelimit import client_key
 from .reservation_admission import ReservationAdmission
 from .selection import ImageSource, LaunchPlan, LaunchPolicy, plan_launch
@@ -90,6 +91,7 @@ class TmpLoginAuth(LobbyAuth, Protocol):
     link_max_ttl: int
     manage_groups: bool
     claim_pool_servers: bool
+    pool_starts: PoolStartGate
 
     @property
     def signing_key(self) -> bytes: ...
@@ -346,6 +348,7 @@ class TmpLoginHandler(BaseHandler):
         if plan is not None and pool is not None and auth.claim_pool_servers:  # no spawn gate
             claimed = claim_pool_server(self, auth, pool)
             if claimed is not None:  # one commit made it this learner's; no spawn needed
+                auth.pool_starts.claimed()
                 if seat is not None:  # a pool server needs no capacity: counted if one is left
                     await auth.reservations.take(seat, claimed.name)
                 self.set_login_cookie(claimed)

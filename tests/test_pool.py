@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections import deque
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
 import pytest
 
+from cnbi_spawner.hub_errors import LaunchRefused
 from cnbi_spawner.pool import (
     POOL_GROUP,
     Drain,
@@ -20,6 +23,7 @@ from cnbi_spawner.pool import (
     pick_server,
     plan_pool,
 )
+from cnbi_spawner.pool_starts import CLAIM_WINDOW, RETRY_AFTER, PoolStartGate, claim_burst
 from cnbi_spawner.service.cull_policy import Action, CullPolicy, decide
 from cnbi_spawner.service.pool import member_from_model
 
@@ -168,3 +172,37 @@ def test_pick_server_stops_at_the_first_fit():
         raise AssertionError("looked past the first fit")
 
     assert pick_server(candidates(), A) == "a"
+
+
+@pytest.mark.parametrize(
+    ("ages", "rate", "expected"),
+    [
+        ([4.9, 4, 3, 2, 1], 1.0, 5),  # 5 claims in 5 s: a burst at 1/s
+        ([4, 3, 2, 1], 1.0, 0),  # 4 in 5 s: not
+        ([9, 8, 7, 6, 1], 1.0, 0),  # the older ones are outside the window
+        ([1, 1, 1, 1, 1], 0.0, 0),  # 0: never a burst
+        ([], 1.0, 0),
+    ],
+)
+def test_claim_burst(ages, rate, expected):
+    now = 1000.0
+    claims = deque(now - a for a in ages)
+    assert claim_burst(claims, now, rate) == expected
+    assert all(now - t <= CLAIM_WINDOW for t in claims)  # older times were dropped
+
+
+def test_pool_starts_are_refused_during_a_burst_of_claims():
+    clock = [100.0]
+    gate = PoolStartGate(clock=lambda: clock[0])
+    auth = SimpleNamespace(max_anonymous_users=0, starting=lambda users: 0)
+    for _ in range(6):  # six claims in 3 s
+        gate.claimed()
+        clock[0] += 0.5
+    with pytest.raises(LaunchRefused) as refused:
+        gate.admit(auth, {}, SimpleNamespace(name="p1"), refill_claim_rate=1.0)
+    assert refused.value.status_code == 503
+    assert refused.value.headers == {"Retry-After": str(RETRY_AFTER)}
+    assert "6 in the last 5 s" in refused.value.jupyterhub_message
+    gate.admit(auth, {}, SimpleNamespace(name="p1"), refill_claim_rate=0.0)  # off: admitted
+    clock[0] += 5.0  # the burst is over
+    gate.admit(auth, {}, SimpleNamespace(name="p1"), refill_claim_rate=1.0)

@@ -29,6 +29,7 @@ from test_spawner_hub import NOTEBOOK, REPO, imagestream, put_imagestream, user_
 
 from cnbi_spawner.kube import make_api_client
 from cnbi_spawner.pool import POOL_GROUP
+from cnbi_spawner.pool_starts import CLAIM_WINDOW
 from cnbi_spawner.signing import sign_params
 
 pytestmark = [pytest.mark.slow]
@@ -305,6 +306,28 @@ async def test_a_failing_course_image_pauses_its_pool(start_hub, stub_devcluster
 
     stub_devcluster.kubelet.pod_faults.set(REPO, None)  # the author fixed the image
     await wait_ready(admin, 3, timeout=120)  # the pool resumes after its back-off
+
+
+async def test_the_pool_refills_after_a_burst_of_claims(start_hub, stub_devcluster, kube, tmp_path):
+    """While learners claim pool servers fast (here any claim is a burst: 0.1 a second over
+    the 5 s window), the hub refuses the service's refill starts; after the burst the pool is
+    refilled."""
+    burst = "c.TmpLoginMixin.pool_refill_claim_rate = 0.1\n"
+    hub, _ = await start_stack(start_hub, stub_devcluster, tmp_path, {"uai-intro": 2}, extra=burst)
+    admin = Admin(hub)
+    ready = await wait_ready(admin, 2)
+    async with browser() as b:
+        code, headers, _ = await tmplogin(b, hub, link(notebook=NOTEBOOK))
+    claimed_at = time.monotonic()
+    assert code == 302 and user_in(headers["Location"]) in ready
+
+    async def refused() -> bool:
+        return "Learners are claiming warm pool servers (1 in the last 5 s)" in hub.log_text()
+
+    await wait_for(refused, "the refill refused during the burst", 20)
+    refill = await wait_ready(admin, 2)
+    assert time.monotonic() - claimed_at >= CLAIM_WINDOW  # not before the burst was over
+    assert len(refill - ready) == 1
 
 
 async def test_the_pool_never_pushes_the_hub_past_max_anonymous_users(
