@@ -363,13 +363,13 @@ class Lobby:
             if auth.claim_pool_servers and any(p.wants for p in self.room.waiting()):
                 pools = ready_pool_servers(settings["db"], users)  # one query a round
             tokens = auth.rate_limiter.global_available()
-            settled = self.settings.arrival_settle if self.settings.arrival_header else None
-            arrived_by = None if settled is None else time.time() - settled
+            wall = time.time()
+            settle = self.settings.arrival_settle
+            arrived_by = wall - settle if self.settings.arrival_header else None
             admitted = self.room.admit(slots, tokens, pools, arrived_by)
             auth.rate_limiter.take_global(len(admitted))
             if self._spawn_free is not None:
                 self._spawn_free -= sum(1 for p in admitted if not p.via_pool)
-            wall = time.time()
             for place in admitted:
                 waited = max(0.0, wall - place.arrived)
                 QUEUE_WAIT.observe(waited)

@@ -150,6 +150,12 @@ class HubClient:
         _, model = await self.request("GET", f"/users/{quote(name, safe='')}", ok404=True)
         return model
 
+    async def group_members(self, group: str, *, missing_ok: bool = False) -> set[str]:
+        """The member names of a hub group (none if it does not exist and ``missing_ok``)."""
+        path = f"/groups/{quote(group, safe='')}"
+        _, model = await self.request("GET", path, ok404=missing_ok)
+        return set((model or {}).get("users") or ())
+
     async def list_users(self, state: str | None = None) -> AsyncIterator[dict]:
         """Every user model, page by page (``state``: active | ready | inactive | None).
 

@@ -347,8 +347,7 @@ class PoolManager:
                 and self.anonymous_group in (users[n].get("groups") or ())
             }  # fmt: skip
         else:
-            _, group = await self.hub.request("GET", f"/groups/{quote(POOL_GROUP, safe='')}")
-            names = set((group or {}).get("users") or ())
+            names = await self.hub.group_members(POOL_GROUP)
             fetch = [n for n in names if n not in self._ready]
             models = await asyncio.gather(*(self.hub.get_user(n) for n in fetch))
             fetched = {n: m for n, m in zip(fetch, models, strict=True) if m is not None}
@@ -364,9 +363,8 @@ class PoolManager:
     async def _guests(self) -> set[str]:
         """The anonymous group's member names (none while it does not exist yet, or while
         the service's role may not read it: then claims go uncounted, with one warning)."""
-        path = f"/groups/{quote(self.anonymous_group, safe='')}"
         try:
-            _, model = await self.hub.request("GET", path, ok404=True)
+            return await self.hub.group_members(self.anonymous_group, missing_ok=True)
         except HubAPIError as e:
             if e.status != 403:
                 raise
@@ -378,7 +376,6 @@ class PoolManager:
                     self.anonymous_group, self.anonymous_group,
                 )  # fmt: skip
             return set()
-        return set((model or {}).get("users") or ())
 
     def _note_claims(self, claimed: set[str]) -> None:
         """Members of the last pass that learners claimed (now in the anonymous group)."""
